@@ -308,10 +308,21 @@ def load_config(path: str | Path) -> RoboVLMConfig:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if isinstance(data, dict) and "robovlm_config_version" in data:  # checkpoint config.json
         data = data.get("model")
+    _resolve_paths(data, path.parent)
     try:
         return RoboVLMConfig.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _resolve_paths(data: Any, base: Path) -> None:
+    """Relative weight directories in a config file are relative to the file, not to the working directory."""
+    if not isinstance(data, dict):
+        return
+    for key in ("backbone", "clip_text"):
+        sub = data.get(key)
+        if isinstance(sub, dict) and isinstance(sub.get("path"), str) and not Path(sub["path"]).is_absolute():
+            sub["path"] = str((base / sub["path"]).resolve())
 
 
 def save_config(config: RoboVLMConfig, path: str | Path) -> None:

@@ -106,6 +106,11 @@ class BackboneAdapter(nn.Module):
         )
         return out.last_hidden_state, cache
 
+    @staticmethod
+    def prepare_config(hf_config):
+        """Adjust the backbone's config before the model is built (see the PaliGemma adapter)."""
+        return hf_config
+
     def new_cache(self) -> DynamicCache:
         return DynamicCache()
 
@@ -160,6 +165,13 @@ class PaliGemmaBackbone(BackboneAdapter):
     def __init__(self, model: PaliGemmaModel) -> None:
         super().__init__()
         self.model = model
+
+    @staticmethod
+    def prepare_config(hf_config):
+        # PaliGemma attends bidirectionally over image + prompt. Here the frame tokens follow the instruction and
+        # the instruction's keys and values are reused for every frame, which needs a causal decoder.
+        hf_config.text_config.use_bidirectional_attention = False
+        return hf_config
 
     @property
     def vision_width(self) -> int:
@@ -221,10 +233,11 @@ def build_backbone(cfg: BackboneConfig, *, load_weights: bool = True) -> Backbon
     """
     adapter_cls, model_cls, _ = _ADAPTERS[cfg.type]
     if cfg.path is not None and load_weights:
-        path = check_pretrained_dir(cfg.path)
-        log.info("loading %s backbone from %s", cfg.type, path)
-        model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        check_pretrained_dir(cfg.path)
+    hf_config = adapter_cls.prepare_config(hf_config_for(cfg))
+    if cfg.path is not None and load_weights:
+        log.info("loading %s backbone from %s", cfg.type, cfg.path)
+        model = model_cls.from_pretrained(str(cfg.path), config=hf_config, local_files_only=True, dtype=torch.float32)
     else:
-        hf_config = hf_config_for(cfg)
         model = model_cls(hf_config)
     return adapter_cls(model)

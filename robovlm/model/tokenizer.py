@@ -35,6 +35,9 @@ class ByteTokenizer:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "sentencepiece.bpe.model")
+
+
 class HFTokenizer:
     """A ``transformers`` tokenizer loaded from a local directory, behind the same small interface."""
 
@@ -44,6 +47,8 @@ class HFTokenizer:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise FileNotFoundError(f"no tokenizer files in {path} (expected one of {', '.join(TOKENIZER_FILES)})")
         try:
             self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
