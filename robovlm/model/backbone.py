@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import DynamicCache, Kosmos2Config, Kosmos2Model, PaliGemmaConfig, PaliGemmaModel, PreTrainedModel
 
@@ -221,7 +222,7 @@ def hf_config_for(cfg: BackboneConfig):
     data.pop("model_type", None)
     try:
         return config_cls(**data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, StrictDataclassError) as exc:
         raise ConfigError(f"backbone.config: not a valid {config_cls.__name__}: {exc}") from exc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
@@ -30,7 +31,7 @@ def build_clip_text_encoder(cfg: ClipTextConfig) -> CLIPTextModelWithProjection:
         data.pop("model_type", None)
         try:
             model = CLIPTextModelWithProjection(CLIPTextConfig(**data))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, StrictDataclassError) as exc:
             raise ConfigError(f"clip_text.config: not a valid CLIPTextConfig: {exc}") from exc
     model.requires_grad_(False)
     return model.eval()
