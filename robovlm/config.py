@@ -82,7 +82,7 @@ class BackboneConfig:
         if self.config is not None:
             _check(isinstance(self.config, dict), "backbone.config", f"must be an object, got {type(self.config).__name__}")
         _one_of(self.tokenizer, ("auto", "bytes", "checkpoint"), "backbone.tokenizer")
-        _check(self.tokenizer == "bytes" or self.path is not None, "backbone.tokenizer",
+        _check(self.tokenizer != "auto" or self.path is not None, "backbone.tokenizer",
                "'auto' loads the tokenizer from backbone.path, which is not set; use 'bytes' for a random-init backbone")
         _check(isinstance(self.prompt, str) and "{instruction}" in self.prompt, "backbone.prompt",
                f"must contain '{{instruction}}', got {self.prompt!r}")

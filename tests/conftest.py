@@ -28,10 +28,11 @@ PALIGEMMA_TINY = {
 }
 
 
-def tiny_config(backbone: str = "kosmos2", **overrides) -> RoboVLMConfig:
+def tiny_config(kind: str = "kosmos2", **overrides) -> RoboVLMConfig:
+    """A tiny config of ``kind`` (kosmos2 | paligemma); dict overrides merge into sections, ``backbone`` replaces."""
     data = {
-        "backbone": {"type": backbone, "tokenizer": "bytes",
-                     "config": copy.deepcopy(KOSMOS_TINY if backbone == "kosmos2" else PALIGEMMA_TINY)},
+        "backbone": {"type": kind, "tokenizer": "bytes",
+                     "config": copy.deepcopy(KOSMOS_TINY if kind == "kosmos2" else PALIGEMMA_TINY)},
         "image_size": IMAGE,
         "vision_resampler": {"vis_dim": 24, "depth": 2, "dim_head": 8, "heads": 2, "num_latents": 4},
         "act_head": {"type": "lstm", "hidden_size": 32, "num_layers": 2},
@@ -41,7 +42,7 @@ def tiny_config(backbone: str = "kosmos2", **overrides) -> RoboVLMConfig:
         "fwd_pred_next_n": 3,
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
+        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "backbone":
             data[key] = {**data[key], **value}
         else:
             data[key] = value

@@ -63,7 +63,7 @@ class ClipNorm(nn.Module):
         missing = [s for s in dict.fromkeys(instructions) if s not in self._cache]
         if missing:
             tok = self.tokenizer
-            rows = [(tok.encode_text(s) + [tok.eos_token_id])[: self.max_len] for s in missing]
+            rows = [tok.encode_text(s)[: self.max_len - 1] + [tok.eos_token_id] for s in missing]  # CLIP pools at EOS
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
