@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
 
 from robovlm.config import RoboVLMConfig
+
+# Each test process gets its own DDS domain and never discovers anything beyond this machine.
+os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 IMAGE = 56  # 4x4 patches of 14 px: fast, same code path as 224 px
 

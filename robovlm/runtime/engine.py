@@ -1,0 +1,81 @@
+"""Inference engines behind one interface: camera frames and joint state in, an action chunk in physical units out.
+
+``TorchEngine`` runs ``RoboVLM.step`` (streaming: only the new frame is encoded). The node and the simulator
+evaluation use the same engine, so what is tested offline is what drives the robot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model.policy import RoboVLM
+from .preprocess import to_pixels
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("torch",)
+
+
+class EngineError(RuntimeError):
+    """The engine cannot be built on this machine (device, files); the message says what to change."""
+
+
+class TorchEngine:
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise EngineError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("device 'cuda' requested but no CUDA device is available to torch")
+        self.device = torch.device(device)
+        self.model = RoboVLM.from_pretrained(checkpoint, device=self.device)
+        self.config = self.model.config
+        self.stats = self.model.stats
+        self.name = "torch"
+
+    @property
+    def uses_hand(self) -> bool:
+        return self.config.use_hand_rgb
+
+    @property
+    def uses_state(self) -> bool:
+        return self.config.use_state
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    def state_dim(self) -> int:
+        return self.config.state_dim
+
+    def reset(self) -> None:
+        self.model.reset()
+
+    def _pixels(self, rgb: np.ndarray) -> torch.Tensor:
+        cfg = self.config
+        return to_pixels(rgb, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std).to(self.device)
+
+    @torch.inference_mode()
+    def step(self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None,
+             instruction: str) -> np.ndarray:
+        """RGB uint8 (H, W, 3) frames, raw joint state (S,) -> (n, A) actions in physical units."""
+        head = self._pixels(head_rgb)
+        hand = self._pixels(hand_rgb) if (hand_rgb is not None and self.uses_hand) else None
+        st = None
+        if self.uses_state:
+            if state is None:
+                raise ValueError("the model uses the joint state but none was given")
+            st = torch.from_numpy(self.stats.normalize_state(state)).unsqueeze(0).to(self.device)
+        chunk = self.model.step(head, hand, st, instruction)[0]  # (n, A) normalized
+        return self.stats.unnormalize_action(chunk.float().cpu().numpy())
+
+
+def build_engine(name: str, checkpoint: str | Path, *, device: str = "cpu") -> TorchEngine:
+    if name not in ENGINES:
+        raise EngineError(f"engine {name!r} is not available: this build has {list(ENGINES)} "
+                          "(the ONNX Runtime engine needs an ONNX export, which does not exist yet)")
+    return TorchEngine(checkpoint, device=device)

@@ -1,0 +1,86 @@
+"""Which action of which chunk is due now.
+
+The inference loop hands over ``ActionChunk``s stamped with the time of the observation they were computed from;
+action ``i`` of a chunk is due at ``stamp + i * dt``. The control loop asks ``action_at(now)``:
+- ``latest``: the newest chunk's action due now;
+- ``open_loop``: keep executing the current chunk until its actions run out, then switch to the newest (openpi);
+- ``ensemble``: ACT temporal ensembling: every chunk that has an action for now contributes it, weighted
+  ``exp(-decay * k)`` with ``k = 0`` for the oldest chunk.
+All modes return None when the newest chunk is older than ``chunk_timeout_s`` (the model stalled) or no chunk
+covers now.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("ensemble", "open_loop", "latest")
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    stamp: float
+    """Seconds (node clock) of the observation the chunk was computed from; action 0 is due then."""
+    dt: float
+    """Seconds between consecutive actions."""
+    actions: np.ndarray
+    """(n, A) in physical units."""
+
+    def index_at(self, now: float) -> int:
+        return int(math.floor((now - self.stamp) / self.dt + 1e-9))
+
+    def action_at(self, now: float) -> np.ndarray | None:
+        i = self.index_at(now)
+        return self.actions[i] if 0 <= i < len(self.actions) else None
+
+
+class ChunkScheduler:
+    """Thread-safe: ``push`` from the inference thread, ``action_at`` from the control timer."""
+
+    def __init__(self, mode: str, *, chunk_timeout_s: float, ensemble_decay: float = 0.01) -> None:
+        if mode not in MODES:
+            raise ValueError(f"chunk_mode must be one of {list(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.chunk_timeout_s = chunk_timeout_s
+        self.decay = ensemble_decay
+        self._chunks: deque[ActionChunk] = deque()
+        self._current: ActionChunk | None = None
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._chunks.clear()
+            self._current = None
+
+    def push(self, chunk: ActionChunk) -> None:
+        with self._lock:
+            self._chunks.append(chunk)
+
+    def newest_stamp(self) -> float | None:
+        with self._lock:
+            return self._chunks[-1].stamp if self._chunks else None
+
+    def action_at(self, now: float) -> np.ndarray | None:
+        with self._lock:
+            # drop chunks with nothing left to give
+            while self._chunks and self._chunks[0].index_at(now) >= len(self._chunks[0].actions):
+                self._chunks.popleft()
+            if not self._chunks or now - self._chunks[-1].stamp > self.chunk_timeout_s:
+                return None
+            newest = self._chunks[-1]
+            if self.mode == "latest":
+                return newest.action_at(now)
+            if self.mode == "open_loop":
+                if self._current is None or self._current.action_at(now) is None:
+                    self._current = newest
+                return self._current.action_at(now)
+            acts = [a for a in (c.action_at(now) for c in self._chunks) if a is not None]
+            if not acts:
+                return None
+            w = np.exp(-self.decay * np.arange(len(acts)))
+            return (w[:, None] * np.stack(acts)).sum(0) / w.sum()

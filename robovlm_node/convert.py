@@ -1,0 +1,144 @@
+"""ROS message <-> NumPy.
+
+Images use the real ``cv_bridge`` when it is importable (ROS installs, the Docker image); otherwise a NumPy/OpenCV
+path that covers rgb8, bgr8, rgba8, bgra8, mono8 and JPEG/PNG ``CompressedImage``s and honours the row ``step``
+(rows may be padded). Every malformed message raises ``ImageConversionError`` with the reason; nothing here crashes
+the caller's loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist, TwistStamped
+from sensor_msgs.msg import CompressedImage, Image, JointState
+
+try:  # the real bridge when ROS provides it
+    from cv_bridge import CvBridge, CvBridgeError  # type: ignore
+
+    _BRIDGE: CvBridge | None = CvBridge()
+except ImportError:  # pip-only installs: the NumPy/OpenCV path below
+    _BRIDGE = None
+    CvBridgeError = RuntimeError  # type: ignore
+
+# encoding -> (channels, channel order that yields RGB)
+ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]), "bgra8": (4, [2, 1, 0]),
+             "mono8": (1, [0, 0, 0])}
+TWIST_FIELDS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
+
+
+class ImageConversionError(ValueError):
+    """A camera message cannot be turned into an RGB image; the message says why."""
+
+
+class JointStateError(ValueError):
+    """A joint-state message lacks a configured joint or holds a non-finite position."""
+
+
+def image_to_rgb(msg: Image, *, use_bridge: bool = True) -> np.ndarray:
+    """``sensor_msgs/Image`` -> (H, W, 3) uint8 RGB."""
+    if use_bridge and _BRIDGE is not None:
+        try:
+            return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        except (CvBridgeError, TypeError, ValueError) as exc:
+            raise ImageConversionError(f"cv_bridge could not convert the image: {exc}") from exc
+    enc = msg.encoding.lower()
+    if enc not in ENCODINGS:
+        raise ImageConversionError(f"unsupported image encoding {msg.encoding!r} (supported: {', '.join(ENCODINGS)})")
+    ch, order = ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ImageConversionError(f"empty image {w}x{h}")
+    if step < w * ch:
+        raise ImageConversionError(f"row step {step} is smaller than width*channels = {w * ch} for {enc}")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < step * h:
+        raise ImageConversionError(f"truncated image: {data.size} bytes, expected step*height = {step * h}")
+    rows = data[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
+    return np.ascontiguousarray(rows[:, :, order])
+
+
+def compressed_to_rgb(msg: CompressedImage, *, use_bridge: bool = True) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
+    fmt = msg.format.lower()
+    if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise ImageConversionError(f"unsupported compressed format {msg.format!r} (JPEG or PNG only)")
+    if use_bridge and _BRIDGE is not None:
+        try:
+            return np.ascontiguousarray(_BRIDGE.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        except (CvBridgeError, TypeError, ValueError) as exc:
+            raise ImageConversionError(f"cv_bridge could not decode the image: {exc}") from exc
+    import cv2
+
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    if buf.size == 0:
+        raise ImageConversionError("empty compressed image")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageConversionError(f"corrupt compressed image ({buf.size} bytes could not be decoded)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def rgb_to_image(rgb: np.ndarray, *, stamp: Time | None = None, frame_id: str = "", encoding: str = "rgb8") -> Image:
+    """(H, W, 3) uint8 RGB -> ``sensor_msgs/Image`` in ``rgb8`` or ``bgr8``."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if encoding not in ("rgb8", "bgr8"):
+        raise ValueError(f"encoding must be rgb8 or bgr8, got {encoding!r}")
+    data = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding, msg.is_bigendian, msg.step = encoding, 0, int(rgb.shape[1] * 3)
+    msg.data = np.ascontiguousarray(data).tobytes()
+    return msg
+
+
+def rgb_to_compressed(rgb: np.ndarray, *, fmt: str = "jpeg", stamp: Time | None = None) -> CompressedImage:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise ValueError(f"could not encode {fmt}")
+    msg = CompressedImage()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.format = fmt
+    msg.data = buf.tobytes()
+    return msg
+
+
+def joint_state_vector(msg: JointState, names: list[str]) -> np.ndarray:
+    """Positions of ``names``, in that order; a missing name or a non-finite value is a ``JointStateError``."""
+    if len(msg.position) != len(msg.name):
+        raise JointStateError(f"joint state has {len(msg.name)} names but {len(msg.position)} positions")
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise JointStateError(f"joint state lacks {missing} (has {list(msg.name)}); check 'state_joints'")
+    vec = np.array([msg.position[index[n]] for n in names], dtype=np.float32)
+    if not np.all(np.isfinite(vec)):
+        raise JointStateError(f"non-finite joint positions {dict(zip(names, vec.tolist()))}")
+    return vec
+
+
+def make_twist(command: np.ndarray, fields: list[str], *, stamped: bool, stamp: Time | None = None,
+               frame_id: str = "base_link") -> Twist | TwistStamped:
+    """Put ``command[i]`` into Twist field ``fields[i]`` (e.g. 'linear.x'); other fields stay zero."""
+    twist = Twist()
+    for value, name in zip(command, fields):
+        part, axis = name.split(".")
+        v = float(value)
+        setattr(getattr(twist, part), axis, v if math.isfinite(v) else 0.0)
+    if not stamped:
+        return twist
+    msg = TwistStamped()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.twist = twist
+    return msg

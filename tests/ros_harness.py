@@ -1,0 +1,114 @@
+"""Real rclpy nodes over loopback DDS: the node under test plus a peer that feeds inputs and records outputs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist, TwistStamped
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+
+from robovlm_node.convert import rgb_to_image
+from robovlm_node.node import RoboVLMNode
+
+
+@dataclass
+class Recorded:
+    commands: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    diagnostics: list[DiagnosticArray] = field(default_factory=list)
+
+
+class Harness:
+    def __init__(self, params: dict, *, image_size: int = 56) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        self.node = RoboVLMNode(context=self.context, parameter_overrides=overrides)
+        self.peer = Node("peer", context=self.context)
+        self.rec = Recorded()
+        self._lock = threading.Lock()
+        cmd_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.stamped = bool(params.get("stamped", False))
+        self.peer.create_subscription(TwistStamped if self.stamped else Twist, params.get("cmd_vel_topic", "cmd_vel"),
+                                      self._on_cmd, cmd_qos)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics", self.rec.diagnostics.append, 10)
+        self.head_pub = self.peer.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
+        self.head_jpeg_pub = self.peer.create_publisher(CompressedImage, "head_camera/image_raw/compressed",
+                                                       qos_profile_sensor_data)
+        self.hand_pub = self.peer.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
+        self.joint_pub = self.peer.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+        self.executor = SingleThreadedExecutor(context=self.context)  # see robovlm_node.node.main
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+        rng = np.random.default_rng(0)
+        self.frames = [rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8) for _ in range(4)]
+        self._feeding = threading.Event()
+        self._feeder: threading.Thread | None = None
+        self.joint_names = [f"joint_{i}" for i in range(6)]
+
+    def _on_cmd(self, msg: Twist | TwistStamped) -> None:
+        """Record (time, [vx, vy]); time is the header stamp for TwistStamped, else the local receive time."""
+        if self.stamped:
+            t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            msg = msg.twist
+        else:
+            t = time.monotonic()
+        with self._lock:
+            self.rec.commands.append((t, np.array([msg.linear.x, msg.linear.y])))
+
+    def commands(self, since: float = 0.0) -> list[tuple[float, np.ndarray]]:
+        with self._lock:
+            return [c for c in self.rec.commands if c[0] >= since]
+
+    def publish_inputs(self, i: int, *, head: bool = True, hand: bool = True, joints: bool = True) -> None:
+        if head:
+            self.head_pub.publish(rgb_to_image(self.frames[i % 4]))
+        if hand:
+            self.hand_pub.publish(rgb_to_image(self.frames[(i + 1) % 4], encoding="bgr8"))
+        if joints:
+            js = JointState(name=self.joint_names, position=[0.1 * i % 1.0] * 6)
+            self.joint_pub.publish(js)
+
+    def start_feeding(self, rate_hz: float = 15.0, **which) -> None:
+        self._feeding.set()
+
+        def run() -> None:
+            i = 0
+            while self._feeding.is_set():
+                self.publish_inputs(i, **which)
+                i += 1
+                time.sleep(1.0 / rate_hz)
+
+        self._feeder = threading.Thread(target=run, daemon=True)
+        self._feeder.start()
+
+    def stop_feeding(self) -> None:
+        self._feeding.clear()
+        if self._feeder is not None:
+            self._feeder.join()
+
+    def wait_for(self, cond, timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self.stop_feeding()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.shutdown(context=self.context)

@@ -1,0 +1,244 @@
+"""The node over real loopback DDS, tested like nav2_velocity_smoother: count messages, check every value against
+the limits, and require zero after every fault."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from lifecycle_msgs.msg import State
+from rclpy.lifecycle import TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+
+from robovlm.data.stats import NormStats
+from robovlm.model.policy import RoboVLM
+from robovlm_node.convert import rgb_to_compressed, rgb_to_image
+
+from .conftest import tiny_config
+from .ros_harness import Harness
+
+RATE = 20.0
+VMAX = 0.3
+AMAX = 1.0
+
+
+def _stats() -> NormStats:
+    return NormStats(state_mean=[0.0] * 6, state_std=[1.0] * 6, action_low=[-5.0, -5.0], action_high=[5.0, 5.0],
+                     joint_names=[f"joint_{i}" for i in range(6)], action_dt=0.1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = RoboVLM(tiny_config(window_size=4, fwd_pred_next_n=4))
+    with torch.no_grad():  # saturate linear.x so the velocity clamp and the acceleration limit are exercised
+        model.head.out.mlp[-1].bias.zero_()
+        model.head.out.mlp[-1].bias[0::2] = 3.0
+    path = tmp_path_factory.mktemp("ckpt")
+    model.save_pretrained(path, stats=_stats())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory):
+    model = RoboVLM(tiny_config(window_size=4, fwd_pred_next_n=4))
+    with torch.no_grad():
+        model.head.out.mlp[-1].bias.fill_(float("nan"))
+    path = tmp_path_factory.mktemp("nan")
+    model.save_pretrained(path, stats=_stats())
+    return str(path)
+
+
+def _params(ckpt, **kw):
+    return {"model_path": ckpt, "instruction": "go around the box to the cup", "control_rate_hz": RATE,
+            "max_velocity": [VMAX], "max_accel": [AMAX], "input_timeout_s": 0.5, **kw}
+
+
+@pytest.fixture
+def harness_factory():
+    made = []
+
+    def make(params):
+        h = Harness(params)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def _activate(h):
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+
+def test_rate_and_every_value_within_the_limits(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint, stamped=True))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15), "no motion commanded"
+    start = h.commands()[-1][0]
+    time.sleep(1.5)
+    window = [c for c in h.commands() if start < c[0] <= start + 1.5]
+    assert 0.6 * 1.5 * RATE <= len(window) <= 1.4 * 1.5 * RATE, len(window)
+    cmds = h.commands()
+    for t, v in cmds:
+        assert np.all(np.abs(v) <= VMAX + 1e-9), v
+    for (t0, v0), (t1, v1) in zip(cmds, cmds[1:]):
+        assert np.all(np.abs(v1 - v0) <= AMAX * (t1 - t0) + 1e-6), (t1 - t0, v0, v1)
+    assert max(abs(v[0]) for _, v in cmds) == pytest.approx(VMAX)  # the clamp was reached, not skipped
+    assert h.node.safety.counts["velocity_clamped"] > 0 and h.node.safety.counts["accel_limited"] > 0
+
+
+def test_stopped_camera_gives_zero_within_timeout_plus_two_periods(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+    h.stop_feeding()
+    h.start_feeding(head=False)  # hand camera and joints keep coming
+    t_stop = time.monotonic()
+    time.sleep(1.5)
+    late = h.commands(since=t_stop + 0.5 + 2 / RATE + 0.05)
+    assert len(late) >= 10, "the node must keep publishing (zeros) while the camera is stale"
+    assert all(np.all(v == 0) for _, v in late)
+    assert h.node.faults.get("stale_input", 0) > 0
+
+
+def test_nan_from_the_model_gives_zero(nan_checkpoint, harness_factory):
+    h = harness_factory(_params(nan_checkpoint))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: h.node.faults.get("nonfinite_output", 0) >= 5, 15)
+    cmds = h.commands()
+    assert len(cmds) >= 5 and all(np.all(v == 0) and np.all(np.isfinite(v)) for _, v in cmds)
+
+
+def test_malformed_images_are_counted_and_the_node_keeps_running(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    good = rgb_to_image(h.frames[0])
+    bad = []
+    m = rgb_to_image(h.frames[0]); m.step = 10; bad.append(m)  # step smaller than a row
+    m = rgb_to_image(h.frames[0]); m.encoding = "yuv422_yuy2"; bad.append(m)  # unknown encoding
+    m = rgb_to_image(h.frames[0]); m.data = bytes(m.data)[:100]; bad.append(m)  # truncated
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+    for msg in bad * 2:
+        h.head_pub.publish(msg)
+        time.sleep(0.05)
+    assert h.wait_for(lambda: h.node.faults.get("bad_image", 0) >= 6, 5), h.node.faults
+    t = time.monotonic()
+    assert h.wait_for(lambda: any(abs(v[0]) > 0 for _, v in h.commands(since=t)), 5), "node stopped running"
+    assert good.step == good.width * 3
+
+
+def test_corrupt_jpeg_is_counted(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint, head_camera_compressed=True,
+                                head_camera_topic="head_camera/image_raw/compressed"))
+    _activate(h)
+    h.start_feeding(head=False)
+    jpeg = rgb_to_compressed(h.frames[0])
+    corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0 not a jpeg" * 10)
+    for i in range(20):
+        h.head_jpeg_pub.publish(corrupt if i % 2 else jpeg)
+        time.sleep(0.05)
+    assert h.wait_for(lambda: h.node.faults.get("bad_image", 0) >= 10, 5), h.node.faults
+    assert h.wait_for(lambda: any(abs(v[0]) > 0 for _, v in h.commands()), 10)
+    assert cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_deactivate_leaves_zero_as_the_last_message(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    n = len(h.commands())
+    time.sleep(0.5)
+    cmds = h.commands()
+    assert np.all(cmds[-1][1] == 0)
+    assert len(cmds) == n  # nothing after the final zero
+    assert h.node._state_machine.current_state[1] == "inactive"
+
+
+def test_diagnostics_report_rates_latency_ages_and_faults(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: len(h.rec.diagnostics) >= 3, 10)
+    keys = {kv.key: kv.value for kv in h.rec.diagnostics[-1].status[0].values}
+    for k in ("inference_rate_hz", "inference_latency_p50_ms", "inference_latency_p99_ms", "control_rate_hz",
+              "input_age_head_s", "input_age_state_s", "engine", "device"):
+        assert k in keys, k
+    assert float(keys["control_rate_hz"]) > 0.5 * RATE
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"chunk_mode": "bogus"}, "'chunk_mode'"),
+    ({"control_rate_hz": -1.0}, "'control_rate_hz'"),
+    ({"max_velocity": [0.3, 0.3, 0.3]}, "'max_velocity'"),
+    ({"action_fields": ["linear.x", "linear.q"]}, "'action_fields'"),
+    ({"action_fields": ["linear.x", "linear.y", "angular.z"], "max_velocity": [1.0]}, "predicts 2 action"),
+    ({"state_joints": ["a", "b"]}, "'state_joints'"),
+    ({"input_timeout_s": "fast"}, "'input_timeout_s'"),
+    ({"engine": "onnxruntime"}, "'engine'"),
+    ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory not found: /nonexistent/ckpt"),
+])
+def test_bad_parameters_fail_configure_naming_them(checkpoint, harness_factory, capfd, params, needle):
+    h = harness_factory(_params(checkpoint, **params))
+    assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert h.node._state_machine.current_state[1] == "unconfigured"
+    time.sleep(0.1)
+    assert needle in capfd.readouterr().err
+
+
+def test_missing_checkpoint_file_is_named(checkpoint, harness_factory, capfd, tmp_path):
+    import shutil
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, broken)
+    (broken / "stats.json").unlink()
+    h = harness_factory(_params(str(broken)))
+    assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    time.sleep(0.1)
+    assert "missing stats.json" in capfd.readouterr().err
+
+
+def test_cleanup_frees_and_reconfigure_works(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert h.node.engine is None and h.node._cmd_pub is None
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+
+
+def test_console_script_autostarts_and_stops_with_zero_on_sigint(checkpoint, harness_factory):
+    # the peer alone (its RoboVLMNode stays unconfigured and silent)
+    h = harness_factory({"model_path": checkpoint})
+    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", f"model_path:={checkpoint}",
+                             "-p", "autostart:=true", "-p", "instruction:=go to the cup", "-p", "max_velocity:=[0.3]",
+                             "-r", "__node:=robovlm_cli"], env=os.environ.copy(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        h.start_feeding()
+        assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 60), "no command from the process"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.3)
+    assert proc.returncode == 0, out
+    assert np.all(h.commands()[-1][1] == 0), "the last command after SIGINT must be zero"
+    assert max(abs(v[0]) for _, v in h.commands()) <= 0.3 + 1e-9
+    assert State.PRIMARY_STATE_FINALIZED == 4
