@@ -18,6 +18,7 @@ import math
 import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,6 +235,14 @@ class RoboVLMNode(LifecycleNode):
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception as exc:  # never a silent failure: name what broke, stay unconfigured
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         raw = {name: self.get_parameter(name).value for name in PARAMETERS}
         try:
             s = validate_settings(raw)
@@ -518,6 +527,7 @@ def main(args: list[str] | None = None) -> int:
         except Exception as exc:  # already finalized or mid-transition: nothing left to stop
             node.get_logger().debug(f"shutdown transition: {exc}")
         executor.shutdown()
+        spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return code
