@@ -1,4 +1,4 @@
-"""``robovlm`` command line: info, init-checkpoint, import-robovlms-config, demo."""
+"""``robovlm`` command line: info, init-checkpoint, import-robovlms-config, make-bag, replay, demo."""
 
 from __future__ import annotations
 
@@ -137,6 +137,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config_path=args.config, steps=args.steps, instruction=args.instruction, seed=args.seed)
 
 
+def cmd_make_bag(args: argparse.Namespace) -> int:
+    from .data.bag import episode_to_bag
+    from .data.hdf5 import load_instructions, read_hdf5_episode
+
+    static = None
+    if args.static_joints:
+        try:
+            static = {k: float(v) for k, v in (item.split("=", 1) for item in args.static_joints.split(","))}
+        except ValueError:
+            print(f"error: --static-joints must look like name=0.1,other=0.2, got {args.static_joints!r}",
+                  file=sys.stderr)
+            return 2
+    ep = read_hdf5_episode(args.episode, load_instructions(args.instructions))
+    counts = episode_to_bag(ep, args.out_bag, storage=args.storage, static_joints=static)
+    print(f"episode {ep.name}: {len(ep)} frames at {1.0 / ep.frame_dt:.1f} Hz, scenario {ep.scenario}, "
+          f"instruction {ep.instruction!r}")
+    for topic, n in counts.items():
+        print(f"  {topic}: {n} messages")
+    print(f"wrote {args.out_bag} ({args.storage})")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    # The replay drives the ROS node, so it lives in the ROS layer (robovlm_node); imported only here.
+    from robovlm_node.replay import ReplayError, replay
+
+    import yaml
+
+    params = {}
+    for item in args.param or []:
+        key, sep, value = item.partition(":=")
+        if not sep or not key:
+            print(f"error: -p takes NAME:=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        params[key] = yaml.safe_load(value)  # the same typing as ROS's own `-p name:=value`
+    try:
+        report = replay(args.bag, args.model, rate=args.rate, out=args.out, instruction=args.instruction,
+                        params=params)
+    except ReplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.format())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robovlm", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -160,6 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clip-path", help="local directory of a CLIP text encoder (needed when use_clip_norm)")
     s.set_defaults(func=cmd_import)
 
+    s = sub.add_parser("make-bag", help="turn one HDF5 teleop episode into a rosbag2 for replay")
+    s.add_argument("episode", metavar="EPISODE.h5")
+    s.add_argument("out_bag", metavar="OUT_BAG")
+    s.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3")
+    s.add_argument("--instructions", help="scenario id -> sentence JSON (default: models/instructions.json)")
+    s.add_argument("--static-joints", help="fixed joint pose for episodes without joint data: name=value,...")
+    s.set_defaults(func=cmd_make_bag)
+
+    s = sub.add_parser("replay", help="play a rosbag2 into the node over DDS and report what it commanded")
+    s.add_argument("bag", metavar="BAG")
+    s.add_argument("--model", required=True, help="checkpoint directory")
+    s.add_argument("--rate", type=float, default=1.0, help="playback rate")
+    s.add_argument("--out", help="output bag directory for cmd_vel and /diagnostics")
+    s.add_argument("--instruction", help="instruction (default: the bag's /instruction)")
+    s.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="node parameter override")
+    s.set_defaults(func=cmd_replay)
+
     s = sub.add_parser("demo", help="run the default model step by step on synthetic frames (untrained)")
     s.add_argument("--config", default=None, help="model config (default: models/configs/kosmos2_small.json)")
     s.add_argument("--steps", type=int, default=12)
@@ -174,11 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .config import ConfigError
     from .model.backbone import BackboneError
+    from .data.bag import BagError
+    from .data.hdf5 import EpisodeError
     from .model.policy import CheckpointError
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, BackboneError) as exc:
+    except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,132 @@
+"""The user's teleoperation episodes: one HDF5 file per episode (format in shared/DESIGN.md).
+
+- ``images`` (N, H, W, 3) uint8 BGR; ``actions`` (N, 3) float32 ``[linear_x, linear_y, angular_z]``;
+  ``action_event_types`` (N,) utf-8 strings (``episode_start``, ``start_action``, ``stop_action``);
+- attrs ``episode_name`` (holds a scenario id such as ``1box_vert_left``), ``total_duration``, ``num_frames``,
+  ``action_chunk_size``.
+The files carry no text: the instruction comes from ``models/instructions.json`` (scenario id -> sentence).
+Optional, when a recorder adds them: ``joint_positions`` (N, J) with attr ``joint_names``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCENARIO_RE = re.compile(r"(?:1|2)box_(?:vert|hori)_(?:left|right)")
+DEFAULT_INSTRUCTIONS = Path(__file__).resolve().parents[2] / "models" / "instructions.json"
+ACTION_FIELDS = ("linear.x", "linear.y", "angular.z")
+
+
+class EpisodeError(ValueError):
+    """An episode file is unreadable or malformed; the message names the file and the problem."""
+
+
+@dataclass
+class Episode:
+    path: Path
+    name: str
+    scenario: str | None
+    instruction: str | None
+    images: np.ndarray
+    """(N, H, W, 3) uint8, RGB (converted from the file's BGR)."""
+    actions: np.ndarray
+    """(N, 3) float32 [linear_x, linear_y, angular_z]."""
+    event_types: list[str]
+    frame_dt: float
+    """Seconds between frames: total_duration / num_frames."""
+    joint_positions: np.ndarray | None = None
+    joint_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def load_instructions(path: str | Path | None = None) -> dict[str, str]:
+    path = Path(path) if path else DEFAULT_INSTRUCTIONS
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EpisodeError(f"{path}: cannot read the instruction mapping ({exc})") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                             for k, v in data.items()):
+        raise EpisodeError(f"{path}: must map scenario ids to non-empty sentences")
+    return data
+
+
+def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = None) -> Episode:
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise EpisodeError(f"{path}: file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise EpisodeError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with f:
+        for key in ("images", "actions", "action_event_types"):
+            if key not in f:
+                raise EpisodeError(f"{path}: missing dataset '{key}' (has {sorted(f.keys())})")
+        images, actions = f["images"], f["actions"]
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise EpisodeError(f"{path}: 'images' must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
+        if actions.ndim != 2 or actions.shape[1] != 3:
+            raise EpisodeError(f"{path}: 'actions' must be (N, 3), got {actions.shape}")
+        n = actions.shape[0]
+        if n == 0:
+            raise EpisodeError(f"{path}: empty episode (0 frames)")
+        if images.shape[0] != n or f["action_event_types"].shape[0] != n:
+            raise EpisodeError(f"{path}: {images.shape[0]} images, {n} actions and {f['action_event_types'].shape[0]} "
+                               "event types: they must match")
+        attrs = dict(f.attrs)
+        name = attrs.get("episode_name", path.stem)
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        num_frames = int(attrs.get("num_frames", n))
+        if num_frames != n:
+            raise EpisodeError(f"{path}: attr num_frames={num_frames} but the datasets hold {n} frames")
+        duration = float(attrs.get("total_duration", 0.0))
+        if not duration > 0:
+            raise EpisodeError(f"{path}: attr total_duration must be > 0, got {attrs.get('total_duration')!r}")
+        acts = np.asarray(actions[...], dtype=np.float32)
+        if not np.all(np.isfinite(acts)):
+            raise EpisodeError(f"{path}: 'actions' holds non-finite values")
+        events = [e.decode() if isinstance(e, bytes) else str(e) for e in f["action_event_types"][...]]
+        rgb = np.ascontiguousarray(np.asarray(images[...])[..., ::-1])  # BGR -> RGB
+        joints, joint_names = None, None
+        if "joint_positions" in f:
+            joints = np.asarray(f["joint_positions"][...], dtype=np.float32)
+            joint_names = [j.decode() if isinstance(j, bytes) else str(j) for j in f["joint_positions"].attrs.get(
+                "joint_names", [f"joint_{i}" for i in range(joints.shape[1])])]
+            if joints.shape != (n, len(joint_names)):
+                raise EpisodeError(f"{path}: 'joint_positions' must be (N, {len(joint_names)}), got {joints.shape}")
+    match = SCENARIO_RE.search(name)
+    scenario = match.group(0) if match else None
+    instruction = (instructions or {}).get(scenario) if scenario else None
+    return Episode(path=path, name=name, scenario=scenario, instruction=instruction, images=rgb, actions=acts,
+                   event_types=events, frame_dt=duration / n, joint_positions=joints, joint_names=joint_names)
+
+
+def write_hdf5_episode(path: str | Path, *, images_rgb: np.ndarray, actions: np.ndarray, event_types: list[str],
+                       episode_name: str, frame_dt: float, action_chunk_size: int = 10,
+                       joint_positions: np.ndarray | None = None, joint_names: list[str] | None = None) -> None:
+    """Write an episode in the user's format (images stored BGR, as their recorder does)."""
+    import h5py
+
+    n = len(actions)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=np.ascontiguousarray(images_rgb[..., ::-1]), compression="gzip",
+                         compression_opts=1)
+        f.create_dataset("actions", data=np.asarray(actions, dtype=np.float32))
+        f.create_dataset("action_event_types", data=np.array(event_types, dtype=h5py.string_dtype("utf-8")))
+        if joint_positions is not None:
+            ds = f.create_dataset("joint_positions", data=np.asarray(joint_positions, dtype=np.float32))
+            ds.attrs["joint_names"] = np.array(joint_names, dtype=h5py.string_dtype("utf-8"))
+        f.attrs["episode_name"] = episode_name
+        f.attrs["total_duration"] = float(frame_dt * n)
+        f.attrs["num_frames"] = n
+        f.attrs["action_chunk_size"] = action_chunk_size
