@@ -3,12 +3,15 @@
 Two loops, decoupled:
 - the inference thread runs the engine's streaming ``step()`` on each new head-camera frame, as fast as the model
   allows, and hands an ``ActionChunk`` (stamped with the frame's arrival time on the node clock) to the scheduler;
-- the control timer, at ``control_rate_hz``, takes the action due now, passes it through the safety filter and
-  publishes it. A slow or crashed model makes the robot stop, never run on a stale command.
+- the control thread, paced on absolute deadlines of the node clock at ``control_rate_hz`` (so ``use_sim_time``
+  works and no subscription callback delays a tick), takes the action due now, passes it through the safety filter
+  and publishes it. A slow or crashed model makes the robot stop, never run on a stale command.
 
 Lifecycle (ros2/demos lifecycle_py, Nav2): parameters are validated and the checkpoint loaded on configure
 (FAILURE names the bad parameter or missing file); activate starts the inference thread and the control timer;
 deactivate and shutdown publish a zero command as the last message; cleanup frees everything.
+The interpreter's GIL switch interval is shortened while the node runs, so the control thread is not held back
+for the default 5 ms when the inference thread runs Python code.
 All times come from the node clock, so ``use_sim_time`` works.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -27,6 +31,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -72,6 +77,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "autostart": (False, "configure and activate on start (for use without a lifecycle manager)"),
 }
 RUNTIME_CHANGEABLE = {"instruction"}
+CONTROL_SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound for the control thread (Python's default is 5 ms)
 
 
 class ParameterError(ValueError):
@@ -172,6 +178,7 @@ class _Latest:
     value: Any
     rx_time: float  # node clock, seconds
     seq: int
+    stamp: float | None = None  # header stamp, seconds (cameras)
 
 
 class RoboVLMNode(LifecycleNode):
@@ -193,11 +200,13 @@ class RoboVLMNode(LifecycleNode):
         self._timers: list = []
         self._cmd_pub = None
         self._diag_pub = None
-        self._control_timer = None
+        self._control_thread: threading.Thread | None = None
         self.faults: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
         self._control_events = EventWindow(400)
         self._infer_events = EventWindow(200)
+        self._e2e_events = EventWindow(200)
+        self._pending_frame_stamp: float | None = None
         self.last_command: np.ndarray | None = None
 
     # ----------------------------------------------------------------------------------------------- helpers
@@ -288,10 +297,7 @@ class RoboVLMNode(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(String, s.instruction_topic,
                                                    lambda m: self._set_instruction(m.data, source="topic"), latched))
-        self._control_timer = self.create_timer(1.0 / s.control_rate_hz, self._on_control)
-        self._control_timer.cancel()  # enabled on activate
-        self._timers = [self._control_timer,
-                        self.create_timer(1.0, self._publish_diagnostics)]
+        self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
         self.get_logger().info(f"configured: {engine.name} engine on {s.device}, model {s.model_path}, "
                                f"{s.control_rate_hz:g} Hz, chunk_mode {s.chunk_mode}, fields {s.action_fields}")
         return TransitionCallbackReturn.SUCCESS
@@ -305,7 +311,8 @@ class RoboVLMNode(LifecycleNode):
         self._active = True
         self._thread = threading.Thread(target=self._inference_loop, name="robovlm-inference", daemon=True)
         self._thread.start()
-        self._control_timer.reset()
+        self._control_thread = threading.Thread(target=self._control_loop, name="robovlm-control", daemon=True)
+        self._control_thread.start()
         self.get_logger().info("active: publishing commands")
         return ret
 
@@ -333,12 +340,11 @@ class RoboVLMNode(LifecycleNode):
         """Stop both loops and publish zero as the last command (publisher still active)."""
         with self._publish_lock:
             self._active = False
-        if self._control_timer is not None:
-            self._control_timer.cancel()
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+        for thread in (self._control_thread, self._thread):
+            if thread is not None:
+                thread.join(timeout=10.0)
+        self._thread = self._control_thread = None
         if self._cmd_pub is not None and self.settings is not None:
             zero = np.zeros(len(self.settings.action_fields))
             with self._publish_lock:
@@ -356,16 +362,16 @@ class RoboVLMNode(LifecycleNode):
             self.destroy_lifecycle_publisher(self._cmd_pub)
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
-        self._subs, self._timers, self._cmd_pub, self._diag_pub, self._control_timer = [], [], None, None, None
+        self._subs, self._timers, self._cmd_pub, self._diag_pub = [], [], None, None
         self.engine, self.settings = None, None
         with self._lock:
             self._inputs.clear()
 
     # ----------------------------------------------------------------------------------------------- inputs
-    def _store(self, key: str, value: Any) -> None:
+    def _store(self, key: str, value: Any, stamp: float | None = None) -> None:
         with self._lock:
             prev = self._inputs.get(key)
-            self._inputs[key] = _Latest(value, self.now(), (prev.seq + 1) if prev else 0)
+            self._inputs[key] = _Latest(value, self.now(), (prev.seq + 1) if prev else 0, stamp)
 
     def _on_camera(self, which: str, msg: Image | CompressedImage) -> None:
         try:
@@ -373,7 +379,7 @@ class RoboVLMNode(LifecycleNode):
         except ImageConversionError as exc:
             self._count("bad_image", f"{which} camera: {exc}")
             return
-        self._store(which, rgb)
+        self._store(which, rgb, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
@@ -426,8 +432,31 @@ class RoboVLMNode(LifecycleNode):
             last_seq = head.seq
             self.scheduler.push(ActionChunk(stamp=head.rx_time, dt=self.engine.stats.action_dt, actions=actions))
             self._infer_events.add(self.now(), latency)
+            with self._lock:
+                self._pending_frame_stamp = head.stamp  # the next command is the first to use this frame
 
     # ----------------------------------------------------------------------------------------------- control
+    def _control_loop(self) -> None:
+        """Tick at absolute deadlines (no drift); after an overrun of more than a period, resynchronize."""
+        clock = self.get_clock()
+        period = Duration(nanoseconds=int(1e9 / self.settings.control_rate_hz))
+        deadline = clock.now()
+        while not self._stop.is_set():
+            deadline = deadline + period
+            now = clock.now()
+            if now > deadline + period:
+                self._count("control_overrun", "control tick more than one period late; resynchronizing")
+                deadline = now
+            try:
+                if not clock.sleep_until(deadline, context=self.context):
+                    return  # context shut down
+            except Exception as exc:  # clock or context gone during shutdown
+                self.get_logger().debug(f"control loop ends: {exc}")
+                return
+            if self._stop.is_set():
+                return
+            self._on_control()
+
     def _on_control(self) -> None:
         stamp = self.get_clock().now()  # one reading: the safety filter's time and the command's stamp agree
         now = stamp.nanoseconds * 1e-9
@@ -445,6 +474,10 @@ class RoboVLMNode(LifecycleNode):
                                              stamp=stamp.to_msg(), frame_id=self.settings.frame_id))
             self.last_command = decision.command
         self._control_events.add(now)
+        with self._lock:
+            frame_stamp, self._pending_frame_stamp = self._pending_frame_stamp, None
+        if frame_stamp is not None and decision.cause not in ("stale_input", "no_fresh_chunk", "nonfinite_output"):
+            self._e2e_events.add(now, now - frame_stamp)  # camera stamp -> first command that used the frame
 
     # ----------------------------------------------------------------------------------------------- diagnostics
     def diagnostics(self) -> DiagnosticStatus:
@@ -459,6 +492,8 @@ class RoboVLMNode(LifecycleNode):
             "inference_rate_hz": f"{self._infer_events.rate_hz(now):.2f}",
             "inference_latency_p50_ms": f"{self._infer_events.percentile(50) * 1e3:.1f}",
             "inference_latency_p99_ms": f"{self._infer_events.percentile(99) * 1e3:.1f}",
+            "camera_to_command_p50_ms": f"{self._e2e_events.percentile(50) * 1e3:.1f}",
+            "camera_to_command_p99_ms": f"{self._e2e_events.percentile(99) * 1e3:.1f}",
             "control_rate_hz": f"{control:.2f}",
             "control_rate_target_hz": f"{s.control_rate_hz:.2f}",
             **{f"input_age_{k}_s": ("never" if a is None else f"{a:.3f}") for k, a in ages.items()},
@@ -494,6 +529,7 @@ def main(args: list[str] | None = None) -> int:
 
     SIGINT/SIGTERM deactivate the node first, so the last command on ``cmd_vel`` is zero.
     """
+    sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = RoboVLMNode()
     # Single-threaded on purpose: inference has its own thread, and rclpy's MultiThreadedExecutor (9.1.x) stalls

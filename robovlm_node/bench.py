@@ -1,0 +1,145 @@
+"""``make bench`` (node part): control-loop timing while the model runs flat out, measured through the real node.
+
+- control-period jitter: p50/p99 of |period - 1/rate| as a fraction of the period, over the control timer's own
+  ticks, while camera frames arrive faster than the model can use them (inference never idles);
+- end-to-end latency: camera header stamp -> the first command computed from that frame.
+The node runs the demo-scale model (``models/configs/kosmos2_small.json``, random weights) on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+
+import rclpy  # noqa: E402
+import torch  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+
+from robovlm.config import load_config  # noqa: E402
+from robovlm.model.policy import RoboVLM  # noqa: E402
+
+from .convert import rgb_to_image  # noqa: E402
+from .node import RoboVLMNode  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FEED_SHAPE = tuple(int(v) for v in os.environ.get("ROBOVLM_BENCH_FEED_SHAPE", "240,320,3").split(","))
+
+
+def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
+    torch.manual_seed(0)
+    ckpt = tempfile.mkdtemp(prefix="robovlm_bench_")
+    model = RoboVLM(load_config(ROOT / "models" / "configs" / "kosmos2_small.json"), with_clip=False)
+    model.save_pretrained(ckpt)
+    joints = model.stats.joint_names
+    context = Context()
+    rclpy.init(context=context)
+    node = RoboVLMNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=ckpt), Parameter("instruction", value="go around the box to the cup"),
+        Parameter("control_rate_hz", value=rate_hz)])
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    # cameras and joint states come from another process, as a real driver's would (no shared GIL)
+    feeder_proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.bench", "--feeder", "--camera-hz",
+                                    str(camera_hz), "--joints", ",".join(joints)], env=os.environ.copy())
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(4.0)  # warm-up: feeder start, discovery, first steps
+        t0 = node.now()
+        time.sleep(seconds)
+        t1 = node.now()
+        ticks = np.array([t for t in node._control_events._t if t0 <= t <= t1])
+        e2e = np.array([v for t, v in zip(node._e2e_events._t, node._e2e_events._v) if t0 <= t <= t1])
+        lat = np.array([v for t, v in zip(node._infer_events._t, node._infer_events._v) if t0 <= t <= t1])
+        faults = dict(node.faults)
+    finally:
+        feeder_proc.terminate()
+        feeder_proc.wait(timeout=10)
+        node.trigger_deactivate()
+        executor.shutdown()
+        spin.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    period = 1.0 / rate_hz
+    jitter = np.abs(np.diff(ticks) - period) / period
+    return {"ticks": len(ticks), "achieved_hz": (len(ticks) - 1) / (ticks[-1] - ticks[0]),
+            "jitter_p50": float(np.percentile(jitter, 50)), "jitter_p99": float(np.percentile(jitter, 99)),
+            "jitter_max": float(jitter.max()), "e2e_p50_ms": float(np.percentile(e2e, 50) * 1e3),
+            "e2e_p99_ms": float(np.percentile(e2e, 99) * 1e3), "infer_p50_ms": float(np.median(lat) * 1e3),
+            "infer_hz": len(lat) / (t1 - t0), "faults": faults}
+
+
+def feed(camera_hz: float, joints: list[str]) -> None:
+    """Publish head/hand frames (320x240 rgb8, stamped now) and joint states until terminated."""
+    rclpy.init()
+    node = Node("bench_feeder")
+    head = node.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
+    hand = node.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
+    js = node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+    frames = [np.random.default_rng(i).integers(0, 255, FEED_SHAPE, dtype=np.uint8) for i in range(4)]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    i = 0
+    while not stop.is_set():
+        stamp = node.get_clock().now().to_msg()
+        head.publish(rgb_to_image(frames[i % 4], stamp=stamp))
+        hand.publish(rgb_to_image(frames[(i + 1) % 4], stamp=stamp))
+        js.publish(JointState(name=joints, position=[0.0] * len(joints)))
+        i += 1
+        stop.wait(1.0 / camera_hz)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m robovlm_node.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--rate", type=float, default=20.0, help="control_rate_hz")
+    p.add_argument("--camera-hz", type=float, default=30.0)
+    p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--joints", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.feeder:
+        feed(args.camera_hz, args.joints.split(","))
+        return 0
+    from .node import CONTROL_SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
+    r = measure(args.seconds, args.rate, args.camera_hz)
+    print(f"\nnode timing: kosmos2_small on {torch.get_num_threads()} threads, control {args.rate:g} Hz, "
+          f"cameras {args.camera_hz:g} Hz, {args.seconds:g} s")
+    print(f"{'measurement':<52}{'value':>12}   goal")
+    print(f"{'  control ticks / achieved rate (Hz)':<52}{r['ticks']:>6d} / {r['achieved_hz']:>4.1f}")
+    print(f"{'  control-period jitter p50 (fraction of period)':<52}{r['jitter_p50'] * 100:>11.2f}%")
+    print(f"{'  control-period jitter p99 (fraction of period)':<52}{r['jitter_p99'] * 100:>11.2f}%   < 2%")
+    print(f"{'  control-period jitter max (fraction of period)':<52}{r['jitter_max'] * 100:>11.2f}%")
+    print(f"{'  inference step p50 (ms) / rate (Hz)':<52}{r['infer_p50_ms']:>7.1f} / {r['infer_hz']:>4.1f}")
+    print(f"{'  camera stamp -> first command p50 (ms)':<52}{r['e2e_p50_ms']:>12.1f}")
+    print(f"{'  camera stamp -> first command p99 (ms)':<52}{r['e2e_p99_ms']:>12.1f}")
+    print(f"  faults during the run: {r['faults'] or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
