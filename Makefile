@@ -21,6 +21,7 @@ test: install
 
 bench: install
 	$(PY) -m robovlm.bench
+	$(PY) -m robovlm_node.bench
 
 demo: install
 	$(VENV)/bin/robovlm demo

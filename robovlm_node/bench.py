@@ -72,6 +72,7 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
         e2e = np.array([v for t, v in zip(node._e2e_events._t, node._e2e_events._v) if t0 <= t <= t1])
         lat = np.array([v for t, v in zip(node._infer_events._t, node._infer_events._v) if t0 <= t <= t1])
         faults = dict(node.faults)
+        scheduling, engine = node.control_scheduling, node.engine.name
     finally:
         feeder_proc.terminate()
         feeder_proc.wait(timeout=10)
@@ -86,7 +87,7 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
             "jitter_p50": float(np.percentile(jitter, 50)), "jitter_p99": float(np.percentile(jitter, 99)),
             "jitter_max": float(jitter.max()), "e2e_p50_ms": float(np.percentile(e2e, 50) * 1e3),
             "e2e_p99_ms": float(np.percentile(e2e, 99) * 1e3), "infer_p50_ms": float(np.median(lat) * 1e3),
-            "infer_hz": len(lat) / (t1 - t0), "faults": faults}
+            "infer_hz": len(lat) / (t1 - t0), "faults": faults, "scheduling": scheduling, "engine": engine}
 
 
 def feed(camera_hz: float, joints: list[str]) -> None:
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
     r = measure(args.seconds, args.rate, args.camera_hz)
-    print(f"\nnode timing: kosmos2_small on {torch.get_num_threads()} threads, control {args.rate:g} Hz, "
-          f"cameras {args.camera_hz:g} Hz, {args.seconds:g} s")
+    print(f"\nnode timing: kosmos2_small, {r['engine']} engine, control {args.rate:g} Hz ({r['scheduling']}), "
+          f"cameras {args.camera_hz:g} Hz from another process, {args.seconds:g} s")
     print(f"{'measurement':<52}{'value':>12}   goal")
     print(f"{'  control ticks / achieved rate (Hz)':<52}{r['ticks']:>6d} / {r['achieved_hz']:>4.1f}")
     print(f"{'  control-period jitter p50 (fraction of period)':<52}{r['jitter_p50'] * 100:>11.2f}%")

@@ -55,8 +55,9 @@ def nan_checkpoint(tmp_path_factory):
 
 
 def _params(ckpt, **kw):
+    """In-thread engine by default (fast to start); the process engine has its own tests below."""
     return {"model_path": ckpt, "instruction": "go around the box to the cup", "control_rate_hz": RATE,
-            "max_velocity": [VMAX], "max_accel": [AMAX], "input_timeout_s": 0.5, **kw}
+            "max_velocity": [VMAX], "max_accel": [AMAX], "input_timeout_s": 0.5, "engine_process": False, **kw}
 
 
 @pytest.fixture
@@ -189,6 +190,7 @@ def test_diagnostics_report_rates_latency_ages_and_faults(checkpoint, harness_fa
     ({"state_joints": ["a", "b"]}, "'state_joints'"),
     ({"input_timeout_s": "fast"}, "'input_timeout_s'"),
     ({"engine": "onnxruntime"}, "'engine'"),
+    ({"control_rt_priority": 150}, "'control_rt_priority'"),
     ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory not found: /nonexistent/ckpt"),
 ])
 def test_bad_parameters_fail_configure_naming_them(checkpoint, harness_factory, capfd, params, needle):
@@ -242,3 +244,53 @@ def test_console_script_autostarts_and_stops_with_zero_on_sigint(checkpoint, har
     assert np.all(h.commands()[-1][1] == 0), "the last command after SIGINT must be zero"
     assert max(abs(v[0]) for _, v in h.commands()) <= 0.3 + 1e-9
     assert State.PRIMARY_STATE_FINALIZED == 4
+
+
+def test_process_engine_limits_and_a_model_crash_stops_the_robot(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint, engine_process=True, stamped=True))
+    _activate(h)
+    assert "(process)" in h.node.engine.name
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 60), "no motion from the process engine"
+    for _, v in h.commands():
+        assert np.all(np.abs(v) <= VMAX + 1e-9)
+    os.kill(h.node.engine.pid, signal.SIGKILL)  # the model process dies, as a native crash would
+    t = time.time()
+    assert h.wait_for(lambda: h.node.faults.get("inference_error", 0) > 0, 10), h.node.faults
+    time.sleep(0.5 + 1.0 + 2 / RATE)  # chunk_timeout_s + input margin
+    late = [v for ts, v in h.commands() if ts > t + 1.0 + 2 / RATE]
+    assert len(late) >= 5, "the control loop must keep running (publishing zeros) after the model dies"
+    assert all(np.all(v == 0) for v in late)
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS  # a dead engine still cleans up
+
+
+def test_diagnostics_name_the_control_thread_scheduling(checkpoint, harness_factory):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    assert h.wait_for(lambda: h.node.control_scheduling != "not started", 5)
+    status = h.node.diagnostics()
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["control_scheduling"].startswith(("SCHED_FIFO", "SCHED_OTHER"))
+
+
+def test_a_failing_control_tick_publishes_zero_and_the_loop_goes_on(checkpoint, harness_factory, monkeypatch):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+    calls = {"n": 0}
+    original = h.node.scheduler.action_at
+
+    def flaky(now):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise RuntimeError("injected bug")
+        return original(now)
+
+    monkeypatch.setattr(h.node.scheduler, "action_at", flaky)
+    t = time.monotonic()
+    assert h.wait_for(lambda: h.node.faults.get("control_error", 0) == 3, 5)
+    assert h.wait_for(lambda: any(abs(v[0]) > 0 for ts, v in h.commands(since=t)), 5), "loop did not resume"
+    after = h.commands(since=t)
+    assert any(np.all(v == 0) for _, v in after[:5])  # the failing ticks stopped the robot
