@@ -23,9 +23,10 @@ def generate_launch_description() -> LaunchDescription:
     )
     play = ExecuteProcess(cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock",
                                "--rate", LaunchConfiguration("rate"),
-                               "--topics", "head_camera/image_raw", "hand_camera/image_raw", "joint_states"],
+                               "--topics", "/head_camera/image_raw", "/hand_camera/image_raw", "/joint_states",
+                               "/instruction"],
                           output="screen")
-    record = ExecuteProcess(cmd=["ros2", "bag", "record", "-o", LaunchConfiguration("out"), "cmd_vel", "/diagnostics",
+    record = ExecuteProcess(cmd=["ros2", "bag", "record", "-o", LaunchConfiguration("out"), "/cmd_vel", "/diagnostics",
                                  "--use-sim-time"],
                             output="screen")
     return LaunchDescription([
