@@ -161,11 +161,13 @@ def test_deactivate_leaves_zero_as_the_last_message(checkpoint, harness_factory)
     h.start_feeding()
     assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
     assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    n = len(h.commands())
-    time.sleep(0.5)
+    t = time.monotonic()
+    time.sleep(0.5)  # the final zero may still be in flight when deactivate returns
     cmds = h.commands()
     assert np.all(cmds[-1][1] == 0)
-    assert len(cmds) == n  # nothing after the final zero
+    assert all(np.all(v == 0) for ts, v in cmds if ts >= t)  # nothing but the zero after deactivate
+    time.sleep(0.5)
+    assert len(h.commands()) == len(cmds)  # and then silence
     assert h.node._state_machine.current_state[1] == "inactive"
 
 
