@@ -5,7 +5,8 @@
 - attrs ``episode_name`` (holds a scenario id such as ``1box_vert_left``), ``total_duration``, ``num_frames``,
   ``action_chunk_size``.
 The files carry no text: the instruction comes from ``models/instructions.json`` (scenario id -> sentence).
-Optional, when a recorder adds them: ``joint_positions`` (N, J) with attr ``joint_names``.
+Optional, when a recorder adds them (the simulator does): ``hand_images`` (N, H, W, 3) uint8 BGR from the gripper
+camera, ``joint_positions`` (N, J) with attr ``joint_names``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Episode:
     """Seconds between frames: total_duration / num_frames."""
     joint_positions: np.ndarray | None = None
     joint_names: list[str] | None = None
+    hand_images: np.ndarray | None = None
+    """(N, H, W, 3) uint8 RGB, when the file has a hand camera."""
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -104,16 +107,24 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
                 "joint_names", [f"joint_{i}" for i in range(joints.shape[1])])]
             if joints.shape != (n, len(joint_names)):
                 raise EpisodeError(f"{path}: 'joint_positions' must be (N, {len(joint_names)}), got {joints.shape}")
+        hand = None
+        if "hand_images" in f:
+            ds = f["hand_images"]
+            if ds.ndim != 4 or ds.shape[0] != n or ds.shape[-1] != 3 or ds.dtype != np.uint8:
+                raise EpisodeError(f"{path}: 'hand_images' must be ({n}, H, W, 3) uint8, got {ds.shape} {ds.dtype}")
+            hand = np.ascontiguousarray(np.asarray(ds[...])[..., ::-1])
     match = SCENARIO_RE.search(name)
     scenario = match.group(0) if match else None
     instruction = (instructions or {}).get(scenario) if scenario else None
     return Episode(path=path, name=name, scenario=scenario, instruction=instruction, images=rgb, actions=acts,
-                   event_types=events, frame_dt=duration / n, joint_positions=joints, joint_names=joint_names)
+                   event_types=events, frame_dt=duration / n, joint_positions=joints, joint_names=joint_names,
+                   hand_images=hand)
 
 
 def write_hdf5_episode(path: str | Path, *, images_rgb: np.ndarray, actions: np.ndarray, event_types: list[str],
                        episode_name: str, frame_dt: float, action_chunk_size: int = 10,
-                       joint_positions: np.ndarray | None = None, joint_names: list[str] | None = None) -> None:
+                       joint_positions: np.ndarray | None = None, joint_names: list[str] | None = None,
+                       hand_images_rgb: np.ndarray | None = None) -> None:
     """Write an episode in the user's format (images stored BGR, as their recorder does)."""
     import h5py
 
@@ -123,6 +134,9 @@ def write_hdf5_episode(path: str | Path, *, images_rgb: np.ndarray, actions: np.
                          compression_opts=1)
         f.create_dataset("actions", data=np.asarray(actions, dtype=np.float32))
         f.create_dataset("action_event_types", data=np.array(event_types, dtype=h5py.string_dtype("utf-8")))
+        if hand_images_rgb is not None:
+            f.create_dataset("hand_images", data=np.ascontiguousarray(hand_images_rgb[..., ::-1]), compression="gzip",
+                             compression_opts=1)
         if joint_positions is not None:
             ds = f.create_dataset("joint_positions", data=np.asarray(joint_positions, dtype=np.float32))
             ds.attrs["joint_names"] = np.array(joint_names, dtype=h5py.string_dtype("utf-8"))
