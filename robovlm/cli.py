@@ -182,6 +182,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect_sim(args: argparse.Namespace) -> int:
+    from .sim.collect import collect
+
+    r = collect(args.out, episodes_per_scenario=args.episodes_per_scenario, seed_offset=args.seed_offset,
+                image_size=args.image_size, noise=args.noise, bags=args.bags)
+    print(f"wrote {r.episodes} expert episodes ({r.frames} frames) to {args.out}; expert failures skipped: "
+          f"{r.failures}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainSettings, train
+
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             eval_every=args.eval_every, warmup_steps=args.warmup_steps)
+    m = train(args.config, args.data, args.out, settings, resume=args.resume, device=args.device)
+    print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
+          f"final loss {m['final_loss']:.4f}")
+    if m["final_val_mae"]:
+        print("validation MAE (held-out episodes): " + ", ".join(f"{k} {v:.4f} m/s" for k, v in m["final_val_mae"].items()))
+    print(f"checkpoint, loss_curve.png and metrics.json in {args.out}")
+    return 0
+
+
+def cmd_eval_sim(args: argparse.Namespace) -> int:
+    from .sim.evaluate import evaluate
+
+    report = evaluate(args.checkpoint, episodes=args.episodes, seed_offset=args.seed_offset, ablate=args.ablate,
+                      chunk_mode=args.chunk_mode, device=args.device)
+    print(report.format())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robovlm", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -221,6 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--instruction", help="instruction (default: the bag's /instruction)")
     s.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="node parameter override")
     s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("collect-sim", help="scripted-expert episodes from the simulator, in the user's HDF5 format")
+    s.add_argument("out", help="output directory")
+    s.add_argument("--episodes-per-scenario", type=int, default=10)
+    s.add_argument("--seed-offset", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=56)
+    s.add_argument("--noise", type=float, default=0.05, help="std of the noise added to executed commands, m/s")
+    s.add_argument("--bags", action="store_true", help="also write each episode as an MCAP rosbag2")
+    s.set_defaults(func=cmd_collect_sim)
+
+    s = sub.add_parser("train", help="train a checkpoint on HDF5 episodes")
+    s.add_argument("config")
+    s.add_argument("--data", required=True, help="directory of *.h5 episodes")
+    s.add_argument("--out", required=True, help="checkpoint directory")
+    s.add_argument("--steps", type=int, default=2000)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--warmup-steps", type=int, default=100)
+    s.add_argument("--eval-every", type=int, default=250)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval-sim", help="closed-loop success rate in the simulator")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--episodes", type=int, default=40)
+    s.add_argument("--seed-offset", type=int, default=100_000, help="first seed (training uses seeds from 0)")
+    s.add_argument("--ablate", choices=["image", "instruction"])
+    s.add_argument("--chunk-mode", default="ensemble", choices=["ensemble", "open_loop", "latest"])
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_eval_sim)
 
     s = sub.add_parser("demo", help="run the default model step by step on synthetic frames (untrained)")
     s.add_argument("--config", default=None, help="model config (default: models/configs/kosmos2_small.json)")

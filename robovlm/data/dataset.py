@@ -1,0 +1,149 @@
+"""Training windows from episodes: ``window_size`` consecutive frames, and at every frame the next
+``fwd_pred_next_n`` actions with a mask where the episode ends (RoboVLMs' chunk masks).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import RoboVLMConfig
+from ..runtime.preprocess import to_pixels
+from .hdf5 import Episode, EpisodeError, load_instructions, read_hdf5_episode
+from .stats import NormStats
+
+log = logging.getLogger(__name__)
+
+ACTION_COLUMNS = {"linear.x": 0, "linear.y": 1, "angular.z": 2}
+
+
+def load_episodes(data_dir: str | Path, instructions: dict[str, str] | None = None) -> list[Episode]:
+    """Every ``*.h5`` under ``data_dir``, sorted by name; an episode without an instruction is an error."""
+    paths = sorted(Path(data_dir).glob("*.h5"))
+    if not paths:
+        raise EpisodeError(f"{data_dir}: no *.h5 episodes")
+    instructions = instructions if instructions is not None else load_instructions()
+    episodes = [read_hdf5_episode(p, instructions) for p in paths]
+    for ep in episodes:
+        if not ep.instruction:
+            raise EpisodeError(f"{ep.path}: no instruction for scenario {ep.scenario!r} (episode {ep.name!r}); "
+                               "add it to the instruction mapping")
+    return episodes
+
+
+def split_episodes(episodes: list[Episode], val_fraction: float) -> tuple[list[Episode], list[Episode]]:
+    """Every k-th episode of each scenario is held out (deterministic, balanced across scenarios)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0.0:
+        return episodes, []
+    k = max(2, round(1.0 / val_fraction))
+    by_scenario: dict[str | None, list[Episode]] = {}
+    for ep in episodes:
+        by_scenario.setdefault(ep.scenario, []).append(ep)
+    train, val = [], []
+    for group in by_scenario.values():
+        for i, ep in enumerate(group):
+            (val if i % k == k - 1 else train).append(ep)
+    return train, val
+
+
+def compute_stats(episodes: list[Episode], *, action_fields: list[str], joint_names: list[str] | None,
+                  state_dim: int) -> NormStats:
+    """Action range (min/max with a 5% margin) and joint mean/std (std floored at 0.05) from the training set."""
+    cols = [ACTION_COLUMNS[f] for f in action_fields]
+    acts = np.concatenate([ep.actions[:, cols] for ep in episodes])
+    lo, hi = acts.min(0), acts.max(0)
+    span = np.maximum(hi - lo, 0.05)
+    lo, hi = lo - 0.05 * span, hi + 0.05 * span
+    dts = {round(ep.frame_dt, 4) for ep in episodes}
+    if len(dts) > 1:
+        log.warning("episodes have different frame periods %s; using the median", sorted(dts))
+    joints = [ep.joint_positions for ep in episodes if ep.joint_positions is not None]
+    if joints:
+        allj = np.concatenate(joints)
+        mean, std = allj.mean(0), np.maximum(allj.std(0), 0.05)
+        names = joint_names or episodes[0].joint_names
+    else:
+        mean, std, names = np.zeros(state_dim), np.ones(state_dim), joint_names or [f"joint_{i}" for i in range(state_dim)]
+    return NormStats(state_mean=[float(v) for v in mean], state_std=[float(v) for v in std],
+                     action_low=[float(v) for v in lo], action_high=[float(v) for v in hi],
+                     action_dt=float(np.median([ep.frame_dt for ep in episodes])), joint_names=list(names),
+                     action_fields=list(action_fields))
+
+
+class WindowDataset(Dataset):
+    """Items are dicts shaped like ``RoboVLM.forward`` batches, without the batch axis."""
+
+    def __init__(self, episodes: list[Episode], config: RoboVLMConfig, stats: NormStats, *,
+                 augment_shift: int = 0) -> None:
+        self.episodes = [ep for ep in episodes if len(ep) >= config.window_size]
+        if len(self.episodes) < len(episodes):
+            log.warning("%d episode(s) shorter than window_size %d skipped", len(episodes) - len(self.episodes),
+                        config.window_size)
+        if not self.episodes:
+            raise EpisodeError("no episode is as long as window_size")
+        self.config, self.stats, self.shift = config, stats, augment_shift
+        self.cols = [ACTION_COLUMNS[f] for f in stats.action_fields]
+        self.index = [(e, s) for e, ep in enumerate(self.episodes) for s in range(len(ep) - config.window_size + 1)]
+        if config.use_state:
+            for ep in self.episodes:
+                if ep.joint_positions is None or ep.joint_positions.shape[1] != config.state_dim:
+                    raise EpisodeError(f"{ep.path}: the model uses a state of {config.state_dim} joints but the "
+                                       "episode has " + ("none" if ep.joint_positions is None else
+                                                         str(ep.joint_positions.shape[1])))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _pixels(self, frames: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+        cfg = self.config
+        if rng is not None and self.shift > 0:  # the same random shift for the whole window (camera jitter)
+            p = self.shift
+            padded = np.pad(frames, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+            dy, dx = rng.integers(0, 2 * p + 1, size=2)
+            frames = padded[:, dy:dy + frames.shape[1], dx:dx + frames.shape[2]]
+        return to_pixels(np.ascontiguousarray(frames), size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
+
+    def __getitem__(self, i: int) -> dict:
+        e, s = self.index[i]
+        ep = self.episodes[e]
+        cfg, n, w = self.config, self.config.fwd_pred_next_n, self.config.window_size
+        rng = np.random.default_rng() if self.shift > 0 else None
+        item = {"head_images": self._pixels(ep.images[s:s + w], rng), "instructions": ep.instruction}
+        if cfg.use_hand_rgb:
+            if ep.hand_images is not None:
+                item["hand_images"] = self._pixels(ep.hand_images[s:s + w], rng)
+                item["hand_valid"] = torch.ones(w, dtype=torch.bool)
+            else:
+                item["hand_images"] = torch.zeros_like(item["head_images"])
+                item["hand_valid"] = torch.zeros(w, dtype=torch.bool)
+        if cfg.use_state:
+            item["states"] = torch.from_numpy(self.stats.normalize_state(ep.joint_positions[s:s + w]))
+        acts = np.zeros((w, n, len(self.cols)), np.float32)
+        mask = np.zeros((w, n), bool)
+        for t in range(w):
+            chunk = ep.actions[s + t: s + t + n][:, self.cols]
+            acts[t, : len(chunk)] = self.stats.normalize_action(chunk)
+            mask[t, : len(chunk)] = True
+        item["actions"], item["action_mask"] = torch.from_numpy(acts), torch.from_numpy(mask)
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "instructions"}
+    out["instructions"] = [it["instructions"] for it in items]
+    return out
+
+
+def cosine_with_warmup(step: int, *, warmup: int, total: int, floor: float = 0.05) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
