@@ -4,17 +4,24 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install test bench demo clean
+.PHONY: install sysdeps test bench demo train-demo clean
+
+# Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
+export MUJOCO_GL ?= osmesa
 
 # torch first, from the local CPU build; constraints.txt keeps any other package from moving it.
+sysdeps:
+	@dpkg -s libosmesa6 >/dev/null 2>&1 || (apt-get update && apt-get install -y libosmesa6) || \
+	  (echo "libosmesa6 is missing and could not be installed (run as root: apt-get install -y libosmesa6)" && exit 1)
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,ros]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,ros,sim]'
 	touch $@
 
-install: $(VENV)/.installed
+install: sysdeps $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q tests
@@ -23,8 +30,19 @@ bench: install
 	$(PY) -m robovlm.bench
 	$(PY) -m robovlm_node.bench
 
+# Closed loop over ROS: the trained demo checkpoint drives the simulated robot through robovlm_node.
 demo: install
-	$(VENV)/bin/robovlm demo
+	$(PY) -m robovlm_node.demo
+
+# Reproduces models/demo: expert episodes (seeds from 0), then training on this CPU (about 25 minutes).
+train-demo: install
+	rm -rf out/sim_data out/demo_ckpt
+	$(VENV)/bin/robovlm collect-sim out/sim_data --episodes-per-scenario 25 --seed-offset 0
+	$(VENV)/bin/robovlm train models/configs/demo.json --data out/sim_data --out out/demo_ckpt --steps 5000 \
+	  --batch-size 32 --lr 1e-3 --eval-every 1000 --seed 0
+	rm -rf models/demo && mkdir -p models/demo
+	cp out/demo_ckpt/config.json out/demo_ckpt/model.safetensors out/demo_ckpt/stats.json \
+	  out/demo_ckpt/metrics.json out/demo_ckpt/loss_curve.png models/demo/
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

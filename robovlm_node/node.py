@@ -331,11 +331,15 @@ class RoboVLMNode(LifecycleNode):
         ret = super().on_activate(state)  # enables the lifecycle publisher
         self.scheduler.reset()
         self.safety.reset()
-        self._stop.clear()
+        # A fresh stop event per activation: a thread of an earlier activation that is still waiting (for sim time
+        # that does not advance, say) can never resume alongside the new ones.
+        self._stop = threading.Event()
         self._active = True
-        self._thread = threading.Thread(target=self._inference_loop, name="robovlm-inference", daemon=True)
+        self._thread = threading.Thread(target=self._inference_loop, args=(self._stop,), name="robovlm-inference",
+                                        daemon=True)
         self._thread.start()
-        self._control_thread = threading.Thread(target=self._control_loop, name="robovlm-control", daemon=True)
+        self._control_thread = threading.Thread(target=self._control_loop, args=(self._stop,), name="robovlm-control",
+                                                daemon=True)
         self._control_thread.start()
         self.get_logger().info("active: publishing commands")
         return ret
@@ -365,9 +369,10 @@ class RoboVLMNode(LifecycleNode):
         with self._publish_lock:
             self._active = False
         self._stop.set()
-        for thread in (self._control_thread, self._thread):
-            if thread is not None:
-                thread.join(timeout=10.0)
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)  # at most one model step
+        if self._control_thread is not None:
+            self._control_thread.join(timeout=1.0)  # may wait on a paused sim clock; it can no longer publish
         self._thread = self._control_thread = None
         self._publish_zero(final=True)
         self.get_logger().info("inactive: zero command published")
@@ -435,10 +440,10 @@ class RoboVLMNode(LifecycleNode):
             return {k: (now - self._inputs[k].rx_time) if k in self._inputs else None for k in self.required_inputs()}
 
     # ----------------------------------------------------------------------------------------------- inference
-    def _inference_loop(self) -> None:
+    def _inference_loop(self, stop: threading.Event) -> None:
         last_seq = -1
         timeout = self.settings.input_timeout_s
-        while not self._stop.is_set():
+        while not stop.is_set():
             now = self.now()
             with self._lock:
                 head = self._inputs.get("head")
@@ -447,11 +452,11 @@ class RoboVLMNode(LifecycleNode):
                 instruction = self._instruction
             ages = self.input_ages(now)
             if head is None or head.seq == last_seq or any(a is None or a > timeout for a in ages.values()):
-                self._stop.wait(0.002)
+                stop.wait(0.002)
                 continue
             if not instruction:
                 self._count("no_instruction", "no instruction yet: set the 'instruction' parameter or publish one")
-                self._stop.wait(0.05)
+                stop.wait(0.05)
                 continue
             hand_rgb = hand.value if (hand is not None and now - hand.rx_time <= timeout) else None
             t0 = time.perf_counter()
@@ -459,7 +464,7 @@ class RoboVLMNode(LifecycleNode):
                 actions = self.engine.step(head.value, hand_rgb, None if st is None else st.value, instruction)
             except Exception as exc:  # keep the loop alive; the control loop stops the robot meanwhile
                 self._count("inference_error", f"{type(exc).__name__}: {exc}", error=True)
-                self._stop.wait(0.05)
+                stop.wait(0.05)
                 continue
             latency = time.perf_counter() - t0
             last_seq = head.seq
@@ -485,13 +490,13 @@ class RoboVLMNode(LifecycleNode):
                                       "jitter grows under load. Grant it with an rtprio limit "
                                       "(/etc/security/limits.conf) or CAP_SYS_NICE, or set control_rt_priority 0")
 
-    def _control_loop(self) -> None:
+    def _control_loop(self, stop: threading.Event) -> None:
         """Tick at absolute deadlines (no drift); after an overrun of more than a period, resynchronize."""
         self._set_control_scheduling()
         clock = self.get_clock()
         period = Duration(nanoseconds=int(1e9 / self.settings.control_rate_hz))
         deadline = clock.now()
-        while not self._stop.is_set():
+        while not stop.is_set():
             deadline = deadline + period
             now = clock.now()
             if now > deadline + period:
@@ -503,7 +508,7 @@ class RoboVLMNode(LifecycleNode):
             except Exception as exc:  # clock or context gone during shutdown
                 self.get_logger().debug(f"control loop ends: {exc}")
                 return
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             try:
                 self._on_control()

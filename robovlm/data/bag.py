@@ -126,3 +126,85 @@ def read_bag(path: str | Path) -> list[BagMessage]:
 
 def deserialize(msg: BagMessage):
     return TYPESTORE.deserialize_cdr(msg.data, msg.msgtype)
+
+
+def _image_rgb(msg) -> np.ndarray:
+    data = np.asarray(msg.data, dtype=np.uint8)
+    enc = msg.encoding.lower()
+    ch = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(enc)
+    if ch is None:
+        raise BagError(f"unsupported image encoding {msg.encoding!r} in bag")
+    rows = data[: msg.step * msg.height].reshape(msg.height, msg.step)[:, : msg.width * ch]
+    img = rows.reshape(msg.height, msg.width, ch)
+    if enc in ("bgr8", "bgra8"):
+        img = img[..., [2, 1, 0]]
+    elif enc == "mono8":
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def read_bag_episode(path: str | Path, instructions: dict[str, str] | None = None, *,
+                     head_topic: str = TOPICS["head"], hand_topic: str = "/hand_camera/image_raw",
+                     joint_names: list[str] | None = None):
+    """A rosbag2 recording as an ``Episode``: one frame per head image; the hand image, joint state and ``cmd_vel``
+    in effect at that frame's stamp (the latest at or before it) are aligned to it."""
+    from .hdf5 import SCENARIO_RE, Episode
+
+    msgs = read_bag(path)
+    heads = [m for m in msgs if m.topic == head_topic]
+    if not heads:
+        raise BagError(f"{path}: no {head_topic} images")
+
+    def stamp(m: BagMessage) -> int:
+        d = deserialize(m)
+        h = getattr(d, "header", None)
+        return h.stamp.sec * 10**9 + h.stamp.nanosec if h is not None else m.timestamp_ns
+
+    def latest(topic: str):
+        items = [(stamp(m) if "Image" in m.msgtype or "JointState" in m.msgtype else m.timestamp_ns, m)
+                 for m in msgs if m.topic == topic]
+        items.sort(key=lambda x: x[0])
+        return [t for t, _ in items], [m for _, m in items]
+
+    head_t = [stamp(m) for m in heads]
+    hand_t, hands = latest(hand_topic)
+    js_t, jss = latest(TOPICS["joints"])
+    cmd_t, cmds = latest(TOPICS["cmd_vel"])
+
+    def at(ts: list[int], items: list, t: int):
+        i = int(np.searchsorted(ts, t, side="right")) - 1
+        return items[i] if i >= 0 else None
+
+    images, hand_imgs, joints, actions = [], [], [], []
+    names = joint_names
+    for t, m in zip(head_t, heads):
+        images.append(_image_rgb(deserialize(m)))
+        h = at(hand_t, hands, t)
+        hand_imgs.append(_image_rgb(deserialize(h)) if h is not None else None)
+        j = at(js_t, jss, t)
+        if j is not None:
+            js = deserialize(j)
+            names = names or list(js.name)
+            pos = dict(zip(js.name, js.position))
+            joints.append([pos.get(n, np.nan) for n in names])
+        else:
+            joints.append(None)
+        c = at(cmd_t, cmds, t)
+        tw = deserialize(c) if c is not None else None
+        actions.append([tw.linear.x, tw.linear.y, tw.angular.z] if tw is not None else [0.0, 0.0, 0.0])
+    instruction = None
+    texts = [deserialize(m).data for m in msgs if m.topic == TOPICS["instruction"]]
+    name = Path(path).name
+    match = SCENARIO_RE.search(name)
+    if texts:
+        instruction = texts[-1]
+    elif match and instructions:
+        instruction = instructions.get(match.group(0))
+    has_joints = names is not None and all(j is not None and not np.any(np.isnan(j)) for j in joints)
+    has_hand = all(h is not None for h in hand_imgs)
+    dts = np.diff(head_t) * 1e-9
+    return Episode(path=Path(path), name=name, scenario=match.group(0) if match else None, instruction=instruction,
+                   images=np.stack(images), actions=np.asarray(actions, np.float32),
+                   event_types=["start_action"] * len(images), frame_dt=float(np.median(dts)) if len(dts) else 0.1,
+                   joint_positions=np.asarray(joints, np.float32) if has_joints else None,
+                   joint_names=names if has_joints else None, hand_images=np.stack(hand_imgs) if has_hand else None)

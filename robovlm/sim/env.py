@@ -107,8 +107,8 @@ class CupWorldEnv:
         return False
 
     # -------------------------------------------------------------------------------------------------- step
-    def step(self, velocity: np.ndarray, *, render: bool = True) -> tuple[Observation | None, bool, StepInfo]:
-        """Apply base-frame velocity ``[vx, vy]`` or ``[vx, vy, wz]`` for one control period."""
+    def physics_step(self, velocity: np.ndarray) -> None:
+        """One physics step (``model.opt.timestep``) under base-frame velocity ``[vx, vy(, wz)]``."""
         v = np.zeros(3)
         v[: len(velocity)] = np.nan_to_num(np.asarray(velocity, dtype=float))
         yaw = self.data.qpos[2]
@@ -116,16 +116,29 @@ class CupWorldEnv:
         self.data.ctrl[0] = c * v[0] - s * v[1]  # base frame -> world frame
         self.data.ctrl[1] = s * v[0] + c * v[1]
         self.data.ctrl[2] = v[2]
-        for _ in range(self._substeps):
-            mujoco.mj_step(self.model, self.data)
-            if self._touching_box():
-                self.info.collision = True
+        mujoco.mj_step(self.model, self.data)
+        if self._touching_box():
+            self.info.collision = True
+
+    @property
+    def physics_dt(self) -> float:
+        return float(self.model.opt.timestep)
+
+    def judge(self) -> tuple[bool, StepInfo]:
+        """Update success / timeout; returns (done, info)."""
         self.info.distance = self.distance_to_cup()
-        self.info.trace.append(self.base_pose())
         self.info.success = self.info.distance < REACH_RADIUS and not self.info.collision
         self.info.timeout = self.time >= self.time_limit_s
-        done = self.info.success or self.info.collision or self.info.timeout
-        return (self.observe() if render else None), done, self.info
+        return self.info.success or self.info.collision or self.info.timeout, self.info
+
+    def step(self, velocity: np.ndarray, *, render: bool = True) -> tuple[Observation | None, bool, StepInfo]:
+        """Apply base-frame velocity ``[vx, vy]`` or ``[vx, vy, wz]`` for one control period."""
+        for _ in range(self._substeps):
+            self.physics_step(velocity)
+        self.info.distance = self.distance_to_cup()
+        self.info.trace.append(self.base_pose())
+        done, info = self.judge()
+        return (self.observe() if render else None), done, info
 
 
 __all__ = ["BASE_RADIUS", "JOINT_NAMES", "CupWorldEnv", "Observation", "REACH_RADIUS", "StepInfo"]

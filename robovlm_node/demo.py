@@ -1,0 +1,193 @@
+"""``make demo``: the trained demo policy drives the simulated robot through the real ROS node.
+
+The node is started exactly as ``bringup.launch.py`` starts it (the ``robovlm_node`` executable with
+``config/robovlm.yaml`` and ``model_path``, ``use_sim_time:=true``), as its own process; the simulator runs here as
+ROS topics (``SimBridge``). Each episode: publish the instruction on ``instruction``, activate the node through its
+lifecycle service, run the sim until the cup is reached (or a box is hit, or time runs out), deactivate.
+Prints success, time to the cup, achieved control rate and inference latency per scenario; writes a contact sheet of
+one episode's head camera and a plot of the commanded velocities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from robovlm.data.hdf5 import load_instructions  # noqa: E402
+from robovlm.data.stats import NormStats  # noqa: E402
+from robovlm.sim.world import SCENARIOS  # noqa: E402
+
+from .sim_bridge import EpisodeOutcome, SimBridge  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = ROOT / "models" / "demo"
+HELD_OUT_SEED = 900_000  # never used for training data (make train-demo collects seeds from 0)
+
+
+def bringup_command(model_path: Path, *, params_file: Path, use_sim_time: bool, node_name: str = "robovlm") -> list[str]:
+    """The command line bringup.launch.py produces for the node (executable, params file, overrides)."""
+    return [sys.executable, "-m", "robovlm_node.node", "--ros-args", "-r", f"__node:={node_name}",
+            "--params-file", str(params_file), "-p", f"model_path:={model_path}",
+            "-p", f"use_sim_time:={'true' if use_sim_time else 'false'}", "-p", "autostart:=false"]
+
+
+class DemoClient(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("robovlm_demo", **kwargs)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.instruction = self.create_publisher(String, "instruction", latched)
+        self.change = self.create_client(ChangeState, "robovlm/change_state")
+        self.get_state = self.create_client(GetState, "robovlm/get_state")
+        self.latencies: list[float] = []
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            for kv in st.values:
+                if kv.key == "inference_latency_p50_ms" and kv.value != "nan":
+                    self.latencies.append(float(kv.value))
+
+    def transition(self, tid: int, timeout: float = 120.0) -> bool:
+        fut = self.change.call_async(ChangeState.Request(transition=Transition(id=tid)))
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.02)
+        return fut.done() and fut.result().success
+
+
+def contact_sheet(frames: list[np.ndarray], path: Path, *, columns: int = 8, count: int = 24) -> None:
+    from PIL import Image
+
+    idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)
+    tiles = [frames[i] for i in idx]
+    h, w = tiles[0].shape[:2]
+    rows = (len(tiles) + columns - 1) // columns
+    sheet = np.full((rows * (h + 2), columns * (w + 2), 3), 255, np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, columns)
+        sheet[r * (h + 2): r * (h + 2) + h, c * (w + 2): c * (w + 2) + w] = tile
+    Image.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), Image.NEAREST).save(path)
+
+
+def velocity_plot(outcomes: list[EpisodeOutcome], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(outcomes), 1, figsize=(8, 1.8 * len(outcomes)), sharex=True, squeeze=False)
+    for ax, o in zip(axes[:, 0], outcomes):
+        if o.commands:
+            c = np.array(o.commands)
+            ax.plot(c[:, 0], c[:, 1], label="linear.x")
+            ax.plot(c[:, 0], c[:, 2], label="linear.y")
+        ax.set_ylabel("m/s")
+        ax.set_title(f"{o.scenario} seed {o.seed}: {'reached the cup' if o.success else 'failed'} in {o.time_s:.1f} s",
+                     fontsize=9)
+        ax.legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("sim time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor: float) -> int:
+    if not (checkpoint / "model.safetensors").exists():
+        print(f"error: no checkpoint at {checkpoint}; run `make train-demo` first", file=sys.stderr)
+        return 2
+    stats = NormStats.load(checkpoint / "stats.json")
+    from robovlm.config import load_config
+
+    cfg = load_config(checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    instructions = load_instructions()
+    proc = subprocess.Popen(bringup_command(checkpoint, params_file=ROOT / "config" / "robovlm.yaml",
+                                            use_sim_time=True), env=os.environ.copy())
+    context = Context()
+    rclpy.init(context=context)
+    bridge = SimBridge(context=context, image_size=cfg.image_size, camera_period_s=stats.action_dt,
+                       real_time_factor=real_time_factor)
+    client = DemoClient(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(bridge)
+    executor.add_node(client)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    outcomes: list[EpisodeOutcome] = []
+    rows = []
+    try:
+        if not client.change.wait_for_service(timeout_sec=120.0):
+            raise RuntimeError("the node's lifecycle service did not appear")
+        if not client.transition(Transition.TRANSITION_CONFIGURE):
+            raise RuntimeError("the node failed to configure (see its log above)")
+        for k in range(episodes):
+            scenario, seed = SCENARIOS[k % len(SCENARIOS)], HELD_OUT_SEED + k
+            client.instruction.publish(String(data=instructions[scenario]))
+            time.sleep(0.3)
+            if not client.transition(Transition.TRANSITION_ACTIVATE):
+                raise RuntimeError("the node failed to activate")
+            n_lat = len(client.latencies)
+            out = bridge.run_episode(scenario, seed)
+            client.transition(Transition.TRANSITION_DEACTIVATE)
+            outcomes.append(out)
+            rate = len(out.commands) / max(out.time_s, 1e-9)
+            lat = client.latencies[n_lat:] or client.latencies[-1:]
+            rows.append((scenario, seed, out.success, out.collision, out.time_s, rate,
+                         float(np.median(lat)) if lat else float("nan")))
+            print(f"{scenario:<18} {'reached the cup' if out.success else ('hit a box' if out.collision else 'timed out'):<16}"
+                  f" {out.time_s:5.1f} s  control {rate:5.1f} Hz  inference p50 {rows[-1][-1]:5.1f} ms", flush=True)
+        client.transition(Transition.TRANSITION_CLEANUP)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        executor.shutdown()
+        spinner.join(timeout=5)
+        bridge.destroy_node()
+        client.destroy_node()
+        rclpy.try_shutdown(context=context)
+    ok = sum(r[2] for r in rows)
+    print(f"\n{ok}/{len(rows)} episodes reached the cup over ROS (control {np.mean([r[5] for r in rows]):.1f} Hz "
+          f"of sim time, inference p50 {np.nanmedian([r[6] for r in rows]):.1f} ms)")
+    if outcomes:
+        sheet, plot = out_dir / "episode_head_camera.png", out_dir / "commanded_velocities.png"
+        contact_sheet(outcomes[0].head_frames, sheet)
+        velocity_plot(outcomes, plot)
+        print(f"pictures: {sheet} (head camera, {outcomes[0].scenario}) and {plot}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m robovlm_node.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--episodes", type=int, default=8, help="episodes (cycles through the 8 scenarios)")
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
+    p.add_argument("--real-time-factor", type=float, default=1.0)
+    a = p.parse_args(argv)
+    return run_demo(a.checkpoint, episodes=a.episodes, out_dir=a.out, real_time_factor=a.real_time_factor)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

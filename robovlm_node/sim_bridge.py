@@ -1,0 +1,150 @@
+"""The simulator as ROS topics: the unchanged robovlm_node drives the simulated robot.
+
+Publishes ``/clock`` every physics step (100 Hz of sim time), the head and hand cameras (``rgb8`` Images) and
+``joint_states`` every ``camera_period_s``, stamped with sim time; applies ``cmd_vel`` like a base controller with a
+0.5 s command timeout (an old command brakes to zero). Sim time runs at ``real_time_factor`` times the wall clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Twist
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+
+from robovlm.sim.env import CupWorldEnv
+from robovlm.sim.world import JOINT_NAMES
+
+from .convert import rgb_to_image
+
+CMD_TIMEOUT_S = 0.5
+
+
+@dataclass
+class EpisodeOutcome:
+    scenario: str
+    seed: int
+    success: bool
+    collision: bool
+    time_s: float
+    head_frames: list
+    commands: list  # (sim time, vx, vy)
+
+
+class SimBridge(Node):
+    def __init__(self, *, image_size: int = 56, camera_period_s: float = 0.1, real_time_factor: float = 1.0,
+                 **kwargs) -> None:
+        super().__init__("robovlm_sim", **kwargs)
+        self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s)
+        self.camera_period_s = camera_period_s
+        self.rtf = real_time_factor
+        self._clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self._head_pub = self.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
+        self._hand_pub = self.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
+        self._joint_pub = self.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+        self.create_subscription(Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self._lock = threading.Lock()
+        self._cmd = np.zeros(2)
+        self._cmd_time = -np.inf
+        self._commands: list[tuple[float, float, float]] = []
+        self._offset = 0.0  # sim clock across episodes: never jumps backwards for the node
+
+    def _on_cmd(self, msg: Twist) -> None:
+        with self._lock:
+            self._cmd = np.array([msg.linear.x, msg.linear.y])
+            self._cmd_time = self.env.time if self.env.data is not None else 0.0
+            self._commands.append((self._cmd_time, msg.linear.x, msg.linear.y))
+
+    def sim_time(self) -> float:
+        return self._offset + (self.env.time if self.env.data is not None else 0.0)
+
+    def _stamp(self):
+        return rclpy.time.Time(nanoseconds=int(round((1.0 + self.sim_time()) * 1e9))).to_msg()
+
+    def _publish_clock(self) -> None:
+        self._clock_pub.publish(Clock(clock=self._stamp()))
+
+    def _publish_sensors(self) -> np.ndarray:
+        obs = self.env.observe()
+        stamp = self._stamp()
+        self._head_pub.publish(rgb_to_image(obs.head, stamp=stamp, frame_id="head_camera"))
+        self._hand_pub.publish(rgb_to_image(obs.hand, stamp=stamp, frame_id="hand_camera"))
+        js = JointState(name=list(JOINT_NAMES), position=[float(v) for v in obs.joints])
+        js.header.stamp = stamp
+        self._joint_pub.publish(js)
+        return obs.head
+
+    def run_episode(self, scenario: str, seed: int, *, stop: threading.Event | None = None) -> EpisodeOutcome:
+        """Reset to ``scenario``/``seed`` and run until success, collision or the time limit, in scaled real time."""
+        if self.env.data is not None:
+            self._offset += self.env.time + 1.0
+        self.env.reset(scenario, seed)
+        with self._lock:
+            self._cmd, self._cmd_time, self._commands = np.zeros(2), -np.inf, []
+        frames = []
+        every = max(1, int(round(self.camera_period_s / self.env.physics_dt)))
+        wall0, k = time.monotonic(), 0
+        self._publish_clock()
+        frames.append(self._publish_sensors())
+        done, info = False, self.env.info
+        while not done and not (stop is not None and stop.is_set()):
+            with self._lock:
+                cmd = self._cmd if self.env.time - self._cmd_time <= CMD_TIMEOUT_S else np.zeros(2)
+            self.env.physics_step(cmd)
+            k += 1
+            self._publish_clock()
+            if k % every == 0:
+                frames.append(self._publish_sensors())
+                done, info = self.env.judge()
+            delay = wall0 + self.env.time / self.rtf - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        with self._lock:
+            commands = list(self._commands)
+        return EpisodeOutcome(scenario=scenario, seed=seed, success=info.success, collision=info.collision,
+                              time_s=self.env.time, head_frames=frames, commands=commands)
+
+    def destroy_node(self) -> None:
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``robovlm_sim``: run the scenarios in a loop as ROS topics (for sim.launch.py)."""
+    from robovlm.sim.world import SCENARIOS
+
+    rclpy.init(args=args)
+    probe = rclpy.create_node("robovlm_sim_params")
+    scenario = probe.declare_parameter("scenario", "").value
+    seed = int(probe.declare_parameter("seed", 100_000).value)
+    image_size = int(probe.declare_parameter("image_size", 56).value)
+    probe.destroy_node()
+    bridge = SimBridge(image_size=image_size)
+    spinner = threading.Thread(target=rclpy.spin, args=(bridge,), daemon=True)
+    spinner.start()
+    stop = threading.Event()
+    try:
+        k = 0
+        while rclpy.ok():
+            sc = scenario or SCENARIOS[k % len(SCENARIOS)]
+            out = bridge.run_episode(sc, seed + k, stop=stop)
+            bridge.get_logger().info(f"{sc} seed {seed + k}: {'reached the cup' if out.success else 'failed'} "
+                                     f"in {out.time_s:.1f} s")
+            k += 1
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        bridge.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
