@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import RoboVLMConfig
 from ..model.policy import RoboVLM
 from .preprocess import to_pixels
 
@@ -24,17 +25,10 @@ class EngineError(RuntimeError):
     """The engine cannot be built on this machine (device, files); the message says what to change."""
 
 
-class TorchEngine:
-    def __init__(self, checkpoint: str | Path, *, device: str = "cpu") -> None:
-        if device not in ("cpu", "cuda"):
-            raise EngineError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise EngineError("device 'cuda' requested but no CUDA device is available to torch")
-        self.device = torch.device(device)
-        self.model = RoboVLM.from_pretrained(checkpoint, device=self.device)
-        self.config = self.model.config
-        self.stats = self.model.stats
-        self.name = "torch"
+class EngineBase:
+    """What the node needs to know about any engine, derived from its model config."""
+
+    config: RoboVLMConfig
 
     @property
     def uses_hand(self) -> bool:
@@ -51,6 +45,19 @@ class TorchEngine:
     @property
     def state_dim(self) -> int:
         return self.config.state_dim
+
+
+class TorchEngine(EngineBase):
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise EngineError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("device 'cuda' requested but no CUDA device is available to torch")
+        self.device = torch.device(device)
+        self.model = RoboVLM.from_pretrained(checkpoint, device=self.device)
+        self.config = self.model.config
+        self.stats = self.model.stats
+        self.name = "torch"
 
     def reset(self) -> None:
         self.model.reset()

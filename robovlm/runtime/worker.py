@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import RoboVLMConfig
 from ..data.stats import NormStats
-from .engine import EngineError, build_engine
+from .engine import EngineBase, EngineError, build_engine
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _serve(conn, name: str, checkpoint: str, device: str, nice: int) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-class EngineProcess:
+class EngineProcess(EngineBase):
     """Same interface as ``TorchEngine`` (``step``, ``reset``, ``stats``, ``config``), served by a child process."""
 
     def __init__(self, name: str, checkpoint: str | Path, *, device: str = "cpu", nice: int = 10,
@@ -83,22 +83,6 @@ class EngineProcess:
     @property
     def pid(self) -> int | None:
         return self._proc.pid
-
-    @property
-    def uses_hand(self) -> bool:
-        return self.config.use_hand_rgb
-
-    @property
-    def uses_state(self) -> bool:
-        return self.config.use_state
-
-    @property
-    def action_dim(self) -> int:
-        return self.config.action_dim
-
-    @property
-    def state_dim(self) -> int:
-        return self.config.state_dim
 
     def _recv(self, timeout: float, what: str) -> tuple[str, Any]:
         try:
