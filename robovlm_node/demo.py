@@ -74,6 +74,14 @@ class DemoClient(Node):
         return fut.done() and fut.result().success
 
 
+def _verdict(out: EpisodeOutcome) -> str:
+    if out.success:
+        return "reached the cup"
+    if out.collision:
+        return "hit a box"
+    return "wrong side" if out.wrong_side else "timed out"
+
+
 def contact_sheet(frames: list[np.ndarray], path: Path, *, columns: int = 8, count: int = 24) -> None:
     from PIL import Image
 
@@ -153,7 +161,7 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
             lat = client.latencies[n_lat:] or client.latencies[-1:]
             rows.append((scenario, seed, out.success, out.collision, out.time_s, rate,
                          float(np.median(lat)) if lat else float("nan")))
-            print(f"{scenario:<18} {'reached the cup' if out.success else ('hit a box' if out.collision else 'timed out'):<16}"
+            print(f"{scenario:<18} {_verdict(out):<16}"
                   f" {out.time_s:5.1f} s  control {rate:5.1f} Hz  inference p50 {rows[-1][-1]:5.1f} ms", flush=True)
         client.transition(Transition.TRANSITION_CLEANUP)
     finally:

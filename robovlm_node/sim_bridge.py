@@ -33,6 +33,7 @@ class EpisodeOutcome:
     seed: int
     success: bool
     collision: bool
+    wrong_side: bool
     time_s: float
     head_frames: list
     commands: list  # (sim time, vx, vy)
@@ -109,7 +110,7 @@ class SimBridge(Node):
         with self._lock:
             commands = list(self._commands)
         return EpisodeOutcome(scenario=scenario, seed=seed, success=info.success, collision=info.collision,
-                              time_s=self.env.time, head_frames=frames, commands=commands)
+                              wrong_side=info.wrong_side, time_s=self.env.time, head_frames=frames, commands=commands)
 
     def destroy_node(self) -> None:
         self.env.close()

@@ -26,6 +26,16 @@ def test_expert_succeeds_in_every_scenario(env, scenario):
     assert obs.head.shape == (32, 32, 3) and obs.hand.dtype == np.uint8 and obs.joints.shape == (len(JOINT_NAMES),)
 
 
+def test_passing_on_the_other_side_is_not_a_success(env):
+    env.reset("1box_vert_left", 2)
+    env.layout = env.layout.__class__(**{**env.layout.__dict__, "scenario": "1box_vert_right"})  # told: right
+    expert_left = WaypointExpert(sample_layout("1box_vert_left", 2))  # ... but drives around on the left
+    done = False
+    while not done:
+        _, done, info = env.step(expert_left.action(env.base_pose()), render=False)
+    assert info.wrong_side and not info.success and not info.collision
+
+
 def test_driving_straight_hits_the_box_and_standing_still_times_out(env):
     env.reset("1box_hori_left", 3)
     done = False

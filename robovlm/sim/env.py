@@ -18,7 +18,8 @@ import mujoco  # noqa: E402
 from .world import BASE_RADIUS, JOINT_NAMES, Layout, build_mjcf, sample_layout  # noqa: E402
 
 REACH_RADIUS = 0.3
-"""Success: the base centre within this distance of the cup."""
+"""Success: the base centre within this distance of the cup, no box touched, and the boxes passed on the side the
+instruction names (the instruction is part of the task, not a hint)."""
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Observation:
 class StepInfo:
     success: bool = False
     collision: bool = False
+    wrong_side: bool = False
+    """The base was alongside the boxes on the side the instruction did not name."""
     timeout: bool = False
     distance: float = float("inf")
     trace: list = field(default_factory=list)
@@ -61,6 +64,8 @@ class CupWorldEnv:
         self._box_geoms = {mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"box{i}")
                            for i in range(len(self.layout.boxes))}
         self._base_geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, "base")
+        boxes = self.layout.boxes
+        self._span = (min(b.x - b.half_x for b in boxes), max(b.x + b.half_x for b in boxes))
         self.data.ctrl[3] = self.layout.arm_pan
         self.data.ctrl[4] = self.layout.arm_lift
         self.data.qpos[3] = self.layout.arm_pan
@@ -119,6 +124,9 @@ class CupWorldEnv:
         mujoco.mj_step(self.model, self.data)
         if self._touching_box():
             self.info.collision = True
+        x, y = self.data.qpos[0], self.data.qpos[1]
+        if self._span[0] <= x <= self._span[1] and y * self.layout.side < 0:
+            self.info.wrong_side = True
 
     @property
     def physics_dt(self) -> float:
@@ -127,7 +135,7 @@ class CupWorldEnv:
     def judge(self) -> tuple[bool, StepInfo]:
         """Update success / timeout; returns (done, info)."""
         self.info.distance = self.distance_to_cup()
-        self.info.success = self.info.distance < REACH_RADIUS and not self.info.collision
+        self.info.success = self.info.distance < REACH_RADIUS and not self.info.collision and not self.info.wrong_side
         self.info.timeout = self.time >= self.time_limit_s
         return self.info.success or self.info.collision or self.info.timeout, self.info
 

@@ -31,6 +31,7 @@ class EpisodeResult:
     seed: int
     success: bool
     collision: bool
+    wrong_side: bool
     time_s: float
     frames: list = field(default_factory=list, repr=False)
     commands: list = field(default_factory=list, repr=False)
@@ -55,7 +56,8 @@ class EvalReport:
     def format(self) -> str:
         lines = [f"closed-loop evaluation{' (ablate ' + self.ablate + ')' if self.ablate else ''}: "
                  f"{sum(r.success for r in self.results)}/{len(self.results)} reached the cup "
-                 f"({100 * self.success_rate:.0f}%), collisions {sum(r.collision for r in self.results)}"]
+                 f"({100 * self.success_rate:.0f}%), collisions {sum(r.collision for r in self.results)}, "
+                 f"wrong side {sum(r.wrong_side for r in self.results)}"]
         for sc, (ok, n) in sorted(self.per_scenario().items()):
             times = [r.time_s for r in self.results if r.scenario == sc and r.success]
             t = f", mean time {np.mean(times):.1f} s" if times else ""
@@ -73,7 +75,7 @@ def run_episode(engine: TorchEngine, env: CupWorldEnv, scenario: str, seed: int,
     a = engine.action_dim
     safety = SafetyFilter(SafetyLimits(max_velocity=[max_velocity] * a, max_accel=[max_accel] * a))
     text = NEUTRAL_INSTRUCTION if ablate == "instruction" else instruction
-    result = EpisodeResult(scenario=scenario, seed=seed, success=False, collision=False, time_s=0.0)
+    result = EpisodeResult(scenario=scenario, seed=seed, success=False, collision=False, wrong_side=False, time_s=0.0)
     while True:
         head, hand = obs.head, obs.hand
         if ablate == "image":
@@ -88,7 +90,8 @@ def run_episode(engine: TorchEngine, env: CupWorldEnv, scenario: str, seed: int,
         obs, done, info = env.step(decision.command)
         if done:
             break
-    result.success, result.collision, result.time_s = info.success, info.collision, env.time
+    result.success, result.collision, result.wrong_side, result.time_s = (info.success, info.collision, info.wrong_side,
+                                                                        env.time)
     return result
 
 
