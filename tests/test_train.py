@@ -50,7 +50,7 @@ def test_bag_episode_reader_aligns_by_stamp(sim_data, tmp_path):
 
 
 def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
-    settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=40, val_fraction=0.25)
+    settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=40, val_fraction=0.5)
     m = train("models/configs/demo.json", sim_data, tmp_path / "ck", settings, device="cpu")
     hist = torch.load(tmp_path / "ck" / "train_state.pt", weights_only=False)["history"]
     first = np.mean([h["loss"] for h in hist[:5]])
@@ -62,7 +62,7 @@ def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
     model = RoboVLM.from_pretrained(tmp_path / "ck")
     assert model.stats.action_fields == ["linear.x", "linear.y"]
     m2 = train("models/configs/demo.json", sim_data, tmp_path / "ck", TrainSettings(
-        steps=50, batch_size=8, warmup_steps=5, eval_every=50, val_fraction=0.25), resume=True, device="cpu")
+        steps=50, batch_size=8, warmup_steps=5, eval_every=50, val_fraction=0.5), resume=True, device="cpu")
     assert m2["steps"] == 50
     assert len(torch.load(tmp_path / "ck" / "train_state.pt", weights_only=False)["history"]) == 50
 
