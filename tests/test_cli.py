@@ -16,7 +16,8 @@ def test_info_works_on_every_shipped_config(config, capsys):
     assert main(["info", str(config)]) == 0
     out = capsys.readouterr().out
     assert "parameters per module" in out and "tokens per stage" in out
-    assert "patch tokens per camera" in out and "after resampler: 64 tokens per camera x 2" in out
+    latents = load_config(config).vision_resampler.num_latents
+    assert "patch tokens per camera" in out and f"after resampler: {latents} tokens per camera x 2" in out
 
 
 def test_init_checkpoint_then_info_on_it(tmp_path, capsys):
