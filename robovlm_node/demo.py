@@ -34,9 +34,10 @@ from std_msgs.msg import String  # noqa: E402
 
 from robovlm.data.hdf5 import load_instructions  # noqa: E402
 from robovlm.data.stats import NormStats  # noqa: E402
+from robovlm.sim.evaluate import EpisodeResult  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
 
-from .sim_bridge import EpisodeOutcome, SimBridge  # noqa: E402
+from .sim_bridge import SimBridge  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "models" / "demo"
@@ -74,7 +75,7 @@ class DemoClient(Node):
         return fut.done() and fut.result().success
 
 
-def _verdict(out: EpisodeOutcome) -> str:
+def _verdict(out: EpisodeResult) -> str:
     if out.success:
         return "reached the cup"
     if out.collision:
@@ -96,7 +97,7 @@ def contact_sheet(frames: list[np.ndarray], path: Path, *, columns: int = 8, cou
     Image.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), Image.NEAREST).save(path)
 
 
-def velocity_plot(outcomes: list[EpisodeOutcome], path: Path) -> None:
+def velocity_plot(outcomes: list[EpisodeResult], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +141,7 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    outcomes: list[EpisodeOutcome] = []
+    outcomes: list[EpisodeResult] = []
     rows = []
     try:
         if not client.change.wait_for_service(timeout_sec=120.0):
@@ -180,7 +181,7 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
           f"of sim time, inference p50 {np.nanmedian([r[6] for r in rows]):.1f} ms)")
     if outcomes:
         sheet, plot = out_dir / "episode_head_camera.png", out_dir / "commanded_velocities.png"
-        contact_sheet(outcomes[0].head_frames, sheet)
+        contact_sheet(outcomes[0].frames, sheet)
         velocity_plot(outcomes, plot)
         print(f"pictures: {sheet} (head camera, {outcomes[0].scenario}) and {plot}")
     return 0

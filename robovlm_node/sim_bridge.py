@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Twist
@@ -20,23 +18,12 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 
 from robovlm.sim.env import CupWorldEnv
+from robovlm.sim.evaluate import EpisodeResult
 from robovlm.sim.world import JOINT_NAMES
 
 from .convert import rgb_to_image
 
 CMD_TIMEOUT_S = 0.5
-
-
-@dataclass
-class EpisodeOutcome:
-    scenario: str
-    seed: int
-    success: bool
-    collision: bool
-    wrong_side: bool
-    time_s: float
-    head_frames: list
-    commands: list  # (sim time, vx, vy)
 
 
 class SimBridge(Node):
@@ -82,7 +69,7 @@ class SimBridge(Node):
         self._joint_pub.publish(js)
         return obs.head
 
-    def run_episode(self, scenario: str, seed: int, *, stop: threading.Event | None = None) -> EpisodeOutcome:
+    def run_episode(self, scenario: str, seed: int, *, stop: threading.Event | None = None) -> EpisodeResult:
         """Reset to ``scenario``/``seed`` and run until success, collision or the time limit, in scaled real time."""
         if self.env.data is not None:
             self._offset += self.env.time + 1.0
@@ -109,8 +96,8 @@ class SimBridge(Node):
                 time.sleep(delay)
         with self._lock:
             commands = list(self._commands)
-        return EpisodeOutcome(scenario=scenario, seed=seed, success=info.success, collision=info.collision,
-                              wrong_side=info.wrong_side, time_s=self.env.time, head_frames=frames, commands=commands)
+        return EpisodeResult(scenario=scenario, seed=seed, success=info.success, collision=info.collision,
+                             wrong_side=info.wrong_side, time_s=self.env.time, frames=frames, commands=commands)
 
     def destroy_node(self) -> None:
         self.env.close()

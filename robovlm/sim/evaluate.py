@@ -27,6 +27,8 @@ ABLATIONS = ("image", "instruction")
 
 @dataclass
 class EpisodeResult:
+    """One closed-loop episode (``eval-sim`` here, the ROS demo through ``SimBridge``)."""
+
     scenario: str
     seed: int
     success: bool
@@ -34,7 +36,9 @@ class EpisodeResult:
     wrong_side: bool
     time_s: float
     frames: list = field(default_factory=list, repr=False)
+    """Head-camera frames, when recorded."""
     commands: list = field(default_factory=list, repr=False)
+    """Applied commands, when recorded (eval-sim: arrays; the ROS bridge: (sim time, vx, vy))."""
 
 
 @dataclass
