@@ -15,6 +15,8 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
+from robovlm.runtime.preprocess import ImageError, decode_raw_image
+
 try:  # the real bridge when ROS provides it
     from cv_bridge import CvBridge, CvBridgeError  # type: ignore
 
@@ -23,9 +25,6 @@ except ImportError:  # pip-only installs: the NumPy/OpenCV path below
     _BRIDGE = None
     CvBridgeError = RuntimeError  # type: ignore
 
-# encoding -> (channels, channel order that yields RGB)
-ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]), "bgra8": (4, [2, 1, 0]),
-             "mono8": (1, [0, 0, 0])}
 TWIST_FIELDS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
 
@@ -44,20 +43,10 @@ def image_to_rgb(msg: Image, *, use_bridge: bool = True) -> np.ndarray:
             return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
         except (CvBridgeError, TypeError, ValueError) as exc:
             raise ImageConversionError(f"cv_bridge could not convert the image: {exc}") from exc
-    enc = msg.encoding.lower()
-    if enc not in ENCODINGS:
-        raise ImageConversionError(f"unsupported image encoding {msg.encoding!r} (supported: {', '.join(ENCODINGS)})")
-    ch, order = ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ImageConversionError(f"empty image {w}x{h}")
-    if step < w * ch:
-        raise ImageConversionError(f"row step {step} is smaller than width*channels = {w * ch} for {enc}")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size < step * h:
-        raise ImageConversionError(f"truncated image: {data.size} bytes, expected step*height = {step * h}")
-    rows = data[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    return np.ascontiguousarray(rows[:, :, order])
+    try:
+        return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    except ImageError as exc:
+        raise ImageConversionError(str(exc)) from exc
 
 
 def compressed_to_rgb(msg: CompressedImage, *, use_bridge: bool = True) -> np.ndarray:

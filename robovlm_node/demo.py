@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -57,7 +57,6 @@ class DemoClient(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction = self.create_publisher(String, "instruction", latched)
         self.change = self.create_client(ChangeState, "robovlm/change_state")
-        self.get_state = self.create_client(GetState, "robovlm/get_state")
         self.latencies: list[float] = []
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 

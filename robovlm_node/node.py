@@ -520,12 +520,14 @@ class RoboVLMNode(LifecycleNode):
         stamp = self.get_clock().now()  # one reading: the safety filter's time and the command's stamp agree
         now = stamp.nanoseconds * 1e-9
         action = self.scheduler.action_at(now) if self._active else None
-        decision = self.safety.apply(action, now=now, active=self._active, input_ages=self.input_ages(now))
-        if decision.cause in ("stale_input", "no_fresh_chunk", "nonfinite_output"):
-            self._count(decision.cause, {"stale_input": f"input older than {self.settings.input_timeout_s}s or missing: "
-                                                        f"{self.input_ages(now)}; stopping",
-                                         "no_fresh_chunk": "no fresh action chunk (model slow or stalled); stopping",
-                                         "nonfinite_output": "model output is not finite; stopping"}[decision.cause])
+        ages = self.input_ages(now)
+        decision = self.safety.apply(action, now=now, active=self._active, input_ages=ages)
+        if decision.cause == "stale_input":
+            self._count("stale_input", f"input older than {self.settings.input_timeout_s}s or missing: {ages}; stopping")
+        elif decision.cause == "no_fresh_chunk":
+            self._count("no_fresh_chunk", "no fresh action chunk (model slow or stalled); stopping")
+        elif decision.cause == "nonfinite_output":
+            self._count("nonfinite_output", "model output is not finite; stopping")
         with self._publish_lock:
             if not self._active:
                 return

@@ -16,6 +16,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..runtime.preprocess import ImageError, decode_raw_image
 from .hdf5 import Episode
 
 log = logging.getLogger(__name__)
@@ -129,18 +130,10 @@ def deserialize(msg: BagMessage):
 
 
 def _image_rgb(msg) -> np.ndarray:
-    data = np.asarray(msg.data, dtype=np.uint8)
-    enc = msg.encoding.lower()
-    ch = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(enc)
-    if ch is None:
-        raise BagError(f"unsupported image encoding {msg.encoding!r} in bag")
-    rows = data[: msg.step * msg.height].reshape(msg.height, msg.step)[:, : msg.width * ch]
-    img = rows.reshape(msg.height, msg.width, ch)
-    if enc in ("bgr8", "bgra8"):
-        img = img[..., [2, 1, 0]]
-    elif enc == "mono8":
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
+    try:
+        return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, np.asarray(msg.data, dtype=np.uint8))
+    except ImageError as exc:
+        raise BagError(f"bad image in bag: {exc}") from exc
 
 
 def read_bag_episode(path: str | Path, instructions: dict[str, str] | None = None, *,

@@ -11,6 +11,29 @@ class ImageError(ValueError):
     """A camera frame has the wrong shape, dtype or values."""
 
 
+# encoding -> (channels, channel order that yields RGB)
+RAW_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]), "bgra8": (4, [2, 1, 0]),
+                 "mono8": (1, [0, 0, 0])}
+
+
+def decode_raw_image(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+    """A raw image buffer (sensor_msgs/Image layout; rows may be padded to ``step``) -> (H, W, 3) uint8 RGB."""
+    enc = encoding.lower()
+    if enc not in RAW_ENCODINGS:
+        raise ImageError(f"unsupported image encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})")
+    ch, order = RAW_ENCODINGS[enc]
+    h, w, step = int(height), int(width), int(step)
+    if h <= 0 or w <= 0:
+        raise ImageError(f"empty image {w}x{h}")
+    if step < w * ch:
+        raise ImageError(f"row step {step} is smaller than width*channels = {w * ch} for {enc}")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if buf.size < step * h:
+        raise ImageError(f"truncated image: {buf.size} bytes, expected step*height = {step * h}")
+    rows = buf[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
+    return np.ascontiguousarray(rows[:, :, order])
+
+
 def to_pixels(images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, float, float],
               std: tuple[float, float, float]) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) RGB uint8 -> (B, 3, size, size) float32, normalized with ``mean``/``std``."""
