@@ -14,7 +14,7 @@ sysdeps:
 	@dpkg -s libosmesa6 >/dev/null 2>&1 || (apt-get update && apt-get install -y libosmesa6) || \
 	  (echo "libosmesa6 is missing and could not be installed (run as root: apt-get install -y libosmesa6)" && exit 1)
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0

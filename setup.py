@@ -1,15 +1,79 @@
-"""ament_python hook: package metadata lives in pyproject.toml; this adds the files ROS 2 tools look for
-(ament index marker, package.xml, launch files, parameter YAML) so `colcon build` + `ros2 launch robovlm ...` work."""
+"""Package metadata and ament_python data files, in setup.py on purpose.
+
+colcon reads this file (colcon-python-setup-py): metadata declared in pyproject.toml's ``[project]`` table breaks
+it (``requires-python`` becomes a SpecifierSet that colcon cannot parse, colcon/colcon-python-setup-py#56), so the
+metadata lives here, as in other ROS 2 Python packages, and ``python_requires`` is left out (Python >= 3.10).
+The data files put what ROS 2 tools and our CLIs look for under ``share/robovlm``: the ament index marker,
+package.xml, launch files, the parameter YAML and ``models/`` (configs, instructions, the demo checkpoint), in the
+same layout as the source tree, so ``robovlm.resources`` finds them in either place.
+"""
 
 from glob import glob
+from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
+
+PACKAGE = "robovlm"
+
+
+def tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries for every file under ``folder``, keeping its layout under share/robovlm."""
+    by_dir: dict[str, list[str]] = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            by_dir.setdefault(f"share/{PACKAGE}/{path.parent.as_posix()}", []).append(path.as_posix())
+    return sorted(by_dir.items())
+
+
+ROS = ["ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-geometry-msgs", "ros-std-msgs",
+       "ros-diagnostic-msgs", "ros-lifecycle-msgs", "ros-rosgraph-msgs", "ros-rcl-interfaces",
+       "ros-builtin-interfaces", "ros-ament-index-python"]
 
 setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="RoboVLMs-style vision-language-action model and its ROS 2 inference node for a language-driven "
+                "mobile robot",
+    # resolve(): colcon --symlink-install runs a symlink of this file from its build directory
+    long_description=(Path(__file__).resolve().parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    maintainer="RoboVLM team",
+    maintainer_email="robovlm@example.com",
+    packages=find_packages(include=["robovlm", "robovlm.*", "robovlm_node", "robovlm_node.*"]),
+    zip_safe=False,
+    install_requires=[
+        "torch>=2.3",
+        "transformers>=5.0,<6",
+        "safetensors>=0.4",
+        "einops>=0.7",
+        "numpy>=1.24",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pillow>=9",
+        "pyyaml>=6",
+        "h5py>=3.9",
+        "rosbags>=0.10",
+        "opencv-python-headless>=4.8",
+    ],
+    extras_require={
+        # ROS 2 (Kilted) core from PyPI wheels, for machines without a ROS install; on a ROS install the system
+        # packages (package.xml) provide them instead.
+        "ros": ROS,
+        # The MuJoCo simulator (headless rendering needs Debian's libosmesa6; `make install` adds it).
+        "sim": ["mujoco>=3.2"],
+        "dev": ["pytest>=8", "colcon-common-extensions>=0.3"],
+    },
+    entry_points={"console_scripts": [
+        "robovlm = robovlm.cli:main",
+        "robovlm_node = robovlm_node.node:main",
+        "robovlm_sim = robovlm_node.sim_bridge:main",
+    ]},
     data_files=[
-        ("share/ament_index/resource_index/packages", ["resource/robovlm"]),
-        ("share/robovlm", ["package.xml"]),
-        ("share/robovlm/launch", glob("launch/*.launch.py")),
-        ("share/robovlm/config", glob("config/*.yaml")),
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
+        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
+        *tree("models"),
     ],
 )

@@ -18,15 +18,14 @@ import statistics
 import sys
 import time
 import weakref
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .config import RoboVLMConfig, load_config
+from .resources import find_resource
 
-ROOT = Path(__file__).resolve().parents[1]
 
 PALIGEMMA_SHAPED = {
     "text_config": {"model_type": "gemma", "hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 2,
@@ -129,7 +128,7 @@ def bench_streaming(window: int, steps: int, device: torch.device) -> tuple[floa
     from .model.policy import RoboVLM
 
     torch.manual_seed(0)
-    data = load_config(ROOT / "models" / "configs" / "kosmos2_small.json").to_dict()
+    data = load_config(find_resource("models", "configs", "kosmos2_small.json")).to_dict()
     data["window_size"] = window
     cfg = RoboVLMConfig.from_dict(data)
     model = RoboVLM(cfg, with_clip=False).to(device).eval()

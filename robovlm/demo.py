@@ -15,9 +15,10 @@ import torch
 
 from .config import load_config
 from .model.policy import RoboVLM
+from .resources import find_resource
 from .runtime.preprocess import to_pixels
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "models" / "configs" / "kosmos2_small.json"
+DEFAULT_CONFIG = ("models", "configs", "kosmos2_small.json")  # looked up with robovlm.resources
 
 
 def synthetic_frame(t: int, *, hand: bool, height: int = 240, width: int = 320) -> np.ndarray:
@@ -42,7 +43,7 @@ def _shape(x: torch.Tensor) -> str:
 
 def run_demo(*, config_path: str | None, steps: int, instruction: str, seed: int) -> int:
     torch.manual_seed(seed)
-    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    path = Path(config_path) if config_path else find_resource(*DEFAULT_CONFIG)
     cfg = load_config(path)
     print("RoboVLM demo -- UNTRAINED model (random weights) on synthetic frames.")
     print("It runs the real code path stage by stage; the actions it prints mean nothing yet.\n")

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -35,18 +34,18 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from robovlm.config import load_config  # noqa: E402
 from robovlm.model.policy import RoboVLM  # noqa: E402
+from robovlm.resources import find_resource  # noqa: E402
 
 from .convert import rgb_to_image  # noqa: E402
 from .node import RoboVLMNode  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 FEED_SHAPE = tuple(int(v) for v in os.environ.get("ROBOVLM_BENCH_FEED_SHAPE", "240,320,3").split(","))
 
 
 def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
     torch.manual_seed(0)
     ckpt = tempfile.mkdtemp(prefix="robovlm_bench_")
-    model = RoboVLM(load_config(ROOT / "models" / "configs" / "kosmos2_small.json"), with_clip=False)
+    model = RoboVLM(load_config(find_resource("models", "configs", "kosmos2_small.json")), with_clip=False)
     model.save_pretrained(ckpt)
     joints = model.stats.joint_names
     context = Context()

@@ -34,13 +34,12 @@ from std_msgs.msg import String  # noqa: E402
 
 from robovlm.data.hdf5 import load_instructions  # noqa: E402
 from robovlm.data.stats import NormStats  # noqa: E402
+from robovlm.resources import find_resource  # noqa: E402
 from robovlm.sim.evaluate import EpisodeResult  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
 
 from .sim_bridge import SimBridge  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = ROOT / "models" / "demo"
 HELD_OUT_SEED = 900_000  # never used for training data (make train-demo collects seeds from 0)
 
 
@@ -128,7 +127,7 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
     cfg = load_config(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     instructions = load_instructions()
-    proc = subprocess.Popen(bringup_command(checkpoint, params_file=ROOT / "config" / "robovlm.yaml",
+    proc = subprocess.Popen(bringup_command(checkpoint, params_file=find_resource("config", "robovlm.yaml"),
                                             use_sim_time=True), env=os.environ.copy())
     context = Context()
     rclpy.init(context=context)
@@ -189,12 +188,13 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m robovlm_node.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint directory (default: the shipped models/demo)")
     p.add_argument("--episodes", type=int, default=8, help="episodes (cycles through the 8 scenarios)")
-    p.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
+    p.add_argument("--out", type=Path, default=Path("out") / "demo")
     p.add_argument("--real-time-factor", type=float, default=1.0)
     a = p.parse_args(argv)
-    return run_demo(a.checkpoint, episodes=a.episodes, out_dir=a.out, real_time_factor=a.real_time_factor)
+    return run_demo(a.checkpoint or find_resource("models", "demo"), episodes=a.episodes, out_dir=a.out, real_time_factor=a.real_time_factor)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..resources import find_resource
+
 SCENARIO_RE = re.compile(r"(?:1|2)box_(?:vert|hori)_(?:left|right)")
-DEFAULT_INSTRUCTIONS = Path(__file__).resolve().parents[2] / "models" / "instructions.json"
+DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.resources
 ACTION_FIELDS = ("linear.x", "linear.y", "angular.z")
 
 
@@ -50,7 +52,7 @@ class Episode:
 
 
 def load_instructions(path: str | Path | None = None) -> dict[str, str]:
-    path = Path(path) if path else DEFAULT_INSTRUCTIONS
+    path = Path(path) if path else find_resource(*DEFAULT_INSTRUCTIONS)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
