@@ -31,156 +31,30 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.logging import get_logger
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
-from robovlm.runtime.engine import ENGINES, build_engine
-from robovlm.runtime.worker import EngineProcess
+from robovlm.runtime.engine import build_engine
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.safety import SafetyFilter, SafetyLimits
-from robovlm.runtime.scheduler import MODES, ActionChunk, ChunkScheduler
+from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
+from robovlm.runtime.worker import EngineProcess
 
-from .convert import (TWIST_FIELDS, ImageConversionError, JointStateError, compressed_to_rgb, image_to_rgb,
-                      joint_state_vector, make_twist)
+from .convert import ImageConversionError, JointStateError, compressed_to_rgb, image_to_rgb, joint_state_vector, make_twist
+from .diagnostics import STOP_CAUSES, InputMonitor, control_status, instruction_status, model_status
+from .parameters import (RUNTIME_CHANGEABLE, ParameterError, Settings, declare_parameters, read_parameters,
+                         unknown_overrides, validate_settings)
 
-# name -> (default, description). Types are checked on configure, so a bad value fails configure with its name
-# instead of crashing the process at start-up.
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "model_path": ("", "checkpoint directory (config.json, model.safetensors, stats.json)"),
-    "device": ("cpu", "cpu | cuda"),
-    "engine": ("torch", f"inference engine: {' | '.join(ENGINES)}"),
-    "engine_process": (True, "run the model in its own process (keeps the control loop's timing and survives "
-                             "model crashes); false: a thread in this process"),
-    "instruction": ("", "language instruction; may change at runtime (also settable on instruction_topic)"),
-    "instruction_topic": ("instruction", "std_msgs/String topic (latched) that sets the instruction"),
-    "control_rate_hz": (20.0, "rate of cmd_vel publication, Hz"),
-    "head_camera_topic": ("head_camera/image_raw", "head camera topic"),
-    "head_camera_compressed": (False, "head camera publishes sensor_msgs/CompressedImage instead of Image"),
-    "hand_camera_topic": ("hand_camera/image_raw", "gripper (hand) camera topic"),
-    "hand_camera_compressed": (False, "hand camera publishes sensor_msgs/CompressedImage instead of Image"),
-    "require_hand_camera": (False, "stop when the hand camera is stale; false: the model's missing_hand policy"),
-    "joint_states_topic": ("joint_states", "sensor_msgs/JointState topic"),
-    "state_joints": ([""], "joint names in state order; empty: the checkpoint's stats.json joint_names"),
-    "cmd_vel_topic": ("cmd_vel", "velocity command topic"),
-    "stamped": (False, "publish geometry_msgs/TwistStamped instead of Twist"),
-    "frame_id": ("base_link", "frame_id of TwistStamped commands"),
-    "action_fields": (["linear.x", "linear.y"], "Twist field for each action component"),
-    "max_velocity": ([0.5], "velocity limit per action field (one value: all fields), m/s or rad/s"),
-    "max_accel": ([1.0], "acceleration limit per action field (one value: all fields), m/s^2 or rad/s^2"),
-    "input_timeout_s": (0.5, "stop when a required input is older than this, s"),
-    "chunk_timeout_s": (1.0, "stop when the newest action chunk is older than this (model stalled), s"),
-    "chunk_mode": ("ensemble", f"action selection: {' | '.join(MODES)}"),
-    "ensemble_decay": (0.01, "temporal-ensembling weight decay per chunk (ACT uses 0.01)"),
-    "control_rt_priority": (10, "SCHED_FIFO priority of the control thread (1-99); 0: normal scheduling. Needs "
-                                "CAP_SYS_NICE or an rtprio limit; without it the node warns and runs unprivileged"),
-    "autostart": (False, "configure and activate on start (for use without a lifecycle manager)"),
-}
-RUNTIME_CHANGEABLE = {"instruction"}
 CONTROL_SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound for the control thread (Python's default is 5 ms)
-
-
-class ParameterError(ValueError):
-    """A node parameter is invalid; the message names it."""
-
-
-@dataclass
-class Settings:
-    model_path: str
-    device: str
-    engine: str
-    engine_process: bool
-    instruction: str
-    instruction_topic: str
-    control_rate_hz: float
-    head_camera_topic: str
-    head_camera_compressed: bool
-    hand_camera_topic: str
-    hand_camera_compressed: bool
-    require_hand_camera: bool
-    joint_states_topic: str
-    state_joints: list[str]
-    cmd_vel_topic: str
-    stamped: bool
-    frame_id: str
-    action_fields: list[str]
-    max_velocity: list[float]
-    max_accel: list[float]
-    input_timeout_s: float
-    chunk_timeout_s: float
-    chunk_mode: str
-    ensemble_decay: float
-    control_rt_priority: int
-    autostart: bool
-
-
-def _typed(name: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = float(value)
-        if not math.isfinite(value):
-            raise ParameterError(f"parameter '{name}' must be finite, got {value}")
-        return value
-    if kind is list:
-        if not isinstance(value, (list, tuple)):
-            raise ParameterError(f"parameter '{name}' must be a list, got {value!r}")
-        return list(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ParameterError(f"parameter '{name}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def validate_settings(raw: dict[str, Any]) -> Settings:
-    """Check every parameter; raise ``ParameterError`` naming the first bad one."""
-    v: dict[str, Any] = {}
-    for name, (default, _) in PARAMETERS.items():
-        kind = type(default) if not isinstance(default, list) else list
-        v[name] = _typed(name, raw[name], kind)
-    if not v["model_path"]:
-        raise ParameterError("parameter 'model_path' is empty: set it to a checkpoint directory")
-    if v["device"] not in ("cpu", "cuda"):
-        raise ParameterError(f"parameter 'device' must be 'cpu' or 'cuda', got {v['device']!r}")
-    if v["engine"] not in ENGINES:
-        raise ParameterError(f"parameter 'engine' must be one of {list(ENGINES)}, got {v['engine']!r}")
-    if not 0.0 < v["control_rate_hz"] <= 1000.0:
-        raise ParameterError(f"parameter 'control_rate_hz' must be in (0, 1000], got {v['control_rate_hz']}")
-    for name in ("input_timeout_s", "chunk_timeout_s"):
-        if v[name] <= 0.0:
-            raise ParameterError(f"parameter '{name}' must be > 0, got {v[name]}")
-    if not 0 <= v["control_rt_priority"] <= 99:
-        raise ParameterError(f"parameter 'control_rt_priority' must be in [0, 99], got {v['control_rt_priority']}")
-    if v["ensemble_decay"] < 0.0:
-        raise ParameterError(f"parameter 'ensemble_decay' must be >= 0, got {v['ensemble_decay']}")
-    if v["chunk_mode"] not in MODES:
-        raise ParameterError(f"parameter 'chunk_mode' must be one of {list(MODES)}, got {v['chunk_mode']!r}")
-    for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
-        if not v[name].strip():
-            raise ParameterError(f"parameter '{name}' is empty")
-    fields = v["action_fields"]
-    if not fields or any(f not in TWIST_FIELDS for f in fields) or len(set(fields)) != len(fields):
-        raise ParameterError(f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, "
-                             f"got {fields}")
-    for name in ("max_velocity", "max_accel"):
-        vals = v[name]
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
-            raise ParameterError(f"parameter '{name}' must be numbers, got {vals}")
-        vals = [float(x) for x in vals]
-        if len(vals) == 1:
-            vals = vals * len(fields)
-        if len(vals) != len(fields) or not all(math.isfinite(x) and x > 0 for x in vals):
-            raise ParameterError(f"parameter '{name}' must hold one positive value or one per action field "
-                                 f"({len(fields)}), got {v[name]}")
-        v[name] = vals
-    joints = [j for j in v["state_joints"] if j != ""]
-    if not all(isinstance(j, str) for j in joints) or len(set(joints)) != len(joints):
-        raise ParameterError(f"parameter 'state_joints' must be distinct joint names, got {v['state_joints']}")
-    v["state_joints"] = joints
-    return Settings(**v)
+INPUT_LABELS = {"head": "head camera", "hand": "hand camera", "state": "joint states"}
 
 
 @dataclass
@@ -194,8 +68,9 @@ class _Latest:
 class RoboVLMNode(LifecycleNode):
     def __init__(self, node_name: str = "robovlm", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, dynamic_typing=True))
+        declare_parameters(self)  # ParameterError names every bad start-up value
+        for line in unknown_overrides(self):
+            self.get_logger().warning(line)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.settings: Settings | None = None
         self.engine = None
@@ -219,6 +94,11 @@ class RoboVLMNode(LifecycleNode):
         self._e2e_events = EventWindow(200)
         self._pending_frame_stamp: float | None = None
         self.last_command: np.ndarray | None = None
+        self.monitors: dict[str, InputMonitor] = {}
+        self._instruction_source, self._instruction_t = "", None
+        self.control_ticks, self.stops = 0, dict.fromkeys(STOP_CAUSES, 0)
+        self._last_cause: str | None = None
+        self.engine_restarts, self._last_error = 0, ""
 
     # ----------------------------------------------------------------------------------------------- helpers
     def now(self) -> float:
@@ -237,15 +117,10 @@ class RoboVLMNode(LifecycleNode):
                 self.get_logger().warning(text)
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Types, ranges and read-only are enforced by the descriptors; this applies the runtime-changeable ones."""
         for p in params:
-            if p.name == "instruction":
-                if not isinstance(p.value, str):
-                    return SetParametersResult(successful=False, reason="instruction must be a string")
+            if p.name in RUNTIME_CHANGEABLE and p.name == "instruction":
                 self._set_instruction(p.value, source="parameter")
-            elif self.settings is not None and p.name in PARAMETERS and p.name not in RUNTIME_CHANGEABLE:
-                return SetParametersResult(successful=False,
-                                           reason=f"'{p.name}' takes effect on configure: deactivate, cleanup, "
-                                                  "set it, then configure again")
         return SetParametersResult(successful=True)
 
     def _set_instruction(self, text: str, *, source: str) -> None:
@@ -254,6 +129,7 @@ class RoboVLMNode(LifecycleNode):
             changed = text != self._instruction
             self._instruction = text
         if changed:
+            self._instruction_source, self._instruction_t = source, self.now()
             self.get_logger().info(f"instruction from {source}: {text!r}")
 
     # ----------------------------------------------------------------------------------------------- lifecycle
@@ -266,9 +142,8 @@ class RoboVLMNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
 
     def _configure(self) -> TransitionCallbackReturn:
-        raw = {name: self.get_parameter(name).value for name in PARAMETERS}
         try:
-            s = validate_settings(raw)
+            s = validate_settings(read_parameters(self))
         except ParameterError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -295,7 +170,11 @@ class RoboVLMNode(LifecycleNode):
                 self._release()
                 return TransitionCallbackReturn.FAILURE
         self.settings, self.engine = s, engine
-        self._instruction = s.instruction.strip()
+        self._set_instruction(s.instruction, source="parameter")
+        self.monitors = {"head": InputMonitor(INPUT_LABELS["head"], s.head_camera_topic),
+                         "hand": InputMonitor(INPUT_LABELS["hand"], s.hand_camera_topic),
+                         "state": InputMonitor(INPUT_LABELS["state"], s.joint_states_topic)}
+        self.control_ticks, self.stops, self._last_cause = 0, dict.fromkeys(STOP_CAUSES, 0), None
         self.safety = SafetyFilter(SafetyLimits(max_velocity=s.max_velocity, max_accel=s.max_accel,
                                                 input_timeout_s=s.input_timeout_s, chunk_timeout_s=s.chunk_timeout_s))
         self.scheduler = ChunkScheduler(s.chunk_mode, chunk_timeout_s=s.chunk_timeout_s,
@@ -407,15 +286,18 @@ class RoboVLMNode(LifecycleNode):
 
     # ----------------------------------------------------------------------------------------------- inputs
     def _store(self, key: str, value: Any, stamp: float | None = None) -> None:
+        now = self.now()
         with self._lock:
             prev = self._inputs.get(key)
-            self._inputs[key] = _Latest(value, self.now(), (prev.seq + 1) if prev else 0, stamp)
+            self._inputs[key] = _Latest(value, now, (prev.seq + 1) if prev else 0, stamp)
+        self.monitors[key].arrived(now)
 
     def _on_camera(self, which: str, msg: Image | CompressedImage) -> None:
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageConversionError as exc:
             self._count("bad_image", f"{which} camera: {exc}")
+            self.monitors[which].fault(self.now(), str(exc))
             return
         self._store(which, rgb, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
 
@@ -424,6 +306,7 @@ class RoboVLMNode(LifecycleNode):
             vec = joint_state_vector(msg, self.settings.state_joints)
         except JointStateError as exc:
             self._count("bad_joint_state", str(exc))
+            self.monitors["state"].fault(self.now(), str(exc))
             return
         self._store("state", vec)
 
@@ -463,7 +346,8 @@ class RoboVLMNode(LifecycleNode):
             try:
                 actions = self.engine.step(head.value, hand_rgb, None if st is None else st.value, instruction)
             except Exception as exc:  # keep the loop alive; the control loop stops the robot meanwhile
-                self._count("inference_error", f"{type(exc).__name__}: {exc}", error=True)
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._count("inference_error", self._last_error, error=True)
                 stop.wait(0.05)
                 continue
             latency = time.perf_counter() - t0
@@ -514,6 +398,9 @@ class RoboVLMNode(LifecycleNode):
                 self._on_control()
             except Exception as exc:  # the control loop must outlive any bug in one tick: stop the robot, go on
                 self._count("control_error", f"{type(exc).__name__}: {exc}", error=True)
+                self.stops["control_error"] += 1
+                self.control_ticks += 1
+                self._last_cause = "control_error"
                 self._publish_zero()
 
     def _on_control(self) -> None:
@@ -535,53 +422,51 @@ class RoboVLMNode(LifecycleNode):
                                              stamp=stamp.to_msg(), frame_id=self.settings.frame_id))
             self.last_command = decision.command
         self._control_events.add(now)
+        self.control_ticks += 1
+        self._last_cause = decision.cause
+        if decision.cause in self.stops:
+            self.stops[decision.cause] += 1
         with self._lock:
             frame_stamp, self._pending_frame_stamp = self._pending_frame_stamp, None
         if frame_stamp is not None and decision.cause not in ("stale_input", "no_fresh_chunk", "nonfinite_output"):
             self._e2e_events.add(now, now - frame_stamp)  # camera stamp -> first command that used the frame
 
     # ----------------------------------------------------------------------------------------------- diagnostics
-    def diagnostics(self) -> DiagnosticStatus:
-        now = self.now()
-        s = self.settings
-        st = DiagnosticStatus(name=f"{self.get_name()}: inference", hardware_id=f"{s.engine}/{s.device}")
-        ages = self.input_ages(now)
-        control = self._control_events.rate_hz(now)
-        values = {
-            "active": str(self._active),
-            "engine": s.engine, "device": s.device, "control_scheduling": self.control_scheduling,
-            "inference_rate_hz": f"{self._infer_events.rate_hz(now):.2f}",
-            "inference_latency_p50_ms": f"{self._infer_events.percentile(50) * 1e3:.1f}",
-            "inference_latency_p99_ms": f"{self._infer_events.percentile(99) * 1e3:.1f}",
-            "camera_to_command_p50_ms": f"{self._e2e_events.percentile(50) * 1e3:.1f}",
-            "camera_to_command_p99_ms": f"{self._e2e_events.percentile(99) * 1e3:.1f}",
-            "control_rate_hz": f"{control:.2f}",
-            "control_rate_target_hz": f"{s.control_rate_hz:.2f}",
-            **{f"input_age_{k}_s": ("never" if a is None else f"{a:.3f}") for k, a in ages.items()},
-            **{f"faults_{k}": str(v) for k, v in sorted(self.faults.items())},
-            **{f"safety_{k}": str(v) for k, v in sorted(self.safety.counts.items())},
-        }
-        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        stale = [k for k, a in ages.items() if a is None or a > s.input_timeout_s]
+    def diagnostics(self) -> list[DiagnosticStatus]:
+        """One status per input, one for the model, one for the control loop (robovlm_node.diagnostics)."""
+        now, s, name = self.now(), self.settings, self.get_name()
+        used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
+        required = set(self.required_inputs())
+        statuses = [m.status(now, node=name, used=used[k], required=k in required, timeout_s=s.input_timeout_s,
+                             active=self._active) for k, m in self.monitors.items()]
+        with self._lock:
+            text = self._instruction
+        statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,
+                                           source=self._instruction_source, changed_at=self._instruction_t, now=now,
+                                           active=self._active))
         newest = self.scheduler.newest_stamp()
-        if not self._active:
-            st.level, st.message = DiagnosticStatus.OK, "inactive"
-        elif stale:
-            st.level, st.message = DiagnosticStatus.ERROR, f"stopped: stale inputs {stale}"
-        elif newest is None or now - newest > s.chunk_timeout_s:
-            st.level, st.message = DiagnosticStatus.ERROR, "stopped: no fresh action chunk"
-        elif abs(control - s.control_rate_hz) > 0.1 * s.control_rate_hz:
-            st.level, st.message = DiagnosticStatus.WARN, f"control rate {control:.1f} Hz off target"
-        else:
-            st.level, st.message = DiagnosticStatus.OK, "running"
-        return st
+        device_name = getattr(self.engine, "device_name", s.device)
+        statuses.append(model_status(node=name, engine=self.engine.name, device=s.device, device_name=device_name,
+                                     latency=self._infer_events, now=now, active=self._active,
+                                     fresh=newest is not None and now - newest <= s.chunk_timeout_s,
+                                     restarts=self.engine_restarts, errors=self.faults.get("inference_error", 0),
+                                     last_error=self._last_error))
+        control = control_status(node=name, device_name=device_name, ticks=self._control_events,
+                                 target_hz=s.control_rate_hz, total_ticks=self.control_ticks, stops=self.stops,
+                                 scheduling=self.control_scheduling, now=now, active=self._active,
+                                 last_cause=self._last_cause)
+        control.values += [KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
+                           KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
+                           *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())]]
+        statuses.append(control)
+        return statuses
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.settings is None:
             return
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [self.diagnostics()]
+        msg.status = self.diagnostics()
         self._diag_pub.publish(msg)
 
 
@@ -592,7 +477,12 @@ def main(args: list[str] | None = None) -> int:
     """
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = RoboVLMNode()
+    try:
+        node = RoboVLMNode()
+    except ParameterError as exc:  # a bad start-up value: name it and exit, never run on a default instead
+        get_logger("robovlm").error(f"refusing to start: {exc}")
+        rclpy.try_shutdown()
+        return 2
     # Single-threaded on purpose: inference has its own thread, and rclpy's MultiThreadedExecutor (9.1.x) stalls
     # every Python thread for up to a timer period when a subscription and a publisher share the process
     # (ros2/rclpy#1452, fixed upstream by ros2/rclpy#1547).

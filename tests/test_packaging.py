@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from robovlm_node.node import PARAMETERS, validate_settings
+from robovlm_node.parameters import PARAMETERS, validate_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_params_yaml_is_valid_for_the_node():
     data = yaml.safe_load((ROOT / "config" / "robovlm.yaml").read_text())
     params = data["/**"]["ros__parameters"]
     assert set(params) <= set(PARAMETERS), set(params) - set(PARAMETERS)
-    raw = {k: v[0] for k, v in PARAMETERS.items()}
+    raw = {k: spec.default for k, spec in PARAMETERS.items()}
     raw.update(params)
     raw["model_path"] = "/some/checkpoint"
     s = validate_settings(raw)

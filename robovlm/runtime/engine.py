@@ -7,6 +7,7 @@ evaluation use the same engine, so what is tested offline is what drives the rob
 from __future__ import annotations
 
 import logging
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ class EngineBase:
     """What the node needs to know about any engine, derived from its model config."""
 
     config: RoboVLMConfig
+    device_name: str
+    """The device that runs the model, in words (diagnostics' hardware_id)."""
 
     @property
     def uses_hand(self) -> bool:
@@ -47,6 +50,20 @@ class EngineBase:
         return self.config.state_dim
 
 
+def device_name(device: torch.device) -> str:
+    """What diagnostics show as ``hardware_id``: the GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:  # not Linux: platform's answer
+        pass
+    return f"cpu {model} ({torch.get_num_threads()} threads)"
+
+
 class TorchEngine(EngineBase):
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu") -> None:
         if device not in ("cpu", "cuda"):
@@ -58,6 +75,7 @@ class TorchEngine(EngineBase):
         self.config = self.model.config
         self.stats = self.model.stats
         self.name = "torch"
+        self.device_name = device_name(self.device)
 
     def reset(self) -> None:
         self.model.reset()

@@ -35,5 +35,9 @@ class EventWindow:
             vals = list(self._v)
         return float(np.percentile(vals, q)) if vals else float("nan")
 
+    def times(self) -> list[float]:
+        with self._lock:
+            return list(self._t)
+
     def __len__(self) -> int:
         return len(self._t)

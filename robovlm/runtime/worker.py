@@ -39,7 +39,7 @@ def _serve(conn, name: str, checkpoint: str, device: str, nice: int) -> None:
     except Exception as exc:  # reported to the parent, which fails configure with this text
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"name": engine.name, "config": engine.config.to_dict(), "stats": asdict(engine.stats)}))
+    conn.send(("ready", {"name": engine.name, "device_name": engine.device_name, "config": engine.config.to_dict(), "stats": asdict(engine.stats)}))
     while True:
         try:
             msg = conn.recv()
@@ -77,6 +77,7 @@ class EngineProcess(EngineBase):
             self.close()
             raise EngineError(info)
         self.name = f"{info['name']} (process)"
+        self.device_name = info["device_name"]
         self.config = RoboVLMConfig.from_dict(info["config"])
         self.stats = NormStats(**info["stats"])
 

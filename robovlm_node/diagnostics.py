@@ -1,0 +1,146 @@
+"""Diagnostics per concern, as ``diagnostic_updater`` users expect them on ``/diagnostics``.
+
+One ``DiagnosticStatus`` per input (head camera, hand camera, joint states, instruction: rate, age, last fault),
+one for the model (engine, device, latency, restarts) and one for the control loop (rate, jitter, stopped fraction
+by cause). Input statuses carry their topic as ``hardware_id``; the model and control statuses the inference device.
+A stale hand camera is a WARN even when the node does not require it (the model then runs on its missing-hand
+marker); a stale required input is an ERROR (the robot is stopped).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from robovlm.runtime.metrics import EventWindow
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+STOP_CAUSES = ("stale_input", "no_fresh_chunk", "nonfinite_output", "control_error")
+FAULT_RECENT_S = 5.0  # a fault younger than this keeps its input at WARN
+
+
+@dataclass
+class InputMonitor:
+    """Arrival rate, last arrival and last fault of one input, on the node clock."""
+
+    label: str
+    topic: str
+    arrivals: EventWindow = field(default_factory=lambda: EventWindow(100))
+    last_rx: float | None = None
+    last_fault: str = ""
+    last_fault_t: float | None = None
+    faults: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def arrived(self, now: float) -> None:
+        self.arrivals.add(now)
+        with self._lock:
+            self.last_rx = now
+
+    def fault(self, now: float, text: str) -> None:
+        with self._lock:
+            self.faults += 1
+            self.last_fault, self.last_fault_t = text, now
+
+    def age(self, now: float) -> float | None:
+        with self._lock:
+            return None if self.last_rx is None else now - self.last_rx
+
+    def status(self, now: float, *, node: str, used: bool, required: bool, timeout_s: float,
+               active: bool) -> DiagnosticStatus:
+        age = self.age(now)
+        with self._lock:
+            fault, fault_t, faults = self.last_fault, self.last_fault_t, self.faults
+        st = DiagnosticStatus(name=f"{node}: {self.label}", hardware_id=self.topic)
+        st.values = _kv({"topic": self.topic, "used_by_model": used, "required": required,
+                         "rate_hz": f"{self.arrivals.rate_hz(now):.2f}",
+                         "age_s": "never" if age is None else f"{age:.3f}", "faults": faults,
+                         "last_fault": fault or "none"})
+        stale = age is None or age > timeout_s
+        recent_fault = fault_t is not None and now - fault_t <= FAULT_RECENT_S
+        if not used:
+            st.level, st.message = OK, "not used by the model"
+        elif stale and active and required:
+            st.level, st.message = ERROR, ("never received" if age is None else f"stale ({age:.2f} s)") + ": stopped"
+        elif stale and active:
+            st.level = WARN
+            st.message = ("never received" if age is None else f"stale ({age:.2f} s)") + \
+                ": the model runs on its missing-input marker"
+        elif recent_fault:
+            st.level, st.message = WARN, f"bad messages: {fault}"
+        else:
+            st.level, st.message = OK, "ok" if not stale else "inactive"
+        return st
+
+
+def instruction_status(*, node: str, topic: str, text: str, source: str, changed_at: float | None,
+                       now: float, active: bool) -> DiagnosticStatus:
+    st = DiagnosticStatus(name=f"{node}: instruction", hardware_id=topic)
+    st.values = _kv({"topic": topic, "instruction": text[:200], "length": len(text), "source": source or "none",
+                     "age_s": "never" if changed_at is None else f"{now - changed_at:.3f}"})
+    if text:
+        st.level, st.message = OK, "set"
+    elif active:
+        st.level, st.message = ERROR, "no instruction: stopped (set the 'instruction' parameter or publish one)"
+    else:
+        st.level, st.message = OK, "not set"
+    return st
+
+
+def model_status(*, node: str, engine: str, device: str, device_name: str, latency: EventWindow, now: float,
+                 active: bool, fresh: bool, restarts: int, errors: int, last_error: str) -> DiagnosticStatus:
+    st = DiagnosticStatus(name=f"{node}: model", hardware_id=device_name)
+    st.values = _kv({
+        "engine": engine, "device": device, "device_name": device_name,
+        "inference_rate_hz": f"{latency.rate_hz(now):.2f}",
+        "inference_latency_p50_ms": f"{latency.percentile(50) * 1e3:.1f}",
+        "inference_latency_p99_ms": f"{latency.percentile(99) * 1e3:.1f}",
+        "restarts": restarts, "errors": errors, "last_error": last_error or "none",
+    })
+    if not active:
+        st.level, st.message = OK, "inactive"
+    elif not fresh:
+        st.level, st.message = ERROR, "no fresh action chunk: stopped"
+    else:
+        st.level, st.message = OK, "running"
+    return st
+
+
+def control_status(*, node: str, device_name: str, ticks: EventWindow, target_hz: float, total_ticks: int,
+                   stops: dict[str, int], scheduling: str, now: float, active: bool,
+                   last_cause: str | None) -> DiagnosticStatus:
+    rate = ticks.rate_hz(now)
+    jitter = period_jitter(ticks.times(), 1.0 / target_hz)
+    st = DiagnosticStatus(name=f"{node}: control loop", hardware_id=device_name)
+    values = {"control_rate_hz": f"{rate:.2f}", "control_rate_target_hz": f"{target_hz:.2f}",
+              "jitter_p50_pct": f"{jitter[0]:.2f}", "jitter_p99_pct": f"{jitter[1]:.2f}",
+              "control_scheduling": scheduling, "ticks": total_ticks}
+    for cause in STOP_CAUSES:
+        n = stops.get(cause, 0)
+        values[f"stopped_{cause}"] = f"{n / total_ticks:.3f}" if total_ticks else "0.000"
+    st.values = _kv(values)
+    if not active:
+        st.level, st.message = OK, "inactive"
+    elif last_cause in STOP_CAUSES:
+        st.level, st.message = ERROR, f"stopped: {last_cause}"
+    elif abs(rate - target_hz) > 0.1 * target_hz:
+        st.level, st.message = WARN, f"control rate {rate:.1f} Hz off target {target_hz:g} Hz"
+    else:
+        st.level, st.message = OK, "driving"
+    return st
+
+
+def period_jitter(times: list[float], period: float) -> tuple[float, float]:
+    """p50 and p99 of |tick interval - period| as a percentage of the period (nan with fewer than 3 ticks)."""
+    if len(times) < 3 or not period > 0:
+        return math.nan, math.nan
+    dev = np.abs(np.diff(np.asarray(times)) - period) / period * 100.0
+    return float(np.percentile(dev, 50)), float(np.percentile(dev, 99))
+
+
+def _kv(values: dict) -> list[KeyValue]:
+    return [KeyValue(key=k, value=str(v)) for k, v in values.items()]

@@ -1,0 +1,244 @@
+"""The node's parameters: one table of name, type, default, range and description; declaration; validation.
+
+Every parameter is declared with its real type (no ``dynamic_typing``) and, where it has one, an
+``IntegerRange``/``FloatingPointRange``, so a bad value is refused when it is set and the refusal names it.
+All but ``instruction`` are ``read_only``: they are read on configure (topics, model, limits), so they are set at
+start-up (params file, ``-p name:=value``) and changed by restarting the node. An integer given for a floating-point
+parameter (``-p control_rate_hz:=20``) is taken as a float. Overrides that name no declared parameter are reported
+with the closest valid name.
+Cross-parameter rules (an action field per limit, distinct joints) are checked by ``validate_settings`` on configure.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from robovlm.data.roles import NODE_TOPICS
+from robovlm.runtime.engine import ENGINES
+from robovlm.runtime.scheduler import MODES
+
+from .convert import TWIST_FIELDS
+
+T = Parameter.Type
+
+
+class ParameterError(ValueError):
+    """A node parameter is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    type: Parameter.Type
+    default: Any
+    """None: declared without a value (an empty list, which ROS cannot type)."""
+    description: str
+    range: tuple[float, float] | None = None
+    """Inclusive bounds of a numeric parameter."""
+    read_only: bool = True
+
+
+PARAMETERS: dict[str, Spec] = {
+    "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json)"),
+    "device": Spec(T.STRING, "cpu", "cpu | cuda"),
+    "engine": Spec(T.STRING, "torch", f"inference engine: {' | '.join(ENGINES)}"),
+    "engine_process": Spec(T.BOOL, True, "run the model in its own process (keeps the control loop's timing and "
+                                         "survives model crashes); false: a thread in this process"),
+    "instruction": Spec(T.STRING, "", "language instruction; may change at runtime (also settable on "
+                                      "instruction_topic)", read_only=False),
+    "instruction_topic": Spec(T.STRING, NODE_TOPICS["instruction"], "std_msgs/String topic (latched) that sets the "
+                                                                     "instruction"),
+    "control_rate_hz": Spec(T.DOUBLE, 20.0, "rate of cmd_vel publication, Hz", (0.1, 1000.0)),
+    "head_camera_topic": Spec(T.STRING, NODE_TOPICS["head"], "head camera topic"),
+    "head_camera_compressed": Spec(T.BOOL, False, "head camera publishes sensor_msgs/CompressedImage, not Image"),
+    "hand_camera_topic": Spec(T.STRING, NODE_TOPICS["hand"], "gripper (hand) camera topic"),
+    "hand_camera_compressed": Spec(T.BOOL, False, "hand camera publishes sensor_msgs/CompressedImage, not Image"),
+    "require_hand_camera": Spec(T.BOOL, False, "stop when the hand camera is stale; false: the model's missing_hand "
+                                               "policy (a stale hand camera is still a diagnostics WARN)"),
+    "joint_states_topic": Spec(T.STRING, NODE_TOPICS["joint_states"], "sensor_msgs/JointState topic"),
+    "state_joints": Spec(T.STRING_ARRAY, None, "joint names in state order; unset: the checkpoint's stats.json "
+                                               "joint_names"),
+    "cmd_vel_topic": Spec(T.STRING, NODE_TOPICS["cmd_vel"], "velocity command topic"),
+    "stamped": Spec(T.BOOL, False, "publish geometry_msgs/TwistStamped instead of Twist"),
+    "frame_id": Spec(T.STRING, "base_link", "frame_id of TwistStamped commands"),
+    "action_fields": Spec(T.STRING_ARRAY, ["linear.x", "linear.y"], "Twist field for each action component"),
+    "max_velocity": Spec(T.DOUBLE_ARRAY, [0.5], "velocity limit per action field (one value: all fields), m/s or "
+                                                "rad/s"),
+    "max_accel": Spec(T.DOUBLE_ARRAY, [1.0], "acceleration limit per action field (one value: all fields), m/s^2 "
+                                             "or rad/s^2"),
+    "input_timeout_s": Spec(T.DOUBLE, 0.5, "stop when a required input is older than this, s", (0.001, 60.0)),
+    "chunk_timeout_s": Spec(T.DOUBLE, 1.0, "stop when the newest action chunk is older than this (model stalled), s",
+                            (0.001, 60.0)),
+    "chunk_mode": Spec(T.STRING, "ensemble", f"action selection: {' | '.join(MODES)}"),
+    "ensemble_decay": Spec(T.DOUBLE, 0.01, "temporal-ensembling weight decay per chunk (ACT uses 0.01)",
+                           (0.0, 100.0)),
+    "control_rt_priority": Spec(T.INTEGER, 10, "SCHED_FIFO priority of the control thread (1-99); 0: normal "
+                                               "scheduling. Needs CAP_SYS_NICE or an rtprio limit; without it the "
+                                               "node warns and runs unprivileged", (0, 99)),
+    "autostart": Spec(T.BOOL, False, "configure and activate on start (for use without a lifecycle manager)"),
+}
+RUNTIME_CHANGEABLE = {name for name, spec in PARAMETERS.items() if not spec.read_only}
+# Declared by rclpy itself, or consumed by rcl: never "unknown".
+ROS_OWN = {"use_sim_time", "start_type_description_service", "start_parameter_event_publisher"}
+
+_TYPE_WORDS = {T.STRING: "a string", T.BOOL: "true or false", T.DOUBLE: "a number", T.INTEGER: "an integer",
+               T.STRING_ARRAY: "a list of strings", T.DOUBLE_ARRAY: "a list of numbers"}
+
+
+def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, type=spec.type.value, description=spec.description, read_only=spec.read_only)
+    if spec.range is not None and spec.type == T.DOUBLE:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))]
+    elif spec.range is not None and spec.type == T.INTEGER:
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return d
+
+
+def coerce(name: str, spec: Spec, value: Any) -> Any:
+    """``value`` as ``spec.type`` (integers widen to floats), or ``ParameterError`` naming the parameter."""
+    is_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    ok = {
+        T.STRING: lambda v: isinstance(v, str),
+        T.BOOL: lambda v: isinstance(v, bool),
+        T.INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        T.DOUBLE: is_num,
+        T.STRING_ARRAY: lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+        T.DOUBLE_ARRAY: lambda v: isinstance(v, (list, tuple)) and all(is_num(x) for x in v),
+    }[spec.type]
+    if not ok(value):
+        raise ParameterError(f"parameter '{name}' must be {_TYPE_WORDS[spec.type]}, got {value!r}")
+    if spec.type == T.DOUBLE:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParameterError(f"parameter '{name}' must be finite, got {value}")
+    elif spec.type == T.DOUBLE_ARRAY:
+        value = [float(x) for x in value]
+    elif spec.type == T.STRING_ARRAY:
+        value = list(value)
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        raise ParameterError(f"parameter '{name}' must be in [{spec.range[0]}, {spec.range[1]}], got {value}")
+    return value
+
+
+def overrides_of(node: Node) -> dict[str, Any]:
+    """The values given at start-up (params files, ``-p``, ``parameter_overrides``) for this node.
+
+    rclpy has no public accessor for them; ``_parameter_overrides`` is where ``Node.__init__`` collects them.
+    """
+    return {name: p.value for name, p in getattr(node, "_parameter_overrides", {}).items()}
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter with its descriptor; ``ParameterError`` lists every bad start-up value."""
+    given = overrides_of(node)
+    errors: list[str] = []
+    for name, spec in PARAMETERS.items():
+        value = spec.default
+        if name in given:
+            try:
+                value = coerce(name, spec, given[name])
+            except ParameterError as exc:
+                errors.append(str(exc))
+        d = descriptor(name, spec)
+        if value is None or value == [] and spec.type in (T.STRING_ARRAY, T.DOUBLE_ARRAY):
+            node.declare_parameter(name, spec.type, d, ignore_override=True)  # typed, unset: ROS cannot type []
+        else:
+            node.declare_parameter(name, value, d, ignore_override=True)
+    if errors:
+        raise ParameterError("; ".join(errors))
+
+
+def unknown_overrides(node: Node) -> list[str]:
+    """One line per start-up override that names no declared parameter, with the closest valid name."""
+    lines = []
+    known = list(PARAMETERS)
+    for name in sorted(overrides_of(node)):
+        if name in PARAMETERS or name in ROS_OWN or name.startswith("qos_overrides."):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        lines.append(f"parameter override '{name}' matches no parameter of this node and is ignored"
+                     + (f"; did you mean '{close[0]}'?" if close else ""))
+    return lines
+
+
+def read_parameters(node: Node) -> dict[str, Any]:
+    """Current values; an unset list parameter reads as []."""
+    out = {}
+    for name in PARAMETERS:
+        try:
+            out[name] = node.get_parameter(name).value
+        except ParameterUninitializedException:  # a list declared without a value
+            out[name] = []
+    return out
+
+
+@dataclass
+class Settings:
+    """Validated parameters, as the node uses them (limits expanded to one value per action field)."""
+
+    model_path: str
+    device: str
+    engine: str
+    engine_process: bool
+    instruction: str
+    instruction_topic: str
+    control_rate_hz: float
+    head_camera_topic: str
+    head_camera_compressed: bool
+    hand_camera_topic: str
+    hand_camera_compressed: bool
+    require_hand_camera: bool
+    joint_states_topic: str
+    state_joints: list[str]
+    cmd_vel_topic: str
+    stamped: bool
+    frame_id: str
+    action_fields: list[str]
+    max_velocity: list[float]
+    max_accel: list[float]
+    input_timeout_s: float
+    chunk_timeout_s: float
+    chunk_mode: str
+    ensemble_decay: float
+    control_rt_priority: int
+    autostart: bool
+
+
+def validate_settings(raw: dict[str, Any]) -> Settings:
+    """Check every parameter; raise ``ParameterError`` naming the first bad one."""
+    v = {name: coerce(name, spec, [] if raw[name] is None else raw[name]) for name, spec in PARAMETERS.items()}
+    if not v["model_path"]:
+        raise ParameterError("parameter 'model_path' is empty: set it to a checkpoint directory")
+    if v["device"] not in ("cpu", "cuda"):
+        raise ParameterError(f"parameter 'device' must be 'cpu' or 'cuda', got {v['device']!r}")
+    if v["engine"] not in ENGINES:
+        raise ParameterError(f"parameter 'engine' must be one of {list(ENGINES)}, got {v['engine']!r}")
+    if v["chunk_mode"] not in MODES:
+        raise ParameterError(f"parameter 'chunk_mode' must be one of {list(MODES)}, got {v['chunk_mode']!r}")
+    for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
+        if not v[name].strip():
+            raise ParameterError(f"parameter '{name}' is empty")
+    fields = v["action_fields"]
+    if not fields or any(f not in TWIST_FIELDS for f in fields) or len(set(fields)) != len(fields):
+        raise ParameterError(f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, "
+                             f"got {fields}")
+    for name in ("max_velocity", "max_accel"):
+        vals = v[name]
+        if len(vals) == 1:
+            vals = vals * len(fields)
+        if len(vals) != len(fields) or not all(math.isfinite(x) and x > 0 for x in vals):
+            raise ParameterError(f"parameter '{name}' must hold one positive value or one per action field "
+                                 f"({len(fields)}), got {v[name]}")
+        v[name] = vals
+    joints = [j for j in v["state_joints"] if j != ""]
+    if len(set(joints)) != len(joints):
+        raise ParameterError(f"parameter 'state_joints' must be distinct joint names, got {v['state_joints']}")
+    v["state_joints"] = joints
+    return Settings(**v)
