@@ -77,7 +77,7 @@ class Harness:
         if hand:
             self.hand_pub.publish(rgb_to_image(self.frames[(i + 1) % 4], encoding="bgr8"))
         if joints:
-            js = JointState(name=self.joint_names, position=[0.1 * i % 1.0] * 6)
+            js = JointState(name=self.joint_names, position=[0.1 * i % 1.0] * len(self.joint_names))
             self.joint_pub.publish(js)
 
     def start_feeding(self, rate_hz: float = 15.0, **which) -> None:
