@@ -1,4 +1,5 @@
-"""``robovlm`` command line: info, init-checkpoint, import-robovlms-config, make-bag, replay, demo."""
+"""``robovlm`` command line: info, init-checkpoint, import-robovlms-config, make-bag, inspect-bag, replay, collect-sim,
+train, eval-sim, demo."""
 
 from __future__ import annotations
 
@@ -159,11 +160,31 @@ def cmd_make_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect_bag(args: argparse.Namespace) -> int:
+    from .data.bag import bag_topics
+    from .data.roles import ROLES, propose_mapping
+
+    info = bag_topics(args.bag, timing=True)
+    width = max([len(t) for t in info] + [5])
+    print(f"{args.bag}: {len(info)} topics, {sum(i.count for i in info.values())} messages")
+    print(f"  {'topic':<{width}}  {'type':<36} {'count':>7} {'rate':>9}")
+    for topic, i in sorted(info.items()):
+        print(f"  {topic:<{width}}  {i.msgtype:<36} {i.count:>7} {i.rate_hz:>6.1f} Hz")
+    proposal = propose_mapping({t: (i.msgtype, i.count) for t, i in info.items()})
+    print("\nproposed mapping (roles the bag lacks are left out):")
+    for role in ROLES:
+        print(f"  {role:<13} {proposal.get(role, '(none)')}")
+    flags = " ".join(f"--topic {r}={proposal[r]}" for r in ROLES if r in proposal)
+    print(f"\nflags: {flags}" if flags else "\nno topic fits any role")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     # The replay drives the ROS node, so it lives in the ROS layer (robovlm_node); imported only here.
+    import yaml
     from robovlm_node.replay import ReplayError, replay
 
-    import yaml
+    from .data.roles import TopicMap
 
     params = {}
     for item in args.param or []:
@@ -173,12 +194,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return 2
         params[key] = yaml.safe_load(value)  # the same typing as ROS's own `-p name:=value`
     try:
-        report = replay(args.bag, args.model, rate=args.rate, out=args.out, instruction=args.instruction,
-                        params=params)
+        report = replay(args.bag, args.model, topics=TopicMap.from_flags(args.topic), rate=args.rate, out=args.out,
+                        instruction=args.instruction, params=params)
     except ReplayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.format())
+    if report.inferences == 0:
+        print("error: the model never ran (see the faults above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -192,12 +216,19 @@ def cmd_collect_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _joints(text: str | None) -> list[str] | None:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names or None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from .data.roles import TopicMap
     from .train import TrainSettings, train
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              eval_every=args.eval_every, warmup_steps=args.warmup_steps)
-    m = train(args.config, args.data, args.out, settings, resume=args.resume, device=args.device)
+    m = train(args.config, args.data, args.out, settings, resume=args.resume, device=args.device,
+              topics=TopicMap.from_flags(args.topic), joint_names=_joints(args.joints))
     print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
           f"final loss {m['final_loss']:.4f}")
     if m["final_val_mae"]:
@@ -215,7 +246,13 @@ def cmd_eval_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+TOPIC_HELP = ("bag topic of a role (repeatable): head, hand, joint_states, cmd_vel, instruction; defaults are the "
+              "node's topics (/head_camera/image_raw, ...); message types are read from the bag")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainSettings
+
     p = argparse.ArgumentParser(prog="robovlm", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -246,9 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--static-joints", help="fixed joint pose for episodes without joint data: name=value,...")
     s.set_defaults(func=cmd_make_bag)
 
+    s = sub.add_parser("inspect-bag", help="topics, types, counts and rates of a rosbag2, and a proposed role mapping")
+    s.add_argument("bag", metavar="BAG")
+    s.set_defaults(func=cmd_inspect_bag)
+
     s = sub.add_parser("replay", help="play a rosbag2 into the node over DDS and report what it commanded")
     s.add_argument("bag", metavar="BAG")
     s.add_argument("--model", required=True, help="checkpoint directory")
+    s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--rate", type=float, default=1.0, help="playback rate")
     s.add_argument("--out", help="output bag directory for cmd_vel and /diagnostics")
     s.add_argument("--instruction", help="instruction (default: the bag's /instruction)")
@@ -264,16 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bags", action="store_true", help="also write each episode as an MCAP rosbag2")
     s.set_defaults(func=cmd_collect_sim)
 
-    s = sub.add_parser("train", help="train a checkpoint on HDF5 episodes")
+    d = TrainSettings()
+    s = sub.add_parser("train", help="train a checkpoint on HDF5 episodes and rosbag2 recordings")
     s.add_argument("config")
-    s.add_argument("--data", required=True, help="directory of *.h5 episodes")
+    s.add_argument("--data", required=True, help="directory of *.h5 episodes and/or rosbag2 directories (or one)")
     s.add_argument("--out", required=True, help="checkpoint directory")
-    s.add_argument("--steps", type=int, default=2000)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--warmup-steps", type=int, default=100)
-    s.add_argument("--eval-every", type=int, default=250)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
+    s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
+    s.add_argument("--steps", type=int, default=d.steps)
+    s.add_argument("--batch-size", type=int, default=d.batch_size)
+    s.add_argument("--lr", type=float, default=d.lr)
+    s.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    s.add_argument("--eval-every", type=int, default=d.eval_every)
+    s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     s.set_defaults(func=cmd_train)
@@ -303,11 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     from .model.backbone import BackboneError
     from .data.bag import BagError
     from .data.hdf5 import EpisodeError
+    from .data.roles import RoleError
     from .model.policy import CheckpointError
+    from .resources import ResourceNotFound
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError) as exc:
+    except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError, RoleError, ResourceNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from robovlm.runtime.preprocess import ImageError, decode_raw_image
+from robovlm.runtime.preprocess import ImageError, decode_compressed_image, decode_raw_image
 
 try:  # the real bridge when ROS provides it
     from cv_bridge import CvBridge, CvBridgeError  # type: ignore
@@ -59,15 +59,10 @@ def compressed_to_rgb(msg: CompressedImage, *, use_bridge: bool = True) -> np.nd
             return np.ascontiguousarray(_BRIDGE.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8"))
         except (CvBridgeError, TypeError, ValueError) as exc:
             raise ImageConversionError(f"cv_bridge could not decode the image: {exc}") from exc
-    import cv2
-
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size == 0:
-        raise ImageConversionError("empty compressed image")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageConversionError(f"corrupt compressed image ({buf.size} bytes could not be decoded)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        return decode_compressed_image(msg.format, msg.data)
+    except ImageError as exc:
+        raise ImageConversionError(str(exc)) from exc
 
 
 def rgb_to_image(rgb: np.ndarray, *, stamp: Time | None = None, frame_id: str = "", encoding: str = "rgb8") -> Image:

@@ -42,7 +42,7 @@ def test_sim_episodes_in_the_users_format_and_windows(sim_data):
 def test_bag_episode_reader_aligns_by_stamp(sim_data, tmp_path):
     ep = read_hdf5_episode(sorted(sim_data.glob("*.h5"))[0], load_instructions())
     episode_to_bag(ep, tmp_path / "bag")
-    back = read_bag_episode(tmp_path / "bag", load_instructions())
+    back = read_bag_episode(tmp_path / "bag", instructions=load_instructions())
     np.testing.assert_array_equal(back.images, ep.images)
     np.testing.assert_allclose(back.actions, ep.actions, atol=1e-6)
     np.testing.assert_allclose(back.joint_positions, ep.joint_positions, atol=1e-6)
@@ -71,7 +71,7 @@ def test_lr_schedule_and_bad_data_dir(tmp_path):
     assert cosine_with_warmup(0, warmup=10, total=100) == pytest.approx(0.1)
     assert cosine_with_warmup(10, warmup=10, total=100) == pytest.approx(1.0)
     assert cosine_with_warmup(100, warmup=10, total=100) == pytest.approx(0.05)
-    with pytest.raises(EpisodeError, match="no \\*.h5 episodes"):
+    with pytest.raises(EpisodeError, match="no episodes"):
         load_episodes(tmp_path)
     assert main(["train", "models/configs/demo.json", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--steps", "1"]) == 2

@@ -8,7 +8,8 @@ them (or a fixed pose the user names), and the instruction on ``/instruction``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,15 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..runtime.preprocess import ImageError, decode_raw_image
+from ..runtime.preprocess import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
 from .hdf5 import Episode
+from .roles import ROLES, TopicMap, is_compressed, is_stamped_twist, normalize_type
 
 log = logging.getLogger(__name__)
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 BAG_T0_NS = 1_700_000_000 * 10**9  # fixed start time: the same episode always gives the same bag
-TOPICS = {"head": "/head_camera/image_raw", "cmd_vel": "/cmd_vel", "joints": "/joint_states",
-          "instruction": "/instruction"}
+TOPICS = TopicMap().topics  # what ``episode_to_bag`` writes: the node's default topics, by role
 
 
 class BagError(ValueError):
@@ -88,9 +89,9 @@ def episode_to_bag(ep: Episode, out: str | Path, *, storage: str = "sqlite3",
             joints = (list(static_joints), np.tile(np.array(list(static_joints.values())), (len(ep), 1)))
         else:
             log.warning("%s has no joint positions: the bag gets no %s (pass static joints for a fixed pose)",
-                        ep.path, TOPICS["joints"])
+                        ep.path, TOPICS["joint_states"])
         if joints is not None:
-            conns["joints"] = w.add_connection(TOPICS["joints"], "sensor_msgs/msg/JointState", typestore=TYPESTORE)
+            conns["joints"] = w.add_connection(TOPICS["joint_states"], "sensor_msgs/msg/JointState", typestore=TYPESTORE)
         for i in range(len(ep)):
             ns = BAG_T0_NS + i * dt_ns
             w.write(conns["head"], ns, TYPESTORE.serialize_cdr(image_msg(ep.images[i], ns, "head_camera"),
@@ -109,19 +110,70 @@ def episode_to_bag(ep: Episode, out: str | Path, *, storage: str = "sqlite3",
 class BagMessage:
     topic: str
     msgtype: str
+    """ROS 2 type name (ROS 1 style names in a bag are normalized)."""
     timestamp_ns: int
+    """Receive time, as the recorder stored it."""
     data: bytes
 
 
-def read_bag(path: str | Path) -> list[BagMessage]:
-    """All messages of a rosbag2 directory (sqlite3 or MCAP), in time order, as raw CDR."""
-    path = Path(path)
+@dataclass
+class TopicInfo:
+    msgtype: str
+    count: int
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    @property
+    def rate_hz(self) -> float:
+        if self.count < 2 or self.first_ns is None or self.last_ns is None or self.last_ns <= self.first_ns:
+            return 0.0
+        return (self.count - 1) / ((self.last_ns - self.first_ns) * 1e-9)
+
+
+def _open(path: Path) -> AnyReader:
     if not path.exists():
         raise BagError(f"bag not found: {path}")
+    return AnyReader([path], default_typestore=TYPESTORE)
+
+
+def iter_bag(path: str | Path, topics: set[str] | None = None) -> Iterator[BagMessage]:
+    """Messages of a rosbag2 directory (sqlite3 or MCAP) in receive-time order, as raw CDR, one at a time (memory
+    stays flat in bag length). ``topics``: only these."""
+    path = Path(path)
     try:
-        with AnyReader([path], default_typestore=TYPESTORE) as reader:
-            return [BagMessage(c.topic, c.msgtype, t, bytes(raw)) for c, t, raw in reader.messages()]
+        with _open(path) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            for c, t, raw in reader.messages(connections=conns):
+                yield BagMessage(c.topic, normalize_type(c.msgtype), t, bytes(raw))
+    except BagError:
+        raise
     except Exception as exc:  # rosbags raises several types for unreadable bags
+        raise BagError(f"{path}: cannot read bag: {exc}") from exc
+
+
+def read_bag(path: str | Path, topics: set[str] | None = None) -> list[BagMessage]:
+    """All messages (of ``topics``) in a list: for small bags and tests; ``iter_bag`` streams."""
+    return list(iter_bag(path, topics))
+
+
+def bag_topics(path: str | Path, *, timing: bool = False) -> dict[str, TopicInfo]:
+    """topic -> type and count from the bag's metadata; ``timing`` also reads every receive time (for rates)."""
+    path = Path(path)
+    try:
+        with _open(path) as reader:
+            info: dict[str, TopicInfo] = {}
+            for c in reader.connections:
+                prev = info.get(c.topic)
+                info[c.topic] = TopicInfo(normalize_type(c.msgtype), c.msgcount + (prev.count if prev else 0))
+            if timing:
+                for c, t, _ in reader.messages():
+                    ti = info[c.topic]
+                    ti.first_ns = t if ti.first_ns is None else min(ti.first_ns, t)
+                    ti.last_ns = t if ti.last_ns is None else max(ti.last_ns, t)
+            return info
+    except BagError:
+        raise
+    except Exception as exc:
         raise BagError(f"{path}: cannot read bag: {exc}") from exc
 
 
@@ -129,75 +181,144 @@ def deserialize(msg: BagMessage):
     return TYPESTORE.deserialize_cdr(msg.data, msg.msgtype)
 
 
-def _image_rgb(msg) -> np.ndarray:
+def decode_image(msg: BagMessage, size: int | None = None) -> np.ndarray:
+    """A camera message (Image or CompressedImage) -> (H, W, 3) uint8 RGB, resized to (size, size) if given."""
+    d = deserialize(msg)
     try:
-        return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, np.asarray(msg.data, dtype=np.uint8))
+        if is_compressed(msg.msgtype):
+            rgb = decode_compressed_image(d.format, np.asarray(d.data, dtype=np.uint8))
+        else:
+            rgb = decode_raw_image(d.encoding, d.height, d.width, d.step, np.asarray(d.data, dtype=np.uint8))
     except ImageError as exc:
-        raise BagError(f"bad image in bag: {exc}") from exc
+        raise BagError(f"bad image on {msg.topic} at {msg.timestamp_ns} ns: {exc}") from exc
+    return resize_rgb(rgb, size) if size else rgb
 
 
-def read_bag_episode(path: str | Path, instructions: dict[str, str] | None = None, *,
-                     head_topic: str = TOPICS["head"], hand_topic: str = "/hand_camera/image_raw",
-                     joint_names: list[str] | None = None):
-    """A rosbag2 recording as an ``Episode``: one frame per head image; the hand image, joint state and ``cmd_vel``
-    in effect at that frame's stamp (the latest at or before it) are aligned to it."""
+def twist_values(msg: BagMessage) -> tuple[float, float, float]:
+    """``[linear.x, linear.y, angular.z]`` of a Twist or TwistStamped message."""
+    d = deserialize(msg)
+    tw = d.twist if is_stamped_twist(msg.msgtype) else d
+    return float(tw.linear.x), float(tw.linear.y), float(tw.angular.z)
+
+
+@dataclass
+class Alignment:
+    """How a bag's streams were aligned to its head frames (what ``read_bag_episode`` reports)."""
+
+    head_frames: int = 0
+    dropped_before_start: int = 0
+    """Head frames before every required stream had started."""
+    dropped_stale: int = 0
+    """Head frames whose latest required sample was older than the tolerance."""
+    max_offset_s: dict[str, float] = field(default_factory=dict)
+    """Per role, the largest gap between a kept head frame and the sample aligned to it."""
+
+    def format(self) -> str:
+        offsets = ", ".join(f"{r} {v * 1e3:.0f} ms" for r, v in self.max_offset_s.items()) or "none"
+        return (f"{self.head_frames} head frames: {self.dropped_before_start} before every stream started and "
+                f"{self.dropped_stale} with a stale stream dropped; largest offset per role: {offsets}")
+
+
+def _latest(times: np.ndarray, t: int) -> int:
+    return int(np.searchsorted(times, t, side="right")) - 1
+
+
+def read_bag_episode(path: str | Path, topics: TopicMap | None = None, *, joint_names: list[str] | None = None,
+                     instructions: dict[str, str] | None = None, image_size: int | None = None,
+                     tolerance_s: float = 0.5, cmd_vel_timeout_s: float = 0.5, use_hand: bool = True,
+                     use_joints: bool = True):
+    """A rosbag2 recording as an ``Episode``, by role (``topics``; default: the node's topics).
+
+    One frame per head image. Every other role is aligned to it by receive time (one clock for every topic; header
+    stamps may come from other clocks, and Twist has none): the latest sample at or before the frame. Frames before
+    every required stream (head, cmd_vel, joint states when ``use_joints``, the hand camera when the bag has it and
+    ``use_hand``) has started are dropped and counted; so are frames whose latest required sample is older than
+    ``tolerance_s``. The teleop command older than ``cmd_vel_timeout_s`` counts as zero (a controller would have
+    stopped, like diff_drive_controller). Joints are selected by name (``joint_names``; default: the first joint
+    state's names, in its order); extra joints are ignored, a missing one is an error. Images are stored at
+    ``image_size`` (the model's input size) when given, so a long bag of full-size frames fits in memory.
+    Returns the episode; its ``alignment`` attribute says what was dropped and the largest offsets.
+    """
     from .hdf5 import SCENARIO_RE, Episode
 
-    msgs = read_bag(path)
-    heads = [m for m in msgs if m.topic == head_topic]
-    if not heads:
-        raise BagError(f"{path}: no {head_topic} images")
-
-    def stamp(m: BagMessage) -> int:
-        d = deserialize(m)
-        h = getattr(d, "header", None)
-        return h.stamp.sec * 10**9 + h.stamp.nanosec if h is not None else m.timestamp_ns
-
-    def latest(topic: str):
-        items = [(stamp(m) if "Image" in m.msgtype or "JointState" in m.msgtype else m.timestamp_ns, m)
-                 for m in msgs if m.topic == topic]
-        items.sort(key=lambda x: x[0])
-        return [t for t, _ in items], [m for _, m in items]
-
-    head_t = [stamp(m) for m in heads]
-    hand_t, hands = latest(hand_topic)
-    js_t, jss = latest(TOPICS["joints"])
-    cmd_t, cmds = latest(TOPICS["cmd_vel"])
-
-    def at(ts: list[int], items: list, t: int):
-        i = int(np.searchsorted(ts, t, side="right")) - 1
-        return items[i] if i >= 0 else None
-
-    images, hand_imgs, joints, actions = [], [], [], []
-    names = joint_names
-    for t, m in zip(head_t, heads):
-        images.append(_image_rgb(deserialize(m)))
-        h = at(hand_t, hands, t)
-        hand_imgs.append(_image_rgb(deserialize(h)) if h is not None else None)
-        j = at(js_t, jss, t)
-        if j is not None:
-            js = deserialize(j)
-            names = names or list(js.name)
-            pos = dict(zip(js.name, js.position))
-            joints.append([pos.get(n, np.nan) for n in names])
-        else:
-            joints.append(None)
-        c = at(cmd_t, cmds, t)
-        tw = deserialize(c) if c is not None else None
-        actions.append([tw.linear.x, tw.linear.y, tw.angular.z] if tw is not None else [0.0, 0.0, 0.0])
-    instruction = None
-    texts = [deserialize(m).data for m in msgs if m.topic == TOPICS["instruction"]]
-    name = Path(path).name
+    path = Path(path)
+    topics = topics or TopicMap()
+    present = bag_topics(path)
+    found = topics.check_types({t: i.msgtype for t, i in present.items()})
+    required = ["head", "cmd_vel"] + (["joint_states"] if use_joints else [])
+    for role in required:
+        if role not in found or present[topics[role]].count == 0:
+            listing = ", ".join(f"{t} ({i.msgtype}, {i.count})" for t, i in sorted(present.items()))
+            raise BagError(f"{path}: no messages on {topics[role]} (role {role}); the bag has: {listing}. Map the role "
+                           f"with --topic {role}=TOPIC (robovlm inspect-bag {path} proposes a mapping)")
+    hand_on = use_hand and "hand" in found and present[topics["hand"]].count > 0
+    wanted = {topics[r] for r in ("head", "cmd_vel", "instruction")} | ({topics["joint_states"]} if use_joints else set())
+    if hand_on:
+        wanted.add(topics["hand"])
+    role_of = {topics[r]: r for r in ROLES}
+    heads: list[tuple[int, np.ndarray]] = []
+    samples: dict[str, list[tuple[int, object]]] = {"hand": [], "joint_states": [], "cmd_vel": []}
+    texts: list[str] = []
+    names = list(joint_names) if joint_names else None
+    for m in iter_bag(path, wanted):
+        role = role_of[m.topic]
+        if role == "head":
+            heads.append((m.timestamp_ns, decode_image(m, image_size)))
+        elif role == "hand":
+            samples["hand"].append((m.timestamp_ns, decode_image(m, image_size)))
+        elif role == "cmd_vel":
+            samples["cmd_vel"].append((m.timestamp_ns, twist_values(m)))
+        elif role == "instruction":
+            texts.append(deserialize(m).data)
+        elif role == "joint_states":
+            js = deserialize(m)
+            if names is None:
+                names = list(js.name)
+            pos = dict(zip(js.name, np.asarray(js.position, dtype=np.float64)))
+            missing = [n for n in names if n not in pos]
+            if missing:
+                raise BagError(f"{path}: joint state on {m.topic} at {m.timestamp_ns} ns lacks {missing} (has "
+                               f"{list(js.name)}); choose joints with --joints")
+            samples["joint_states"].append((m.timestamp_ns, [pos[n] for n in names]))
+    report = Alignment(head_frames=len(heads))
+    streams = {r: (np.array([t for t, _ in v], dtype=np.int64), [x for _, x in v]) for r, v in samples.items() if v}
+    need = [r for r in ("joint_states", "hand") if r in streams and (r != "hand" or hand_on)]
+    images, hand_imgs, joints, actions, kept_t = [], [], [], [], []
+    cmd_timeout_ns = int(cmd_vel_timeout_s * 1e9)
+    cmd_t, cmd_v = streams["cmd_vel"]
+    first_cmd = int(cmd_t[0])
+    for t, rgb in heads:
+        idx = {r: _latest(streams[r][0], t) for r in need}
+        if t < first_cmd or any(i < 0 for i in idx.values()):
+            report.dropped_before_start += 1
+            continue
+        offsets = {r: (t - int(streams[r][0][i])) * 1e-9 for r, i in idx.items()}
+        if any(o > tolerance_s for o in offsets.values()):
+            report.dropped_stale += 1
+            continue
+        for r, o in offsets.items():
+            report.max_offset_s[r] = max(report.max_offset_s.get(r, 0.0), o)
+        c = _latest(cmd_t, t)
+        actions.append(cmd_v[c] if t - int(cmd_t[c]) <= cmd_timeout_ns else (0.0, 0.0, 0.0))
+        images.append(rgb)
+        kept_t.append(t)
+        if "hand" in idx:
+            hand_imgs.append(streams["hand"][1][idx["hand"]])
+        if "joint_states" in idx:
+            joints.append(streams["joint_states"][1][idx["joint_states"]])
+    if not images:
+        raise BagError(f"{path}: no head frame has every required stream within {tolerance_s} s "
+                       f"({report.format()})")
+    name = path.name
     match = SCENARIO_RE.search(name)
-    if texts:
-        instruction = texts[-1]
-    elif match and instructions:
-        instruction = instructions.get(match.group(0))
-    has_joints = names is not None and all(j is not None and not np.any(np.isnan(j)) for j in joints)
-    has_hand = all(h is not None for h in hand_imgs)
-    dts = np.diff(head_t) * 1e-9
-    return Episode(path=Path(path), name=name, scenario=match.group(0) if match else None, instruction=instruction,
-                   images=np.stack(images), actions=np.asarray(actions, np.float32),
-                   event_types=["start_action"] * len(images), frame_dt=float(np.median(dts)) if len(dts) else 0.1,
-                   joint_positions=np.asarray(joints, np.float32) if has_joints else None,
-                   joint_names=names if has_joints else None, hand_images=np.stack(hand_imgs) if has_hand else None)
+    instruction = texts[-1] if texts else ((instructions or {}).get(match.group(0)) if match else None)
+    dts = np.diff(kept_t) * 1e-9
+    ep = Episode(path=path, name=name, scenario=match.group(0) if match else None, instruction=instruction,
+                 images=np.stack(images), actions=np.asarray(actions, np.float32),
+                 event_types=["start_action"] * len(images), frame_dt=float(np.median(dts)) if len(dts) else 0.1,
+                 joint_positions=np.asarray(joints, np.float32) if joints else None,
+                 joint_names=names if joints else None, hand_images=np.stack(hand_imgs) if hand_imgs else None,
+                 alignment=report)
+    if report.dropped_before_start or report.dropped_stale:
+        log.info("%s: %s", path, report.format())
+    return ep

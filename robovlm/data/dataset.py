@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from ..config import RoboVLMConfig
 from ..runtime.preprocess import to_pixels
+from .bag import read_bag_episode
 from .hdf5 import Episode, EpisodeError, load_instructions, read_hdf5_episode
+from .roles import TopicMap
 from .stats import NormStats
 
 log = logging.getLogger(__name__)
@@ -22,17 +25,66 @@ log = logging.getLogger(__name__)
 ACTION_COLUMNS = {"linear.x": 0, "linear.y": 1, "angular.z": 2}
 
 
-def load_episodes(data_dir: str | Path, instructions: dict[str, str] | None = None) -> list[Episode]:
-    """Every ``*.h5`` under ``data_dir``, sorted by name; an episode without an instruction is an error."""
-    paths = sorted(Path(data_dir).glob("*.h5"))
+def is_bag(path: Path) -> bool:
+    """A rosbag2 directory (metadata.yaml, or sqlite3/MCAP storage files)."""
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap"))
+                              or any(path.glob("*.db3")))
+
+
+def episode_paths(data: str | Path) -> list[Path]:
+    """HDF5 files and rosbag2 directories in ``data`` (or ``data`` itself when it is one), sorted by name."""
+    data = Path(data)
+    if not data.exists():
+        raise EpisodeError(f"{data}: no such file or directory")
+    if data.suffix == ".h5" or is_bag(data):
+        return [data]
+    paths = sorted(p for p in data.iterdir() if (p.suffix == ".h5" and p.is_file()) or is_bag(p))
     if not paths:
-        raise EpisodeError(f"{data_dir}: no *.h5 episodes")
+        raise EpisodeError(f"{data}: no episodes (*.h5 files or rosbag2 directories)")
+    return paths
+
+
+def select_joints(ep: Episode, names: list[str]) -> Episode:
+    """``ep`` with its joint positions reduced to ``names``, in that order (by name, never by position)."""
+    if ep.joint_positions is None or ep.joint_names is None:
+        raise EpisodeError(f"{ep.path}: the model uses the joint state but the episode has no joint positions")
+    index = {n: i for i, n in enumerate(ep.joint_names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise EpisodeError(f"{ep.path}: no joint {missing} (has {ep.joint_names}); choose joints with --joints")
+    ep.joint_positions = ep.joint_positions[:, [index[n] for n in names]]
+    ep.joint_names = list(names)
+    return ep
+
+
+def load_episodes(data: str | Path, instructions: dict[str, str] | None = None, *, topics: TopicMap | None = None,
+                  joint_names: list[str] | None = None, use_state: bool = False, state_dim: int | None = None,
+                  use_hand: bool = True, image_size: int | None = None) -> list[Episode]:
+    """Every episode in ``data`` (HDF5 files and rosbag2 directories, sorted by name).
+
+    Bags are read by role (``topics``) with images stored at ``image_size``. With ``use_state`` the joints are
+    ``joint_names`` (default: the first episode's, when it has exactly ``state_dim``), selected by name in every
+    episode. An episode without an instruction is an error.
+    """
     instructions = instructions if instructions is not None else load_instructions()
-    episodes = [read_hdf5_episode(p, instructions) for p in paths]
-    for ep in episodes:
+    episodes = []
+    for p in tqdm(episode_paths(data), desc="episodes", unit="ep", disable=None):
+        if p.suffix == ".h5":
+            ep = read_hdf5_episode(p, instructions)
+        else:
+            ep = read_bag_episode(p, topics, joint_names=joint_names, instructions=instructions,
+                                  image_size=image_size, use_hand=use_hand, use_joints=use_state)
+        if use_state:
+            if joint_names is None:
+                if ep.joint_names is None or (state_dim is not None and len(ep.joint_names) != state_dim):
+                    raise EpisodeError(f"{p}: the model's state has {state_dim} joints but the episode has "
+                                       f"{ep.joint_names or 'none'}; name them with --joints NAME,NAME,...")
+                joint_names = list(ep.joint_names)
+            ep = select_joints(ep, joint_names)
         if not ep.instruction:
             raise EpisodeError(f"{ep.path}: no instruction for scenario {ep.scenario!r} (episode {ep.name!r}); "
-                               "add it to the instruction mapping")
+                               "add it to the instruction mapping or record it on the instruction topic")
+        episodes.append(ep)
     return episodes
 
 
@@ -69,8 +121,8 @@ def compute_stats(episodes: list[Episode], *, action_fields: list[str], joint_na
         allj = np.concatenate(joints)
         mean, std = allj.mean(0), np.maximum(allj.std(0), 0.05)
         names = joint_names or episodes[0].joint_names
-    else:
-        mean, std, names = np.zeros(state_dim), np.ones(state_dim), joint_names or [f"joint_{i}" for i in range(state_dim)]
+    else:  # a model without a state: identity statistics, and no joint names (none are invented)
+        mean, std, names = np.zeros(state_dim), np.ones(state_dim), joint_names or []
     return NormStats(state_mean=[float(v) for v in mean], state_std=[float(v) for v in std],
                      action_low=[float(v) for v in lo], action_high=[float(v) for v in hi],
                      action_dt=float(np.median([ep.frame_dt for ep in episodes])), joint_names=list(names),

@@ -46,6 +46,8 @@ class Episode:
     joint_names: list[str] | None = None
     hand_images: np.ndarray | None = None
     """(N, H, W, 3) uint8 RGB, when the file has a hand camera."""
+    alignment: object | None = None
+    """For episodes read from a bag: how its streams were aligned (``robovlm.data.bag.Alignment``)."""
 
     def __len__(self) -> int:
         return len(self.actions)

@@ -34,6 +34,32 @@ def decode_raw_image(encoding: str, height: int, width: int, step: int, data) ->
     return np.ascontiguousarray(rows[:, :, order])
 
 
+def decode_compressed_image(fmt: str, data) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` payload (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
+    import cv2
+
+    f = fmt.lower()
+    if f and not any(k in f for k in ("jpeg", "jpg", "png")):
+        raise ImageError(f"unsupported compressed format {fmt!r} (JPEG or PNG only)")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if buf.size == 0:
+        raise ImageError("empty compressed image")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"corrupt compressed image ({buf.size} bytes could not be decoded)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 with the same bicubic antialiased resize as ``to_pixels``, so frames
+    stored small for training see what the node's full-size path sees (up to uint8 rounding)."""
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return x[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
 def to_pixels(images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, float, float],
               std: tuple[float, float, float]) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) RGB uint8 -> (B, 3, size, size) float32, normalized with ``mean``/``std``."""
