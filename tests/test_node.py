@@ -14,7 +14,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 
 from robovlm.data.stats import NormStats
 from robovlm.model.policy import RoboVLM

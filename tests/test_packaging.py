@@ -2,6 +2,7 @@
 source here (they were run against the real launch sources by hand; see the closing note of issue 4)."""
 
 import ast
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -49,14 +50,28 @@ def test_params_yaml_is_valid_for_the_node():
     assert s.max_velocity == [0.3, 0.3] and s.chunk_mode == "ensemble"
 
 
+def test_every_imported_ros_package_is_an_exec_depend():
+    """A ROS install resolves what package.xml names: every ROS package the node and launch files import is there."""
+    deps = {e.text for e in ET.parse(ROOT / "package.xml").getroot().iter("exec_depend")}
+    ros_like = re.compile(r"^\s*(?:from|import) ([a-z0-9_]+)", re.M)
+    imported = set()
+    for path in [*(ROOT / "robovlm_node").glob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        imported |= set(ros_like.findall(path.read_text()))
+    ros = {m for m in imported if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "launch", "launch_ros",
+                                                                                "ament_index_python")}
+    assert ros and ros <= deps, ros - deps
+
+
 def test_package_xml_and_ament_data_files():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "robovlm"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.iter("exec_depend")}
-    assert {"rclpy", "launch_ros", "sensor_msgs", "geometry_msgs", "lifecycle_msgs"} <= deps
+    assert {"rclpy", "launch_ros", "sensor_msgs", "geometry_msgs", "lifecycle_msgs", "rosgraph_msgs"} <= deps
+    assert {"python3-torch", "python3-transformers-pip", "python3-numpy", "python3-yaml", "python3-h5py",
+            "python3-opencv", "python3-rosbags-pip"} <= deps
     setup = (ROOT / "setup.py").read_text()
-    for needle in ("share/ament_index/resource_index/packages", "launch/*.launch.py", "config/*.yaml"):
+    for needle in ("share/ament_index/resource_index/packages", "launch/*.launch.py", "config/*.yaml", 'tree("models")'):
         assert needle in setup
     assert (ROOT / "resource" / "robovlm").exists()
     assert (ROOT / "ros2_ws" / "src" / "robovlm" / "package.xml").exists()  # colcon workspace links the package

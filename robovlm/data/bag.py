@@ -1,8 +1,9 @@
 """rosbag2 files (sqlite3 or MCAP) without a ROS install, through the pure-Python ``rosbags`` package.
 
-``episode_to_bag`` turns one of the user's HDF5 episodes into a bag the node can be replayed on: the head camera as
-``sensor_msgs/Image`` (bgr8, as recorded), the teleop command on ``/cmd_vel``, joint states when the episode has
-them (or a fixed pose the user names), and the instruction on ``/instruction``.
+``episode_to_bag`` turns one of the user's HDF5 episodes into a bag the node can be replayed on: the head (and, when
+recorded, hand) camera as ``sensor_msgs/Image`` (bgr8, as recorded), the teleop command on ``/cmd_vel``, joint
+states when the episode has them (or a fixed pose the user names), and the instruction on ``/instruction``.
+Reading is by role (``robovlm.data.roles``) and streams, so bags recorded by other robots work too.
 """
 
 from __future__ import annotations
@@ -92,10 +93,15 @@ def episode_to_bag(ep: Episode, out: str | Path, *, storage: str = "sqlite3",
                         ep.path, TOPICS["joint_states"])
         if joints is not None:
             conns["joints"] = w.add_connection(TOPICS["joint_states"], "sensor_msgs/msg/JointState", typestore=TYPESTORE)
+        if ep.hand_images is not None:
+            conns["hand"] = w.add_connection(TOPICS["hand"], "sensor_msgs/msg/Image", typestore=TYPESTORE)
         for i in range(len(ep)):
             ns = BAG_T0_NS + i * dt_ns
             w.write(conns["head"], ns, TYPESTORE.serialize_cdr(image_msg(ep.images[i], ns, "head_camera"),
                                                                "sensor_msgs/msg/Image"))
+            if ep.hand_images is not None:
+                w.write(conns["hand"], ns, TYPESTORE.serialize_cdr(image_msg(ep.hand_images[i], ns, "hand_camera"),
+                                                                   "sensor_msgs/msg/Image"))
             w.write(conns["cmd_vel"], ns, TYPESTORE.serialize_cdr(twist_msg(*ep.actions[i]), "geometry_msgs/msg/Twist"))
             if joints is not None:
                 w.write(conns["joints"], ns, TYPESTORE.serialize_cdr(joint_state_msg(joints[0], joints[1][i], ns),
