@@ -251,7 +251,7 @@ TOPIC_HELP = ("bag topic of a role (repeatable): head, hand, joint_states, cmd_v
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import TrainSettings
+    from .train_settings import TrainSettings
 
     p = argparse.ArgumentParser(prog="robovlm", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,36 +24,11 @@ from .data.dataset import WindowDataset, collate, compute_stats, cosine_with_war
 from .data.roles import TopicMap
 from .data.stats import NormStats
 from .model.policy import RoboVLM
+from .train_settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
-
-
-@dataclass
-class TrainSettings:
-    steps: int = 5000
-    """Optimizer steps in total (a resumed run continues up to this number). The defaults are the settings that
-    trained ``models/demo`` (40/40 closed-loop successes, see its model card)."""
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    val_fraction: float = 0.1
-    """Fraction of episodes held out per scenario."""
-    eval_every: int = 1000
-    seed: int = 0
-    augment_shift: int = 3
-    """Random camera shift in pixels (training only)."""
-    action_fields: tuple[str, ...] = ("linear.x", "linear.y")
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.grad_clip > 0 and self.warmup_steps >= 0 and self.augment_shift >= 0):
-            raise ValueError("lr and grad_clip must be > 0; warmup_steps and augment_shift >= 0")
 
 
 def seed_everything(seed: int) -> None:

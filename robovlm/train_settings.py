@@ -1,0 +1,39 @@
+"""Training settings, apart from the trainer so the CLI can show their defaults without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 5000
+    """Optimizer steps in total (a resumed run continues up to this number). The defaults are the settings that
+    trained ``models/demo`` (40/40 closed-loop successes, see its model card)."""
+    batch_size: int = 32
+    """Windows per optimizer step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (after warmup, before cosine decay)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warmup steps."""
+    grad_clip: float = 1.0
+    """Gradient norm clip."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out per scenario."""
+    eval_every: int = 1000
+    """Steps between validation MAE evaluations and checkpoints."""
+    seed: int = 0
+    """Seed of Python, NumPy and torch, and of the batch order."""
+    augment_shift: int = 3
+    """Random camera shift in pixels (training only)."""
+    action_fields: tuple[str, ...] = ("linear.x", "linear.y")
+    """Twist fields the model predicts, in order."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.grad_clip > 0 and self.warmup_steps >= 0 and self.augment_shift >= 0):
+            raise ValueError("lr and grad_clip must be > 0; warmup_steps and augment_shift >= 0")
