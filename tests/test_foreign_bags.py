@@ -117,3 +117,27 @@ def test_train_from_bags_and_hdf5_with_topic_flags(bags, tmp_path):
     assert main(["train", "models/configs/demo.json", "--data", str(data / "robot_sqlite"), "--out",
                  str(tmp_path / "ck2"), "--topic", f"head={HEAD}", "--topic", f"hand={WRIST}", "--topic",
                  f"instruction={INSTRUCTION}", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]) == 2
+
+
+def test_ros1_style_type_names_in_a_bag(tmp_path):
+    """Bags converted from ROS 1 may name types `sensor_msgs/Image`: the reader and replay take them."""
+    from rosbags.rosbag2 import Writer
+
+    from robovlm.data.bag import TYPESTORE, image_msg, joint_state_msg, twist_msg
+
+    def conn(w, topic, ros2):
+        msgdef, _ = TYPESTORE.generate_msgdef(ros2)
+        return w.add_connection(topic, ros2.replace("/msg/", "/"), msgdef=msgdef, rihs01=TYPESTORE.hash_rihs01(ros2))
+
+    with Writer(tmp_path / "bag", version=9) as w:
+        cam, cmd = conn(w, "/head_camera/image_raw", "sensor_msgs/msg/Image"), conn(w, "/cmd_vel", "geometry_msgs/msg/Twist")
+        js = conn(w, "/joint_states", "sensor_msgs/msg/JointState")
+        for i in range(5):
+            ns = 10**18 + i * 10**8
+            w.write(cam, ns, TYPESTORE.serialize_cdr(image_msg(np.zeros((8, 8, 3), np.uint8), ns, "c"),
+                                                     "sensor_msgs/msg/Image"))
+            w.write(cmd, ns, TYPESTORE.serialize_cdr(twist_msg(0.1, 0.0, 0.0), "geometry_msgs/msg/Twist"))
+            w.write(js, ns, TYPESTORE.serialize_cdr(joint_state_msg(["a"], np.zeros(1), ns), "sensor_msgs/msg/JointState"))
+    assert "sensor_msgs/msg/Image" in {m.msgtype for m in read_bag(tmp_path / "bag")}
+    ep = read_bag_episode(tmp_path / "bag", joint_names=["a"])
+    assert len(ep) == 5 and ep.actions[0, 0] == pytest.approx(0.1)

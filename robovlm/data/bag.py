@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from ..runtime.preprocess import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
@@ -136,10 +135,12 @@ class TopicInfo:
         return (self.count - 1) / ((self.last_ns - self.first_ns) * 1e-9)
 
 
-def _open(path: Path) -> AnyReader:
+def _open(path: Path) -> Reader:
+    """The rosbag2 reader itself, not ``AnyReader``: it hands out raw CDR without checking the bag's type names
+    against a typestore, which fails on ROS 1 style names (``sensor_msgs/Image``); types are normalized here."""
     if not path.exists():
         raise BagError(f"bag not found: {path}")
-    return AnyReader([path], default_typestore=TYPESTORE)
+    return Reader(path)
 
 
 def iter_bag(path: str | Path, topics: set[str] | None = None) -> Iterator[BagMessage]:
