@@ -1,11 +1,8 @@
 """RoboVLMNode: a lifecycle node that turns cameras, joint states and an instruction into safe velocity commands.
 
-Two loops, decoupled:
-- the inference thread runs the engine's streaming ``step()`` on each new head-camera frame, as fast as the model
-  allows, and hands an ``ActionChunk`` (stamped with the frame's arrival time on the node clock) to the scheduler;
-- the control thread, paced on absolute deadlines of the node clock at ``control_rate_hz`` (so ``use_sim_time``
-  works and no subscription callback delays a tick), takes the action due now, passes it through the safety filter
-  and publishes it. A slow or crashed model makes the robot stop, never run on a stale command.
+Files: parameters (``parameters.py``), the inference and control loops (``loops.py``), diagnostics
+(``diagnostics.py``); this file holds the lifecycle, inputs and entry point. Two loops, decoupled: the model refreshes
+the action chunk as fast as it can; the control loop publishes at ``control_rate_hz`` whatever the model's speed.
 
 Lifecycle (ros2/demos lifecycle_py, Nav2): parameters are validated and the checkpoint loaded on configure
 (FAILURE names the bad parameter or missing file); activate starts the inference thread and the control timer;
@@ -18,7 +15,6 @@ All times come from the node clock, so ``use_sim_time`` works.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -32,12 +28,16 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.logging import get_logger
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -45,13 +45,34 @@ from std_msgs.msg import String
 from robovlm.runtime.engine import build_engine
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.safety import SafetyFilter, SafetyLimits
-from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
+from robovlm.runtime.scheduler import ChunkScheduler
 from robovlm.runtime.worker import EngineProcess
 
-from .convert import ImageConversionError, JointStateError, compressed_to_rgb, image_to_rgb, joint_state_vector, make_twist
-from .diagnostics import STOP_CAUSES, InputMonitor, control_status, instruction_status, model_status
-from .parameters import (RUNTIME_CHANGEABLE, ParameterError, Settings, declare_parameters, read_parameters,
-                         unknown_overrides, validate_settings)
+from .convert import (
+    ImageConversionError,
+    JointStateError,
+    compressed_to_rgb,
+    image_to_rgb,
+    joint_state_vector,
+    make_twist,
+)
+from .diagnostics import (
+    STOP_CAUSES,
+    InputMonitor,
+    control_status,
+    instruction_status,
+    model_status,
+)
+from .loops import NodeLoops
+from .parameters import (
+    RUNTIME_CHANGEABLE,
+    ParameterError,
+    Settings,
+    declare_parameters,
+    read_parameters,
+    unknown_overrides,
+    validate_settings,
+)
 
 CONTROL_SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound for the control thread (Python's default is 5 ms)
 INPUT_LABELS = {"head": "head camera", "hand": "hand camera", "state": "joint states"}
@@ -65,7 +86,7 @@ class _Latest:
     stamp: float | None = None  # header stamp, seconds (cameras)
 
 
-class RoboVLMNode(LifecycleNode):
+class RoboVLMNode(NodeLoops, LifecycleNode):
     def __init__(self, node_name: str = "robovlm", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         declare_parameters(self)  # ParameterError names every bad start-up value
@@ -321,115 +342,6 @@ class RoboVLMNode(LifecycleNode):
     def input_ages(self, now: float) -> dict[str, float | None]:
         with self._lock:
             return {k: (now - self._inputs[k].rx_time) if k in self._inputs else None for k in self.required_inputs()}
-
-    # ----------------------------------------------------------------------------------------------- inference
-    def _inference_loop(self, stop: threading.Event) -> None:
-        last_seq = -1
-        timeout = self.settings.input_timeout_s
-        while not stop.is_set():
-            now = self.now()
-            with self._lock:
-                head = self._inputs.get("head")
-                hand = self._inputs.get("hand")
-                st = self._inputs.get("state")
-                instruction = self._instruction
-            ages = self.input_ages(now)
-            if head is None or head.seq == last_seq or any(a is None or a > timeout for a in ages.values()):
-                stop.wait(0.002)
-                continue
-            if not instruction:
-                self._count("no_instruction", "no instruction yet: set the 'instruction' parameter or publish one")
-                stop.wait(0.05)
-                continue
-            hand_rgb = hand.value if (hand is not None and now - hand.rx_time <= timeout) else None
-            t0 = time.perf_counter()
-            try:
-                actions = self.engine.step(head.value, hand_rgb, None if st is None else st.value, instruction)
-            except Exception as exc:  # keep the loop alive; the control loop stops the robot meanwhile
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                self._count("inference_error", self._last_error, error=True)
-                stop.wait(0.05)
-                continue
-            latency = time.perf_counter() - t0
-            last_seq = head.seq
-            self.scheduler.push(ActionChunk(stamp=head.rx_time, dt=self.engine.stats.action_dt, actions=actions))
-            self._infer_events.add(self.now(), latency)
-            with self._lock:
-                self._pending_frame_stamp = head.stamp  # the next command is the first to use this frame
-
-    # ----------------------------------------------------------------------------------------------- control
-    def _set_control_scheduling(self) -> None:
-        """Real-time priority for this (control) thread, as ros2_control does; measured in ``make bench``:
-        with the model saturating both cores, p99 tick jitter drops from about 5% of the period to under 1%."""
-        prio = self.settings.control_rt_priority
-        if prio == 0 or not hasattr(os, "sched_setscheduler"):
-            self.control_scheduling = "SCHED_OTHER"
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-            self.control_scheduling = f"SCHED_FIFO {prio}"
-        except OSError as exc:
-            self.control_scheduling = f"SCHED_OTHER (SCHED_FIFO refused: {exc.strerror})"
-            self.get_logger().warning(f"control thread runs without real-time priority ({exc.strerror}); tick "
-                                      "jitter grows under load. Grant it with an rtprio limit "
-                                      "(/etc/security/limits.conf) or CAP_SYS_NICE, or set control_rt_priority 0")
-
-    def _control_loop(self, stop: threading.Event) -> None:
-        """Tick at absolute deadlines (no drift); after an overrun of more than a period, resynchronize."""
-        self._set_control_scheduling()
-        clock = self.get_clock()
-        period = Duration(nanoseconds=int(1e9 / self.settings.control_rate_hz))
-        deadline = clock.now()
-        while not stop.is_set():
-            deadline = deadline + period
-            now = clock.now()
-            if now > deadline + period:
-                self._count("control_overrun", "control tick more than one period late; resynchronizing")
-                deadline = now
-            try:
-                if not clock.sleep_until(deadline, context=self.context):
-                    return  # context shut down
-            except Exception as exc:  # clock or context gone during shutdown
-                self.get_logger().debug(f"control loop ends: {exc}")
-                return
-            if stop.is_set():
-                return
-            try:
-                self._on_control()
-            except Exception as exc:  # the control loop must outlive any bug in one tick: stop the robot, go on
-                self._count("control_error", f"{type(exc).__name__}: {exc}", error=True)
-                self.stops["control_error"] += 1
-                self.control_ticks += 1
-                self._last_cause = "control_error"
-                self._publish_zero()
-
-    def _on_control(self) -> None:
-        stamp = self.get_clock().now()  # one reading: the safety filter's time and the command's stamp agree
-        now = stamp.nanoseconds * 1e-9
-        action = self.scheduler.action_at(now) if self._active else None
-        ages = self.input_ages(now)
-        decision = self.safety.apply(action, now=now, active=self._active, input_ages=ages)
-        if decision.cause == "stale_input":
-            self._count("stale_input", f"input older than {self.settings.input_timeout_s}s or missing: {ages}; stopping")
-        elif decision.cause == "no_fresh_chunk":
-            self._count("no_fresh_chunk", "no fresh action chunk (model slow or stalled); stopping")
-        elif decision.cause == "nonfinite_output":
-            self._count("nonfinite_output", "model output is not finite; stopping")
-        with self._publish_lock:
-            if not self._active:
-                return
-            self._cmd_pub.publish(make_twist(decision.command, self.settings.action_fields, stamped=self.settings.stamped,
-                                             stamp=stamp.to_msg(), frame_id=self.settings.frame_id))
-            self.last_command = decision.command
-        self._control_events.add(now)
-        self.control_ticks += 1
-        self._last_cause = decision.cause
-        if decision.cause in self.stops:
-            self.stops[decision.cause] += 1
-        with self._lock:
-            frame_stamp, self._pending_frame_stamp = self._pending_frame_stamp, None
-        if frame_stamp is not None and decision.cause not in ("stale_input", "no_fresh_chunk", "nonfinite_output"):
-            self._e2e_events.add(now, now - frame_stamp)  # camera stamp -> first command that used the frame
 
     # ----------------------------------------------------------------------------------------------- diagnostics
     def diagnostics(self) -> list[DiagnosticStatus]:
