@@ -128,6 +128,8 @@ def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> 
         played.pop("hand", None)
     if not cfg.use_state:
         played.pop("joint_states", None)
+    if instruction:  # --instruction overrides the bag's own
+        played.pop("instruction", None)
     if cfg.use_hand_rgb and "hand" not in played:
         log.warning("%s: no hand camera on %s; the model runs on its missing-hand marker", bag, topics["hand"])
     params = {"head_camera_topic": topics["head"], "head_camera_compressed": is_compressed(found["head"]),
