@@ -104,9 +104,9 @@ def _msg_class(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
 
-def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> tuple[dict, dict, list[str]]:
+def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> tuple[dict, dict, list[str], dict]:
     """Check the bag against the model's needs before any ROS starts: (role -> topic played, node parameters,
-    topics skipped). A required role without messages is a ``ReplayError`` naming it."""
+    topics skipped, topic -> message type). A required role without messages is a ``ReplayError`` naming it."""
     try:
         info = bag_topics(bag)
         found = topics.check_types({t: i.msgtype for t, i in info.items()})
@@ -140,7 +140,7 @@ def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> 
     skipped = sorted(t for t in info if t not in played.values() and t != reference)
     if reference:
         played["cmd_vel"] = reference
-    return played, params, skipped
+    return played, params, skipped, {t: i.msgtype for t, i in info.items()}
 
 
 def _qos(role: str) -> QoSProfile:
@@ -156,7 +156,8 @@ def replay(bag: str | Path, model: str | Path, *, topics: TopicMap | None = None
         raise ReplayError(f"rate must be > 0, got {rate}")
     if out is not None and Path(out).exists():
         raise ReplayError(f"{out} already exists; choose a new output bag directory")
-    played, topic_params, skipped = _plan(bag, model, topics, instruction)
+    instruction = instruction or (params or {}).get("instruction")
+    played, topic_params, skipped, types = _plan(bag, model, topics, instruction)
     if skipped:
         log.info("skipping topics that no role maps to: %s", ", ".join(skipped))
     reference_topic = played.pop("cmd_vel", None)
@@ -188,7 +189,6 @@ def replay(bag: str | Path, model: str | Path, *, topics: TopicMap | None = None
                                    QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
         player.create_subscription(DiagnosticArray, "/diagnostics", recorder.callback("/diagnostics"), 10, raw=True)
         clock_pub = player.create_publisher(Clock, "/clock", 10)
-        types = {t: i.msgtype for t, i in bag_topics(bag).items()}
         pubs = {t: player.create_publisher(_msg_class(types[t]), t, _qos(r)) for r, t in played.items()}
         executor.add_node(node)
         executor.add_node(player)
