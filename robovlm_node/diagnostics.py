@@ -78,10 +78,11 @@ class InputMonitor:
 
 
 def instruction_status(*, node: str, topic: str, text: str, source: str, changed_at: float | None,
-                       now: float, active: bool) -> DiagnosticStatus:
+                       now: float, active: bool, refused: int = 0) -> DiagnosticStatus:
     st = DiagnosticStatus(name=f"{node}: instruction", hardware_id=topic)
     st.values = _kv({"topic": topic, "instruction": text[:200], "length": len(text), "source": source or "none",
-                     "age_s": "never" if changed_at is None else f"{now - changed_at:.3f}"})
+                     "age_s": "never" if changed_at is None else f"{now - changed_at:.3f}",
+                     "refused_too_long": refused})
     if text:
         st.level, st.message = OK, "set"
     elif active:

@@ -140,18 +140,29 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         """Types, ranges and read-only are enforced by the descriptors; this applies the runtime-changeable ones."""
         for p in params:
-            if p.name in RUNTIME_CHANGEABLE and p.name == "instruction":
-                self._set_instruction(p.value, source="parameter")
+            if p.name in RUNTIME_CHANGEABLE and p.name == "instruction" and not self._set_instruction(
+                    p.value, source="parameter"):
+                return SetParametersResult(successful=False, reason=f"instruction of {len(p.value)} characters is "
+                                           "longer than 'max_instruction_chars'")
         return SetParametersResult(successful=True)
 
-    def _set_instruction(self, text: str, *, source: str) -> None:
+    def _set_instruction(self, text: str, *, source: str) -> bool:
+        """Take a new instruction; one longer than ``max_instruction_chars`` is refused (counted, throttled log) and
+        the previous one stays. Changes are logged at most once a second, shortened."""
         text = text.strip()
+        limit = self.get_parameter("max_instruction_chars").value
+        if len(text) > limit:
+            self._count("instruction_too_long", f"instruction from {source} has {len(text)} characters, more than "
+                                                f"max_instruction_chars={limit}; refused, the previous one stays")
+            return False
         with self._lock:
             changed = text != self._instruction
             self._instruction = text
         if changed:
             self._instruction_source, self._instruction_t = source, self.now()
-            self.get_logger().info(f"instruction from {source}: {text!r}")
+            shown = text if len(text) <= 120 else text[:117] + "..."
+            self.get_logger().info(f"instruction from {source}: {shown!r}", throttle_duration_sec=1.0)
+        return True
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -355,7 +366,7 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
             text = self._instruction
         statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,
                                            source=self._instruction_source, changed_at=self._instruction_t, now=now,
-                                           active=self._active))
+                                           active=self._active, refused=self.faults.get("instruction_too_long", 0)))
         newest = self.scheduler.newest_stamp()
         device_name = getattr(self.engine, "device_name", s.device)
         statuses.append(model_status(node=name, engine=self.engine.name, device=s.device, device_name=device_name,

@@ -53,6 +53,9 @@ PARAMETERS: dict[str, Spec] = {
                                          "survives model crashes); false: a thread in this process"),
     "instruction": Spec(T.STRING, "", "language instruction; may change at runtime (also settable on "
                                       "instruction_topic)", read_only=False),
+    "max_instruction_chars": Spec(T.INTEGER, 1000, "longest instruction accepted, in characters; a longer one is "
+                                                   "refused and the previous one stays (the model's memory grows "
+                                                   "with the square of its length)", (1, 100_000)),
     "instruction_topic": Spec(T.STRING, NODE_TOPICS["instruction"], "std_msgs/String topic (latched) that sets the "
                                                                      "instruction"),
     "control_rate_hz": Spec(T.DOUBLE, 20.0, "rate of cmd_vel publication, Hz", (0.1, 1000.0)),
@@ -188,6 +191,7 @@ class Settings:
     engine: str
     engine_process: bool
     instruction: str
+    max_instruction_chars: int
     instruction_topic: str
     control_rate_hz: float
     head_camera_topic: str
@@ -225,6 +229,9 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
     for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
         if not v[name].strip():
             raise ParameterError(f"parameter '{name}' is empty")
+    if len(v["instruction"].strip()) > v["max_instruction_chars"]:
+        raise ParameterError(f"parameter 'instruction' has {len(v['instruction'].strip())} characters, more than "
+                             f"'max_instruction_chars' ({v['max_instruction_chars']})")
     fields = v["action_fields"]
     if not fields or any(f not in TWIST_FIELDS for f in fields) or len(set(fields)) != len(fields):
         raise ParameterError(f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, "

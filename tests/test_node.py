@@ -233,6 +233,7 @@ def test_a_stale_required_input_is_an_error_and_counts_as_stopped(checkpoint, ha
     ({"state_joints": ["a", "b"]}, "'state_joints'"),
     ({"engine": "onnxruntime"}, "'engine'"),
     ({"device": "tpu"}, "'device'"),
+    ({"instruction": "z" * 1001}, "'max_instruction_chars' (1000)"),
     ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory not found: /nonexistent/ckpt"),
 ])
 def test_bad_parameters_fail_configure_naming_them(checkpoint, harness_factory, capfd, params, needle):
@@ -336,3 +337,23 @@ def test_a_failing_control_tick_publishes_zero_and_the_loop_goes_on(checkpoint, 
     assert h.wait_for(lambda: any(abs(v[0]) > 0 for ts, v in h.commands(since=t)), 5), "loop did not resume"
     after = h.commands(since=t)
     assert any(np.all(v == 0) for _, v in after[:5])  # the failing ticks stopped the robot
+
+
+def test_an_overlong_instruction_is_refused_and_the_previous_one_stays(checkpoint, harness_factory):
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    h = harness_factory(_params(checkpoint, max_instruction_chars=50))
+    _activate(h)
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+    res = h.node.set_parameters([Parameter("instruction", value="x" * 51)])[0]
+    assert not res.successful and "max_instruction_chars" in res.reason
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = h.peer.create_publisher(String, "instruction", latched)
+    pub.publish(String(data="y" * 10_000))
+    assert h.wait_for(lambda: h.node.faults.get("instruction_too_long", 0) == 2, 5)
+    assert h.node._instruction == "go around the box to the cup"
+    t = time.monotonic()
+    assert h.wait_for(lambda: any(abs(v[0]) > 0 for ts, v in h.commands(since=t)), 5), "the robot keeps driving"
