@@ -65,7 +65,6 @@ from .diagnostics import (
 )
 from .loops import NodeLoops
 from .parameters import (
-    RUNTIME_CHANGEABLE,
     ParameterError,
     Settings,
     declare_parameters,
@@ -138,9 +137,10 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
                 self.get_logger().warning(text)
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
-        """Types, ranges and read-only are enforced by the descriptors; this applies the runtime-changeable ones."""
+        """Types, ranges and read-only are enforced by the descriptors; ``instruction`` is the one parameter that
+        changes at runtime (``RUNTIME_CHANGEABLE``), applied here."""
         for p in params:
-            if p.name in RUNTIME_CHANGEABLE and p.name == "instruction" and not self._set_instruction(
+            if p.name == "instruction" and not self._set_instruction(
                     p.value, source="parameter"):
                 return SetParametersResult(successful=False, reason=f"instruction of {len(p.value)} characters is "
                                            "longer than 'max_instruction_chars'")
