@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps test bench demo train-demo clean
+.PHONY: install sysdeps test bench soak demo train-demo clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -29,6 +29,12 @@ test: install
 bench: install
 	$(PY) -m robovlm.bench
 	$(PY) -m robovlm_node.bench
+
+# The node for DURATION seconds (default 10 minutes) on two 640x480 cameras at 30 Hz, beside LOAD CPU-bound jobs.
+DURATION ?= 600
+LOAD ?= 0
+soak: install
+	$(PY) -m robovlm_node.soak --duration $(DURATION) --load $(LOAD)
 
 # Closed loop over ROS: the trained demo checkpoint drives the simulated robot through robovlm_node.
 demo: install

@@ -70,6 +70,9 @@ class BackboneConfig:
     checkpoint's ``tokenizer/`` folder (written by ``save_pretrained``)."""
     prompt: str = "An image of a robot {instruction}"
     """Text prefix around the instruction; must contain ``{instruction}``. RoboVLMs uses this sentence."""
+    max_instruction_tokens: int = 128
+    """Longest instruction accepted, in tokens (the prompt around it not counted). The node refuses a longer one and
+    stops; memory and compute grow with the prompt, so this bounds what anyone publishing on the topic can cost."""
 
     def __post_init__(self) -> None:
         _one_of(self.type, ("kosmos2", "paligemma"), "backbone.type")
@@ -86,6 +89,7 @@ class BackboneConfig:
                "'auto' loads the tokenizer from backbone.path, which is not set; use 'bytes' for a random-init backbone")
         _check(isinstance(self.prompt, str) and "{instruction}" in self.prompt, "backbone.prompt",
                f"must contain '{{instruction}}', got {self.prompt!r}")
+        _positive_int(self.max_instruction_tokens, "backbone.max_instruction_tokens")
 
 
 @dataclass

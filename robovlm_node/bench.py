@@ -1,9 +1,13 @@
-"""``make bench`` (node part): control-loop timing while the model runs flat out, measured through the real node.
+"""``make bench`` (node part): control-loop timing while the model runs flat out, measured through the real node,
+and what a full-size camera frame costs on the node's path.
 
 - control-period jitter: p50/p99 of |period - 1/rate| as a fraction of the period, over the control timer's own
   ticks, while camera frames arrive faster than the model can use them (inference never idles);
 - end-to-end latency: camera header stamp -> the first command computed from that frame.
-The node runs the demo-scale model (``models/configs/kosmos2_small.json``, random weights) on the CPU.
+- preprocessing: one step as the node runs it (sensor_msgs/Image -> RGB -> resized to the model's input on the
+  node side -> engine process -> actions) on 640x480 frames vs frames already at the model's size, on the demo
+  checkpoint (56 px, where resizing weighs most), beside the earlier path that sent full frames to the engine.
+The timing part runs the demo-scale model (``models/configs/kosmos2_small.json``, random weights) on the CPU.
 """
 
 from __future__ import annotations
@@ -89,6 +93,38 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
             "infer_hz": len(lat) / (t1 - t0), "faults": faults, "scheduling": scheduling, "engine": engine}
 
 
+def preprocess_cost(model: str, steps: int) -> dict[str, float]:
+    """Median ms per step for: 640x480 frames on the node's path, model-size frames, 640x480 frames resized inside
+    the engine process (the path before frames were prepared on the node side)."""
+    from robovlm.runtime.preprocess import resize_rgb
+    from robovlm.runtime.worker import EngineProcess
+
+    from .convert import image_to_rgb
+
+    engine = EngineProcess("torch", model, threads=1)
+    size = engine.config.image_size
+    state = np.zeros(engine.state_dim, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    out = {}
+    try:
+        for label, shape, on_node in (("640x480", (480, 640, 3), True), ("model size", (size, size, 3), True),
+                                      ("640x480 resized in the engine", (480, 640, 3), False)):
+            msgs = [rgb_to_image(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in range(4)]
+            times = []
+            for i in range(steps + 3):
+                t0 = time.perf_counter()
+                head, hand = image_to_rgb(msgs[i % 4]), image_to_rgb(msgs[(i + 1) % 4])
+                if on_node:
+                    head, hand = resize_rgb(head, size), resize_rgb(hand, size)
+                engine.step(head, hand, state, "go around the box to the cup")
+                if i >= 3:  # the first steps fill the window and encode the instruction
+                    times.append(time.perf_counter() - t0)
+            out[label] = float(np.median(times) * 1e3)
+    finally:
+        engine.close()
+    return out
+
+
 def feed(camera_hz: float, joints: list[str]) -> None:
     """Publish head/hand frames (320x240 rgb8, stamped now) and joint states until terminated."""
     rclpy.init()
@@ -117,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--rate", type=float, default=20.0, help="control_rate_hz")
     p.add_argument("--camera-hz", type=float, default=30.0)
+    p.add_argument("--preprocess-steps", type=int, default=60, help="steps per case of the preprocessing benchmark")
     p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--joints", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -138,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'  camera stamp -> first command p50 (ms)':<52}{r['e2e_p50_ms']:>12.1f}")
     print(f"{'  camera stamp -> first command p99 (ms)':<52}{r['e2e_p99_ms']:>12.1f}")
     print(f"  faults during the run: {r['faults'] or 'none'}")
+    demo = str(find_resource("models", "demo"))
+    pre = preprocess_cost(demo, args.preprocess_steps)
+    base = pre["model size"]
+    print(f"\npreprocessing: one step on the node's path, demo checkpoint (56 px), engine process with 1 thread, "
+          f"median of {args.preprocess_steps} steps")
+    print(f"{'camera frames':<52}{'ms/step':>12}{'vs model size':>15}   goal")
+    for label, goal in (("model size", ""), ("640x480", "<= 1.2x"), ("640x480 resized in the engine", "(before)")):
+        print(f"{'  ' + label:<52}{pre[label]:>12.1f}{pre[label] / base:>14.2f}x   {goal}")
     return 0
 
 

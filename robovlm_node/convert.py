@@ -8,14 +8,21 @@ the caller's loop.
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from robovlm.runtime.preprocess import ImageError, decode_compressed_image, decode_raw_image
+from robovlm.runtime.preprocess import (
+    ImageError,
+    check_raw_image,
+    decode_compressed_image,
+    decode_raw_image,
+)
 
 try:  # the real bridge when ROS provides it
     from cv_bridge import CvBridge, CvBridgeError  # type: ignore
@@ -34,6 +41,36 @@ class ImageConversionError(ValueError):
 
 class JointStateError(ValueError):
     """A joint-state message lacks a configured joint or holds a non-finite position."""
+
+
+def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the message header (raw) or the JPEG/PNG header (compressed), without decoding pixels;
+    ``ImageConversionError`` when the frame has more than ``max_pixels`` or its header is unreadable or does not
+    match its data (raw: encoding, row step, length)."""
+    if isinstance(msg, CompressedImage):
+        from PIL import Image as PILImage, UnidentifiedImageError
+
+        try:
+            with warnings.catch_warnings():  # PIL's own decompression-bomb warning: the check below is ours
+                warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+                with PILImage.open(io.BytesIO(bytes(msg.data))) as im:  # lazy: reads the header only
+                    w, h = im.size
+        except PILImage.DecompressionBombError as exc:
+            raise ImageConversionError(f"compressed frame is larger than max_image_pixels={max_pixels} ({exc}); "
+                                       "refused before decoding") from exc
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise ImageConversionError(f"compressed image header unreadable ({len(msg.data)} bytes): {exc}") from exc
+    else:
+        w, h = int(msg.width), int(msg.height)
+        if w * h <= max_pixels:
+            try:
+                check_raw_image(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+            except ImageError as exc:
+                raise ImageConversionError(str(exc)) from exc
+    if w * h > max_pixels:
+        raise ImageConversionError(f"frame of {w}x{h} = {w * h} pixels is larger than max_image_pixels={max_pixels}; "
+                                   "refused before decoding")
+    return w, h
 
 
 def image_to_rgb(msg: Image, *, use_bridge: bool = True) -> np.ndarray:

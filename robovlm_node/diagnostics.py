@@ -1,7 +1,7 @@
 """Diagnostics per concern, as ``diagnostic_updater`` users expect them on ``/diagnostics``.
 
 One ``DiagnosticStatus`` per input (head camera, hand camera, joint states, instruction: rate, age, last fault),
-one for the model (engine, device, latency, restarts) and one for the control loop (rate, jitter, stopped fraction
+one for the model (engine, device, threads, latency, restarts; ERROR while the engine is down) and one for the control loop (rate, jitter, stopped fraction
 by cause). Input statuses carry their topic as ``hardware_id``; the model and control statuses the inference device.
 A stale hand camera is a WARN even when the node does not require it (the model then runs on its missing-hand
 marker); a stale required input is an ERROR (the robot is stopped).
@@ -17,9 +17,10 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from robovlm.runtime.metrics import EventWindow
+from robovlm.runtime.safety import STOP_CAUSES as SAFETY_STOP_CAUSES
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-STOP_CAUSES = ("stale_input", "no_fresh_chunk", "nonfinite_output", "control_error")
+STOP_CAUSES = (*SAFETY_STOP_CAUSES, "control_error")
 FAULT_RECENT_S = 5.0  # a fault younger than this keeps its input at WARN
 
 
@@ -78,12 +79,14 @@ class InputMonitor:
 
 
 def instruction_status(*, node: str, topic: str, text: str, source: str, changed_at: float | None,
-                       now: float, active: bool, refused: int = 0) -> DiagnosticStatus:
+                       now: float, active: bool, refused: int = 0, error: str | None = None) -> DiagnosticStatus:
     st = DiagnosticStatus(name=f"{node}: instruction", hardware_id=topic)
     st.values = _kv({"topic": topic, "instruction": text[:200], "length": len(text), "source": source or "none",
                      "age_s": "never" if changed_at is None else f"{now - changed_at:.3f}",
-                     "refused_too_long": refused})
-    if text:
+                     "refused": refused, "refused_reason": error or "none"})
+    if error:
+        st.level, st.message = ERROR, f"refused: {error}; stopped until a valid instruction arrives"
+    elif text:
         st.level, st.message = OK, "set"
     elif active:
         st.level, st.message = ERROR, "no instruction: stopped (set the 'instruction' parameter or publish one)"
@@ -93,16 +96,20 @@ def instruction_status(*, node: str, topic: str, text: str, source: str, changed
 
 
 def model_status(*, node: str, engine: str, device: str, device_name: str, latency: EventWindow, now: float,
-                 active: bool, fresh: bool, restarts: int, errors: int, last_error: str) -> DiagnosticStatus:
+                 active: bool, fresh: bool, restarts: int, errors: int, last_error: str, down: str | None = None,
+                 threads: int | None = None) -> DiagnosticStatus:
     st = DiagnosticStatus(name=f"{node}: model", hardware_id=device_name)
     st.values = _kv({
         "engine": engine, "device": device, "device_name": device_name,
         "inference_rate_hz": f"{latency.rate_hz(now):.2f}",
         "inference_latency_p50_ms": f"{latency.percentile(50) * 1e3:.1f}",
         "inference_latency_p99_ms": f"{latency.percentile(99) * 1e3:.1f}",
+        "engine_threads": threads if threads is not None else "n/a",
         "restarts": restarts, "errors": errors, "last_error": last_error or "none",
     })
-    if not active:
+    if down:
+        st.level, st.message = ERROR, f"engine down, restarting: {down}"
+    elif not active:
         st.level, st.message = OK, "inactive"
     elif not fresh:
         st.level, st.message = ERROR, "no fresh action chunk: stopped"
@@ -123,6 +130,7 @@ def control_status(*, node: str, device_name: str, ticks: EventWindow, target_hz
     for cause in STOP_CAUSES:
         n = stops.get(cause, 0)
         values[f"stopped_{cause}"] = f"{n / total_ticks:.3f}" if total_ticks else "0.000"
+    values["stopped_ticks"] = " ".join(f"{c}={n}" for c, n in stops.items() if n) or "none"
     st.values = _kv(values)
     if not active:
         st.level, st.message = OK, "inactive"

@@ -2,6 +2,8 @@
 
 - the inference loop runs the engine's streaming ``step()`` on each new head-camera frame, as fast as the model
   allows, and hands an ``ActionChunk`` (stamped with the frame's arrival time on the node clock) to the scheduler;
+- the watchdog, on the steady clock, notices a node clock that stopped (a stalled ``/clock``) and logs inputs that
+  go stale or come back;
 - the control loop, paced on absolute deadlines of the node clock at ``control_rate_hz`` (so ``use_sim_time``
   works and no subscription callback delays a tick), takes the action due now, passes it through the safety filter
   and publishes it. A slow or crashed model makes the robot stop, never run on a stale command.
@@ -15,7 +17,10 @@ import time
 
 from rclpy.duration import Duration
 
+from robovlm.runtime.engine import EngineError
+from robovlm.runtime.safety import STOP_CAUSES
 from robovlm.runtime.scheduler import ActionChunk
+from robovlm.runtime.timecheck import ClockWatch
 
 from .convert import make_twist
 
@@ -33,32 +38,91 @@ class NodeLoops:
                 head = self._inputs.get("head")
                 hand = self._inputs.get("hand")
                 st = self._inputs.get("state")
-                instruction = self._instruction
+                instruction, refused, epoch = self._instruction, self._instruction_error, self._epoch
             ages = self.input_ages(now)
-            if head is None or head.seq == last_seq or any(a is None or a > timeout for a in ages.values()):
+            if (head is None or head.seq == last_seq or head.fault is not None
+                    or any(a is None or a > timeout for a in ages.values()) or self.input_hold() is not None):
                 stop.wait(0.002)
                 continue
             if not instruction:
-                self._count("no_instruction", "no instruction yet: set the 'instruction' parameter or publish one")
+                if not refused:
+                    self._count("no_instruction", "no instruction yet: set the 'instruction' parameter or publish one")
                 stop.wait(0.05)
                 continue
-            hand_rgb = hand.value if (hand is not None and now - hand.rx_time <= timeout) else None
+            head_rgb = self.camera_frame("head", head)
+            hand_rgb = None
+            if hand is not None and hand.fault is None and now - hand.rx_time <= timeout:
+                hand_rgb = self.camera_frame("hand", hand)  # None if it cannot be decoded: the model's marker
+            if head_rgb is None:
+                continue
             t0 = time.perf_counter()
             try:
-                actions = self.engine.step(head.value, hand_rgb, None if st is None else st.value, instruction)
-            except Exception as exc:  # keep the loop alive; the control loop stops the robot meanwhile
+                actions = self.engine.step(head_rgb, hand_rgb, None if st is None else st.value, instruction)
+            except EngineError as exc:  # the process died or hung: restart it (the robot is stopped meanwhile)
+                if not self._recover_engine(exc, stop):
+                    return
+                continue
+            except Exception as exc:  # one bad step: keep the loop alive; the control loop stops the robot meanwhile
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 self._count("inference_error", self._last_error, error=True)
                 stop.wait(0.05)
                 continue
             latency = time.perf_counter() - t0
             last_seq = head.seq
+            with self._lock:
+                if epoch != self._epoch:
+                    continue  # the instruction changed during the step: this chunk belongs to the old task
+                self._pending_frame_stamp = head.rx_time if self.settings.use_receive_time else head.stamp
             self.scheduler.push(ActionChunk(stamp=head.rx_time, dt=self.engine.stats.action_dt, actions=actions))
             self._infer_events.add(self.now(), latency)
-            with self._lock:
-                self._pending_frame_stamp = head.stamp  # the next command is the first to use this frame
+
+    # ----------------------------------------------------------------------------------------------- watchdog
+    def _watchdog_loop(self, stop: threading.Event) -> None:
+        """On the steady clock (it must run when the node clock does not): a stalled node clock publishes one zero
+        and is reported; inputs that go stale or come back are logged once each way."""
+        watch = ClockWatch(stall_s=self.settings.clock_stall_timeout_s)
+        while not stop.wait(0.05):
+            event = watch.update(time.monotonic(), self.now())
+            if event == "stalled":
+                self._publish_zero()
+                self._clock_stalled = True
+                self._last_cause = "clock_stalled"
+                self.get_logger().error(
+                    f"[clock_stalled] the node clock has not advanced for {watch.stall_s:g} s"
+                    + (" (use_sim_time: is /clock still published?)" if self.get_parameter("use_sim_time").value
+                       else "") + "; zero command published, robot stopped")
+            elif event == "resumed":
+                self._clock_stalled = False
+                self.get_logger().info("the node clock advances again")
+            self._log_input_health()
+
+    def _log_input_health(self) -> None:
+        now, timeout = self.now(), self.settings.input_timeout_s
+        required = self.required_inputs()
+        used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
+        for key, monitor in self.monitors.items():
+            if not used[key]:
+                continue
+            age = monitor.age(now)
+            what = "required: robot stopped" if key in required else "not required: the model runs on its " \
+                                                                      "missing-input marker"
+            self._transition(f"stale:{key}", age is None or age > timeout,
+                             f"{monitor.label} on {monitor.topic} is " + ("not publishing" if age is None else
+                                                                          f"stale ({age:.2f} s)") + f" ({what})",
+                             f"{monitor.label} on {monitor.topic} is back")
 
     # ----------------------------------------------------------------------------------------------- control
+    def hold_cause(self) -> str | None:
+        """A fault found outside the safety filter that stops the robot now (``robovlm.runtime.safety.HOLD_CAUSES``)."""
+        with self._lock:
+            if self._engine_down:
+                return "engine_down"
+            if self._instruction_error:
+                return "bad_instruction"
+        if self._clock_stalled:
+            return "clock_stalled"
+        return self.input_hold()
+
     def _set_control_scheduling(self) -> None:
         """Real-time priority for this (control) thread, as ros2_control does; measured in ``make bench``:
         with the model saturating both cores, p99 tick jitter drops from about 5% of the period to under 1%."""
@@ -109,7 +173,7 @@ class NodeLoops:
         now = stamp.nanoseconds * 1e-9
         action = self.scheduler.action_at(now) if self._active else None
         ages = self.input_ages(now)
-        decision = self.safety.apply(action, now=now, active=self._active, input_ages=ages)
+        decision = self.safety.apply(action, now=now, active=self._active, input_ages=ages, hold=self.hold_cause())
         if decision.cause == "stale_input":
             self._count("stale_input", f"input older than {self.settings.input_timeout_s}s or missing: {ages}; stopping")
         elif decision.cause == "no_fresh_chunk":
@@ -129,5 +193,5 @@ class NodeLoops:
             self.stops[decision.cause] += 1
         with self._lock:
             frame_stamp, self._pending_frame_stamp = self._pending_frame_stamp, None
-        if frame_stamp is not None and decision.cause not in ("stale_input", "no_fresh_chunk", "nonfinite_output"):
+        if frame_stamp is not None and decision.cause not in STOP_CAUSES:
             self._e2e_events.add(now, now - frame_stamp)  # camera stamp -> first command that used the frame

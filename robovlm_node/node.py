@@ -1,7 +1,8 @@
 """RoboVLMNode: a lifecycle node that turns cameras, joint states and an instruction into safe velocity commands.
 
-Files: parameters (``parameters.py``), the inference and control loops (``loops.py``), diagnostics
-(``diagnostics.py``); this file holds the lifecycle, inputs and entry point. Two loops, decoupled: the model refreshes
+Files: parameters (``parameters.py``), inputs and the instruction (``inputs.py``), the inference, control and
+watchdog loops (``loops.py``), engine start and restart (``supervision.py``), diagnostics (``diagnostics.py``);
+this file holds the lifecycle, the diagnostics assembly and the entry point. Two loops, decoupled: the model refreshes
 the action chunk as fast as it can; the control loop publishes at ``control_rate_hz`` whatever the model's speed.
 
 Lifecycle (ros2/demos lifecycle_py, Nav2): parameters are validated and the checkpoint loaded on configure
@@ -20,14 +21,13 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
-from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -42,20 +42,15 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
-from robovlm.runtime.engine import build_engine
+from robovlm.model.tokenizer import checkpoint_tokenizer
+from robovlm.runtime.engine import limit_threads
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.safety import SafetyFilter, SafetyLimits
 from robovlm.runtime.scheduler import ChunkScheduler
-from robovlm.runtime.worker import EngineProcess
+from robovlm.runtime.supervisor import RestartPolicy
+from robovlm.runtime.worker import EngineCancelled
 
-from .convert import (
-    ImageConversionError,
-    JointStateError,
-    compressed_to_rgb,
-    image_to_rgb,
-    joint_state_vector,
-    make_twist,
-)
+from .convert import make_twist
 from .diagnostics import (
     STOP_CAUSES,
     InputMonitor,
@@ -63,6 +58,7 @@ from .diagnostics import (
     instruction_status,
     model_status,
 )
+from .inputs import INPUT_LABELS, Latest, NodeInputs
 from .loops import NodeLoops
 from .parameters import (
     ParameterError,
@@ -72,20 +68,12 @@ from .parameters import (
     unknown_overrides,
     validate_settings,
 )
+from .supervision import EngineSupervision
 
 CONTROL_SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound for the control thread (Python's default is 5 ms)
-INPUT_LABELS = {"head": "head camera", "hand": "hand camera", "state": "joint states"}
 
 
-@dataclass
-class _Latest:
-    value: Any
-    rx_time: float  # node clock, seconds
-    seq: int
-    stamp: float | None = None  # header stamp, seconds (cameras)
-
-
-class RoboVLMNode(NodeLoops, LifecycleNode):
+class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, LifecycleNode):
     def __init__(self, node_name: str = "robovlm", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         declare_parameters(self)  # ParameterError names every bad start-up value
@@ -96,8 +84,20 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         self.engine = None
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()  # no control command can follow the final zero
-        self._inputs: dict[str, _Latest] = {}
+        self._inputs: dict[str, Latest] = {}
+        self._frames: dict[str, tuple[int, np.ndarray]] = {}  # camera -> (seq, frame at the model's input size)
         self._instruction = ""
+        self._instruction_error: str | None = None  # why the last instruction was refused (robot stopped)
+        self._epoch = 0  # bumped when the task changes (instruction, engine restart): older chunks are dropped
+        self._tokenizer = None
+        self.scheduler = None
+        self._engine_down: str | None = None
+        self._clock_stalled = False
+        self._fatal_reason = ""
+        self._restart_policy: RestartPolicy | None = None
+        self.shutdown_requested = threading.Event()  # set by SIGINT/SIGTERM: abandons a model load at once
+        self.exit_on_error = False  # autostart: the process exits when the node goes to the error state
+        self._transitions: set[str] = set()
         self._active = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -106,6 +106,7 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         self._cmd_pub = None
         self._diag_pub = None
         self._control_thread: threading.Thread | None = None
+        self._watchdog_thread: threading.Thread | None = None
         self.control_scheduling = "not started"
         self.faults: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
@@ -124,9 +125,11 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _count(self, cause: str, message: str, *, error: bool = False) -> None:
+    def _count(self, cause: str, message: str, *, error: bool = False, log: bool = True) -> None:
         """Count a fault and log it at most once per 5 s per cause (wall time, so a paused sim clock still logs)."""
         self.faults[cause] = self.faults.get(cause, 0) + 1
+        if not log:
+            return
         t = time.monotonic()
         if t - self._last_log.get(cause, -math.inf) >= 5.0:
             self._last_log[cause] = t
@@ -136,33 +139,14 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
             else:
                 self.get_logger().warning(text)
 
-    def _on_set_parameters(self, params: list) -> SetParametersResult:
-        """Types, ranges and read-only are enforced by the descriptors; ``instruction`` is the one parameter that
-        changes at runtime (``RUNTIME_CHANGEABLE``), applied here."""
-        for p in params:
-            if p.name == "instruction" and not self._set_instruction(
-                    p.value, source="parameter"):
-                return SetParametersResult(successful=False, reason=f"instruction of {len(p.value)} characters is "
-                                           "longer than 'max_instruction_chars'")
-        return SetParametersResult(successful=True)
-
-    def _set_instruction(self, text: str, *, source: str) -> bool:
-        """Take a new instruction; one longer than ``max_instruction_chars`` is refused (counted, throttled log) and
-        the previous one stays. Changes are logged at most once a second, shortened."""
-        text = text.strip()
-        limit = self.get_parameter("max_instruction_chars").value
-        if len(text) > limit:
-            self._count("instruction_too_long", f"instruction from {source} has {len(text)} characters, more than "
-                                                f"max_instruction_chars={limit}; refused, the previous one stays")
-            return False
-        with self._lock:
-            changed = text != self._instruction
-            self._instruction = text
-        if changed:
-            self._instruction_source, self._instruction_t = source, self.now()
-            shown = text if len(text) <= 120 else text[:117] + "..."
-            self.get_logger().info(f"instruction from {source}: {shown!r}", throttle_duration_sec=1.0)
-        return True
+    def _transition(self, key: str, active: bool, on_message: str, off_message: str) -> None:
+        """Log a condition once when it begins (warning) and once when it ends (info)."""
+        if active and key not in self._transitions:
+            self._transitions.add(key)
+            self.get_logger().warning(on_message)
+        elif not active and key in self._transitions:
+            self._transitions.discard(key)
+            self.get_logger().info(off_message)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -179,11 +163,15 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         except ParameterError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self._fatal_reason = ""
+        self.get_logger().info(f"loading model {s.model_path} ({s.engine} on {s.device}, {s.engine_threads} "
+                               f"thread{'s' if s.engine_threads > 1 else ''}"
+                               f"{', own process' if s.engine_process else ''})")
         try:
-            if s.engine_process:
-                engine = EngineProcess(s.engine, s.model_path, device=s.device)
-            else:
-                engine = build_engine(s.engine, s.model_path, device=s.device)
+            engine = self._build_engine(s)
+        except EngineCancelled:
+            self.get_logger().warning("configure cancelled: shutdown requested while the model was loading")
+            return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # checkpoint, config and device errors all name their cause
             self.get_logger().error(f"configure failed: cannot load model_path '{s.model_path}': {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -201,8 +189,24 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
                                         f"joints but the model's state has {engine.state_dim} values")
                 self._release()
                 return TransitionCallbackReturn.FAILURE
+        try:
+            self._tokenizer = checkpoint_tokenizer(engine.config.backbone.tokenizer, engine.config.backbone.path,
+                                                   s.model_path)
+        except Exception as exc:  # the engine loaded it, so this is a file that changed under us: say so
+            self.get_logger().error(f"configure failed: cannot load the tokenizer of '{s.model_path}': {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
         self.settings, self.engine = s, engine
-        self._set_instruction(s.instruction, source="parameter")
+        error = self.check_instruction(s.instruction.strip())
+        if error:
+            self.get_logger().error(f"configure failed: parameter 'instruction': {error}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self._restart_policy = RestartPolicy(max_restarts=s.engine_max_restarts, window_s=s.engine_restart_window_s)
+        self._engine_down, self._clock_stalled, self._transitions = None, False, set()
+        if s.use_receive_time:
+            self.get_logger().warning("use_receive_time: camera header stamps are not checked; frames are timed by "
+                                      "their arrival (for cameras whose clocks are not synchronised)")
         self.monitors = {"head": InputMonitor(INPUT_LABELS["head"], s.head_camera_topic),
                          "hand": InputMonitor(INPUT_LABELS["hand"], s.hand_camera_topic),
                          "state": InputMonitor(INPUT_LABELS["state"], s.joint_states_topic)}
@@ -211,6 +215,7 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
                                                 input_timeout_s=s.input_timeout_s, chunk_timeout_s=s.chunk_timeout_s))
         self.scheduler = ChunkScheduler(s.chunk_mode, chunk_timeout_s=s.chunk_timeout_s,
                                         ensemble_decay=s.ensemble_decay)
+        self._set_instruction(s.instruction, source="parameter")
 
         cmd_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._cmd_pub = self.create_lifecycle_publisher(TwistStamped if s.stamped else Twist, s.cmd_vel_topic, cmd_qos)
@@ -228,7 +233,8 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(String, s.instruction_topic,
                                                    lambda m: self._set_instruction(m.data, source="topic"), latched))
-        self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
+        # steady clock: diagnostics keep coming when a stalled /clock freezes node time
+        self._timers = [self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))]
         self.get_logger().info(f"configured: {engine.name} engine on {s.device}, model {s.model_path}, "
                                f"{s.control_rate_hz:g} Hz, chunk_mode {s.chunk_mode}, fields {s.action_fields}")
         return TransitionCallbackReturn.SUCCESS
@@ -252,12 +258,16 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         self._control_thread = threading.Thread(target=self._control_loop, args=(self._stop,), name="robovlm-control",
                                                 daemon=True)
         self._control_thread.start()
+        self._watchdog_thread = threading.Thread(target=self._watchdog_loop, args=(self._stop,), name="robovlm-watchdog",
+                                                 daemon=True)
+        self._watchdog_thread.start()
         self.get_logger().info("active: publishing commands")
         return ret
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._halt()
-        return super().on_deactivate(state)
+        ret = super().on_deactivate(state)
+        return self._deactivate_result() if ret == TransitionCallbackReturn.SUCCESS else ret
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._release()
@@ -280,11 +290,12 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         with self._publish_lock:
             self._active = False
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)  # at most one model step
-        if self._control_thread is not None:
-            self._control_thread.join(timeout=1.0)  # may wait on a paused sim clock; it can no longer publish
-        self._thread = self._control_thread = None
+        for thread, timeout in ((self._thread, 10.0),  # at most one model step
+                                (self._control_thread, 1.0),  # may wait on a paused sim clock; it can't publish
+                                (self._watchdog_thread, 1.0)):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=timeout)
+        self._thread = self._control_thread = self._watchdog_thread = None
         self._publish_zero(final=True)
         self.get_logger().info("inactive: zero command published")
 
@@ -312,47 +323,10 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         self._subs, self._timers, self._cmd_pub, self._diag_pub = [], [], None, None
         if self.engine is not None and hasattr(self.engine, "close"):
             self.engine.close()
-        self.engine, self.settings = None, None
+        self.engine, self.settings, self._tokenizer = None, None, None
         with self._lock:
             self._inputs.clear()
-
-    # ----------------------------------------------------------------------------------------------- inputs
-    def _store(self, key: str, value: Any, stamp: float | None = None) -> None:
-        now = self.now()
-        with self._lock:
-            prev = self._inputs.get(key)
-            self._inputs[key] = _Latest(value, now, (prev.seq + 1) if prev else 0, stamp)
-        self.monitors[key].arrived(now)
-
-    def _on_camera(self, which: str, msg: Image | CompressedImage) -> None:
-        try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-        except ImageConversionError as exc:
-            self._count("bad_image", f"{which} camera: {exc}")
-            self.monitors[which].fault(self.now(), str(exc))
-            return
-        self._store(which, rgb, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            vec = joint_state_vector(msg, self.settings.state_joints)
-        except JointStateError as exc:
-            self._count("bad_joint_state", str(exc))
-            self.monitors["state"].fault(self.now(), str(exc))
-            return
-        self._store("state", vec)
-
-    def required_inputs(self) -> list[str]:
-        req = ["head"]
-        if self.engine is not None and self.engine.uses_hand and self.settings.require_hand_camera:
-            req.append("hand")
-        if self.engine is not None and self.engine.uses_state:
-            req.append("state")
-        return req
-
-    def input_ages(self, now: float) -> dict[str, float | None]:
-        with self._lock:
-            return {k: (now - self._inputs[k].rx_time) if k in self._inputs else None for k in self.required_inputs()}
+            self._frames.clear()
 
     # ----------------------------------------------------------------------------------------------- diagnostics
     def diagnostics(self) -> list[DiagnosticStatus]:
@@ -363,21 +337,22 @@ class RoboVLMNode(NodeLoops, LifecycleNode):
         statuses = [m.status(now, node=name, used=used[k], required=k in required, timeout_s=s.input_timeout_s,
                              active=self._active) for k, m in self.monitors.items()]
         with self._lock:
-            text = self._instruction
+            text, refused_why, down = self._instruction, self._instruction_error, self._engine_down
         statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,
                                            source=self._instruction_source, changed_at=self._instruction_t, now=now,
-                                           active=self._active, refused=self.faults.get("instruction_too_long", 0)))
+                                           active=self._active, refused=self.faults.get("instruction_refused", 0),
+                                           error=refused_why))
         newest = self.scheduler.newest_stamp()
         device_name = getattr(self.engine, "device_name", s.device)
         statuses.append(model_status(node=name, engine=self.engine.name, device=s.device, device_name=device_name,
                                      latency=self._infer_events, now=now, active=self._active,
                                      fresh=newest is not None and now - newest <= s.chunk_timeout_s,
                                      restarts=self.engine_restarts, errors=self.faults.get("inference_error", 0),
-                                     last_error=self._last_error))
+                                     last_error=self._last_error, down=down, threads=s.engine_threads))
         control = control_status(node=name, device_name=device_name, ticks=self._control_events,
                                  target_hz=s.control_rate_hz, total_ticks=self.control_ticks, stops=self.stops,
                                  scheduling=self.control_scheduling, now=now, active=self._active,
-                                 last_cause=self._last_cause)
+                                 last_cause="clock_stalled" if self._clock_stalled else self._last_cause)
         control.values += [KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
                            KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
                            *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())]]
@@ -399,6 +374,7 @@ def main(args: list[str] | None = None) -> int:
     SIGINT/SIGTERM deactivate the node first, so the last command on ``cmd_vel`` is zero.
     """
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
+    limit_threads(1)  # this process's own tensor work is one resize per frame; the engine has engine_threads
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = RoboVLMNode()
@@ -411,7 +387,8 @@ def main(args: list[str] | None = None) -> int:
     # (ros2/rclpy#1452, fixed upstream by ros2/rclpy#1547).
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    stop = threading.Event()
+    stop = node.shutdown_requested  # also abandons a model load in progress
+    node.exit_on_error = node.get_parameter("autostart").value is True
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -420,8 +397,9 @@ def main(args: list[str] | None = None) -> int:
     try:
         if node.get_parameter("autostart").value is True:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("autostart: configure failed; exiting")
-                code = 1
+                if not stop.is_set():  # a signal during loading is a normal stop, not a failure
+                    node.get_logger().error("autostart: configure failed; exiting")
+                    code = 1
                 stop.set()
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("autostart: activate failed; exiting")
@@ -429,6 +407,8 @@ def main(args: list[str] | None = None) -> int:
                 stop.set()
         while not stop.wait(0.1):
             pass
+        if node._fatal_reason:
+            code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

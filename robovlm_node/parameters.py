@@ -28,6 +28,10 @@ from robovlm.runtime.scheduler import MODES
 from .convert import TWIST_FIELDS
 
 T = Parameter.Type
+DEFAULT_ENGINE_THREADS = 1
+"""Measured on the 2-core development machine with two CPU-bound jobs beside the node (``make soak --load``): one
+thread keeps a fresh chunk on nearly every tick, torch's default (one per core) oversubscribes the CPU and stops
+the robot most of the time. On a GPU the model's CPU threads matter little; on a bigger CPU, raise it."""
 
 
 class ParameterError(ValueError):
@@ -52,10 +56,26 @@ PARAMETERS: dict[str, Spec] = {
     "engine_process": Spec(T.BOOL, True, "run the model in its own process (keeps the control loop's timing and "
                                          "survives model crashes); false: a thread in this process"),
     "instruction": Spec(T.STRING, "", "language instruction; may change at runtime (also settable on "
-                                      "instruction_topic)", read_only=False),
-    "max_instruction_chars": Spec(T.INTEGER, 1000, "longest instruction accepted, in characters; a longer one is "
-                                                   "refused and the previous one stays (the model's memory grows "
-                                                   "with the square of its length)", (1, 100_000)),
+                                      "instruction_topic). Longer than the checkpoint's max_instruction_tokens: "
+                                      "refused, and the robot stops until a valid one arrives", read_only=False),
+    "engine_threads": Spec(T.INTEGER, DEFAULT_ENGINE_THREADS, "CPU threads of the model (torch intra-op, OpenMP, "
+                                                             "MKL). 1 measured best on a 2-core computer with other "
+                                                             "jobs running (make soak --load)", (1, 256)),
+    "engine_step_timeout_s": Spec(T.DOUBLE, 5.0, "a model step longer than this means the engine process hung: it "
+                                                 "is killed and restarted, s", (0.1, 3600.0)),
+    "engine_max_restarts": Spec(T.INTEGER, 3, "engine restarts allowed within engine_restart_window_s; the next "
+                                              "failure sends the node to the lifecycle error state", (0, 1000)),
+    "engine_restart_window_s": Spec(T.DOUBLE, 60.0, "window over which engine failures are counted, s",
+                                    (1.0, 86400.0)),
+    "max_image_pixels": Spec(T.INTEGER, 4_194_304, "camera frames with more pixels (width x height) are refused "
+                                                   "before decoding (default 4 MP)", (1, 1_000_000_000)),
+    "use_receive_time": Spec(T.BOOL, False, "time camera frames by arrival, ignoring header stamps (cameras whose "
+                                            "clocks are not synchronised with this computer); warns on configure"),
+    "max_stamp_lead_s": Spec(T.DOUBLE, 0.1, "a camera frame stamped further ahead of the node clock than this is a "
+                                            "future_stamp fault and stops the robot, s", (0.0, 60.0)),
+    "clock_stall_timeout_s": Spec(T.DOUBLE, 1.0, "the node clock not advancing for this long (steady time) while "
+                                                 "active, e.g. a stalled /clock under use_sim_time: one zero command, "
+                                                 "an error log and diagnostics ERROR, s", (0.05, 600.0)),
     "instruction_topic": Spec(T.STRING, NODE_TOPICS["instruction"], "std_msgs/String topic (latched) that sets the "
                                                                      "instruction"),
     "control_rate_hz": Spec(T.DOUBLE, 20.0, "rate of cmd_vel publication, Hz", (0.1, 1000.0)),
@@ -191,7 +211,14 @@ class Settings:
     engine: str
     engine_process: bool
     instruction: str
-    max_instruction_chars: int
+    engine_threads: int
+    engine_step_timeout_s: float
+    engine_max_restarts: int
+    engine_restart_window_s: float
+    max_image_pixels: int
+    use_receive_time: bool
+    max_stamp_lead_s: float
+    clock_stall_timeout_s: float
     instruction_topic: str
     control_rate_hz: float
     head_camera_topic: str
@@ -229,9 +256,6 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
     for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
         if not v[name].strip():
             raise ParameterError(f"parameter '{name}' is empty")
-    if len(v["instruction"].strip()) > v["max_instruction_chars"]:
-        raise ParameterError(f"parameter 'instruction' has {len(v['instruction'].strip())} characters, more than "
-                             f"'max_instruction_chars' ({v['max_instruction_chars']})")
     fields = v["action_fields"]
     if not fields or any(f not in TWIST_FIELDS for f in fields) or len(set(fields)) != len(fields):
         raise ParameterError(f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, "

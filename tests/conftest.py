@@ -82,3 +82,55 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield torch.float64
     torch.set_default_dtype(old)
+
+
+# ---------------------------------------------------------------------------------------------- node checkpoints
+def _node_stats():
+    from robovlm.data.stats import NormStats
+
+    return NormStats(state_mean=[0.0] * 6, state_std=[1.0] * 6, action_low=[-5.0, -5.0], action_high=[5.0, 5.0],
+                     joint_names=[f"joint_{i}" for i in range(6)], action_dt=0.1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny checkpoint whose linear.x saturates, so the velocity clamp and the acceleration limit are exercised."""
+    from robovlm.model.policy import RoboVLM
+
+    torch.manual_seed(0)
+    model = RoboVLM(tiny_config(window_size=4, fwd_pred_next_n=4))
+    with torch.no_grad():
+        model.head.out.mlp[-1].bias.zero_()
+        model.head.out.mlp[-1].bias[0::2] = 3.0
+    path = tmp_path_factory.mktemp("ckpt")
+    model.save_pretrained(path, stats=_node_stats())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory):
+    from robovlm.model.policy import RoboVLM
+
+    model = RoboVLM(tiny_config(window_size=4, fwd_pred_next_n=4))
+    with torch.no_grad():
+        model.head.out.mlp[-1].bias.fill_(float("nan"))
+    path = tmp_path_factory.mktemp("nan")
+    model.save_pretrained(path, stats=_node_stats())
+    return str(path)
+
+
+@pytest.fixture
+def harness_factory():
+    """Make ``tests.ros_harness.Harness`` instances; every one is closed after the test."""
+    from .ros_harness import Harness
+
+    made = []
+
+    def make(params):
+        h = Harness(params)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

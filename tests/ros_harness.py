@@ -11,7 +11,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.context import Context
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -19,6 +21,29 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from robovlm_node.convert import rgb_to_image
 from robovlm_node.node import RoboVLMNode
+
+
+RATE = 20.0
+VMAX = 0.3
+AMAX = 1.0
+
+
+def node_params(ckpt, **kw) -> dict:
+    """In-thread engine by default (fast to start); the process engine has its own tests."""
+    return {"model_path": ckpt, "instruction": "go around the box to the cup", "control_rate_hz": RATE,
+            "max_velocity": [VMAX], "max_accel": [AMAX], "input_timeout_s": 0.5, "engine_process": False, **kw}
+
+
+def activate(h: "Harness") -> None:
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+
+def statuses(h: "Harness") -> dict:
+    """name suffix (after 'robovlm: ') -> (level, message, values, hardware_id) of the newest /diagnostics."""
+    msg = h.rec.diagnostics[-1]
+    return {st.name.split(": ", 1)[1]: (st.level, st.message, {kv.key: kv.value for kv in st.values}, st.hardware_id)
+            for st in msg.status}
 
 
 @dataclass
@@ -71,11 +96,15 @@ class Harness:
         with self._lock:
             return [c for c in self.rec.commands if c[0] >= since]
 
+    def stamp(self, offset_s: float = 0.0):
+        """A header stamp: now on the peer's clock (as a camera driver stamps its frames), plus ``offset_s``."""
+        return (self.peer.get_clock().now() + Duration(nanoseconds=int(offset_s * 1e9))).to_msg()
+
     def publish_inputs(self, i: int, *, head: bool = True, hand: bool = True, joints: bool = True) -> None:
         if head:
-            self.head_pub.publish(rgb_to_image(self.frames[i % 4]))
+            self.head_pub.publish(rgb_to_image(self.frames[i % 4], stamp=self.stamp()))
         if hand:
-            self.hand_pub.publish(rgb_to_image(self.frames[(i + 1) % 4], encoding="bgr8"))
+            self.hand_pub.publish(rgb_to_image(self.frames[(i + 1) % 4], encoding="bgr8", stamp=self.stamp()))
         if joints:
             js = JointState(name=self.joint_names, position=[0.1 * i % 1.0] * len(self.joint_names))
             self.joint_pub.publish(js)
@@ -108,6 +137,10 @@ class Harness:
 
     def close(self) -> None:
         self.stop_feeding()
+        try:  # stop the node's own threads (loops, watchdog) before its executor goes
+            self.node.trigger_shutdown()
+        except Exception:  # already finalized, or mid-transition in a test that failed: nothing left to stop
+            pass
         self.executor.shutdown()
         self.node.destroy_node()
         self.peer.destroy_node()

@@ -35,7 +35,14 @@ from .fusion import ClawMatrixFusion, CrossModalAttention, HierarchicalPlanner, 
 from .heads import build_head
 from .resampler import PerceiverResampler
 from .state import StateEmbedding
-from .tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
+from .tokenizer import (
+    ByteTokenizer,
+    HFTokenizer,
+    Tokenizer,
+    checkpoint_tokenizer,
+    count_instruction_tokens,
+    load_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +154,9 @@ class RoboVLM(nn.Module):
     def _prompt_ids(self, instruction: str) -> list[int]:
         if not isinstance(instruction, str) or not instruction.strip():
             raise MissingInputError(f"instruction must be a non-empty string, got {instruction!r}")
-        return self.tokenizer.encode_text(self.config.backbone.prompt.format(instruction=instruction.strip()))
+        text = instruction.strip()
+        count_instruction_tokens(self.tokenizer, text, self.config.backbone.max_instruction_tokens)
+        return self.tokenizer.encode_text(self.config.backbone.prompt.format(instruction=text))
 
     def _prefix(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids (B, Lp) and mask (B, Lp), so every frame token sits right after its prompt."""
@@ -344,7 +353,8 @@ class RoboVLM(nn.Module):
             self.tokenizer.save(path / "tokenizer")
             tokenizer = "checkpoint"
         model_cfg["backbone"] = {"type": self.backbone.type, "path": None, "config": self.backbone.hf_config_dict(),
-                                 "tokenizer": tokenizer, "prompt": self.config.backbone.prompt}
+                                 "tokenizer": tokenizer, "prompt": self.config.backbone.prompt,
+                                 "max_instruction_tokens": self.config.backbone.max_instruction_tokens}
         doc = {"robovlm_config_version": CONFIG_VERSION, "model": model_cfg}
         (path / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
@@ -376,10 +386,7 @@ class RoboVLM(nn.Module):
             config = RoboVLMConfig.from_dict(doc["model"])
         except ConfigError as exc:
             raise CheckpointError(f"{path / 'config.json'}: {exc}") from exc
-        if config.backbone.tokenizer == "checkpoint":
-            tokenizer: Tokenizer = HFTokenizer(path / "tokenizer")
-        else:
-            tokenizer = load_tokenizer(config.backbone.tokenizer, config.backbone.path)
+        tokenizer = checkpoint_tokenizer(config.backbone.tokenizer, config.backbone.path, path)
         model = cls(config, tokenizer=tokenizer, load_backbone_weights=False, with_clip=load_clip)
         try:
             weights = load_file(str(path / "model.safetensors"))

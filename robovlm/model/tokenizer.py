@@ -68,6 +68,30 @@ class HFTokenizer:
         self._tok.save_pretrained(str(path))
 
 
+MAX_BYTES_PER_TOKEN = 32
+"""No tokenizer in use packs more UTF-8 bytes than this into one token, so text longer than ``limit`` times this is
+refused before it is tokenized: a megabyte published on ``instruction`` costs nothing."""
+
+
+class InstructionTooLong(ValueError):
+    """An instruction has more tokens than the checkpoint's ``backbone.max_instruction_tokens``."""
+
+
+def count_instruction_tokens(tokenizer: Tokenizer, text: str, limit: int) -> int:
+    """Tokens of ``text`` (BOS not counted); ``InstructionTooLong`` names the limit and the length when above it.
+
+    The model's memory and compute grow with the prompt (attention is quadratic), so the limit is what keeps a
+    hostile or mistaken instruction from exhausting the robot computer."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > limit * MAX_BYTES_PER_TOKEN:
+        raise InstructionTooLong(f"instruction of {size} bytes is longer than max_instruction_tokens={limit} tokens "
+                                 f"can hold (at most {limit * MAX_BYTES_PER_TOKEN} bytes); refused")
+    n = len(tokenizer.encode_text(text)) - 1
+    if n > limit:
+        raise InstructionTooLong(f"instruction has {n} tokens, more than max_instruction_tokens={limit}; refused")
+    return n
+
+
 def load_tokenizer(kind: str, path: str | None) -> Tokenizer:
     """``kind`` is the config's ``tokenizer`` field: ``bytes`` or ``auto`` (from ``path``)."""
     if kind == "bytes":
@@ -75,3 +99,10 @@ def load_tokenizer(kind: str, path: str | None) -> Tokenizer:
     if path is None:
         raise ValueError("tokenizer 'auto' needs a local path")
     return HFTokenizer(path)
+
+
+def checkpoint_tokenizer(kind: str, backbone_path: str | None, checkpoint: str | Path) -> Tokenizer:
+    """The tokenizer a saved checkpoint uses: its own ``tokenizer/`` folder (``checkpoint``), or as ``load_tokenizer``."""
+    if kind == "checkpoint":
+        return HFTokenizer(Path(checkpoint) / "tokenizer")
+    return load_tokenizer(kind, backbone_path)

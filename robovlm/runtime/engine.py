@@ -7,6 +7,7 @@ evaluation use the same engine, so what is tested offline is what drives the rob
 from __future__ import annotations
 
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -48,6 +49,21 @@ class EngineBase:
     @property
     def state_dim(self) -> int:
         return self.config.state_dim
+
+
+def limit_threads(threads: int) -> None:
+    """Bound the CPU threads of this process's model: ``torch.set_num_threads`` sets torch's intra-op pool and the
+    OpenMP and MKL thread counts; the variables cover libraries that read them at start-up. One inter-op thread
+    (a single streaming step has no independent operators worth a second pool)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # the inter-op pool already started in this process; the intra-op bound still holds
+        pass
 
 
 def device_name(device: torch.device) -> str:

@@ -16,20 +16,29 @@ RAW_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0
                  "mono8": (1, [0, 0, 0])}
 
 
-def decode_raw_image(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
-    """A raw image buffer (sensor_msgs/Image layout; rows may be padded to ``step``) -> (H, W, 3) uint8 RGB."""
+def check_raw_image(encoding: str, height: int, width: int, step: int, size: int) -> None:
+    """The header of a raw image (sensor_msgs/Image layout) is consistent with its ``size`` bytes; O(1), so a
+    subscription callback can refuse a malformed frame before anything is copied."""
     enc = encoding.lower()
     if enc not in RAW_ENCODINGS:
         raise ImageError(f"unsupported image encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})")
-    ch, order = RAW_ENCODINGS[enc]
+    ch = RAW_ENCODINGS[enc][0]
     h, w, step = int(height), int(width), int(step)
     if h <= 0 or w <= 0:
         raise ImageError(f"empty image {w}x{h}")
     if step < w * ch:
         raise ImageError(f"row step {step} is smaller than width*channels = {w * ch} for {enc}")
+    if size < step * h:
+        raise ImageError(f"truncated image: {size} bytes, expected step*height = {step * h}")
+
+
+def decode_raw_image(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+    """A raw image buffer (sensor_msgs/Image layout; rows may be padded to ``step``) -> (H, W, 3) uint8 RGB."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size < step * h:
-        raise ImageError(f"truncated image: {buf.size} bytes, expected step*height = {step * h}")
+    check_raw_image(encoding, height, width, step, buf.size)
+    enc = encoding.lower()
+    ch, order = RAW_ENCODINGS[enc]
+    h, w, step = int(height), int(width), int(step)
     rows = buf[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
     return np.ascontiguousarray(rows[:, :, order])
 

@@ -2,6 +2,8 @@
 
 Rules, in order (the first that applies wins and is counted under its cause):
 - inactive -> zero;
+- a fault the caller has already found (``HOLD_CAUSES``: engine down, refused instruction, a camera frame with a bad
+  header stamp, a stalled clock) -> zero;
 - a required input older than ``input_timeout_s`` (or never received) -> zero;
 - no fresh action (no chunk, or the newest chunk older than ``chunk_timeout_s``, or its actions all in the past) -> zero;
 - a non-finite action -> zero;
@@ -19,7 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CAUSES = ("inactive", "stale_input", "no_fresh_chunk", "nonfinite_output", "velocity_clamped", "accel_limited")
+HOLD_CAUSES = ("engine_down", "bad_instruction", "stale_stamp", "future_stamp", "clock_stalled")
+"""Faults found outside the filter that stop the robot until they clear."""
+STOP_CAUSES = ("stale_input", "no_fresh_chunk", "nonfinite_output", *HOLD_CAUSES)
+CAUSES = ("inactive", *STOP_CAUSES, "velocity_clamped", "accel_limited")
 
 
 @dataclass
@@ -75,10 +80,15 @@ class SafetyFilter:
         return SafetyDecision(zero, cause)
 
     def apply(self, action: np.ndarray | None, *, now: float, active: bool,
-              input_ages: dict[str, float | None]) -> SafetyDecision:
-        """``action``: (A,) due now, or None; ``input_ages``: seconds since each required input (None: never)."""
+              input_ages: dict[str, float | None], hold: str | None = None) -> SafetyDecision:
+        """``action``: (A,) due now, or None; ``input_ages``: seconds since each required input (None: never);
+        ``hold``: one of ``HOLD_CAUSES`` when the caller knows the robot must stop."""
         if not active:
             return self._zero(now, "inactive")
+        if hold is not None:
+            if hold not in HOLD_CAUSES:
+                raise ValueError(f"hold must be one of {HOLD_CAUSES}, got {hold!r}")
+            return self._zero(now, hold)
         if any(age is None or age > self.limits.input_timeout_s for age in input_ages.values()):
             return self._zero(now, "stale_input")
         if action is None:

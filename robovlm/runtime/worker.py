@@ -6,7 +6,12 @@ at p99, while the same loop with the model elsewhere stays within a fraction of 
 means a model that crashes (even in native code) or hangs can only stop the robot, never the control loop.
 
 The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads). Messages over a pipe:
-``("step", head, hand, state, instruction)`` -> ``("ok", actions)`` | ``("error", text)``.
+``("step", head, hand, state, instruction)`` -> ``("ok", actions)`` | ``("error", text)``. Frames arrive already
+resized to the model's input size (``robovlm.runtime.preprocess.prepare_frame``), so a message is a few kB.
+
+Thread budget: the child runs ``threads`` intra-op threads (torch, OpenMP and MKL; ``limit_threads``). On a
+2-core robot computer with other jobs running, torch's default of one thread per core oversubscribes the CPU and
+inference slows several-fold (measured in ``make soak --load``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ import numpy as np
 
 from ..config import RoboVLMConfig
 from ..data.stats import NormStats
-from .engine import EngineBase, EngineError, build_engine
+from .engine import EngineBase, EngineError, build_engine, limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +38,14 @@ class EngineStepError(RuntimeError):
     """The model raised on one step (bad input, for example); the process is still usable."""
 
 
-def _serve(conn, name: str, checkpoint: str, device: str, nice: int) -> None:
+class EngineCancelled(EngineError):
+    """Start-up was abandoned because the caller asked (SIGTERM during configure)."""
+
+
+def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: int) -> None:
     if nice:
-        os.nice(nice)  # lower priority than the control loop: it wins the CPU the moment it wakes
+        os.nice(nice)
+    limit_threads(threads)
     try:
         engine = build_engine(name, checkpoint, device=device)
     except Exception as exc:  # reported to the parent, which fails configure with this text
@@ -63,16 +75,31 @@ def _serve(conn, name: str, checkpoint: str, device: str, nice: int) -> None:
 class EngineProcess(EngineBase):
     """Same interface as ``TorchEngine`` (``step``, ``reset``, ``stats``, ``config``), served by a child process."""
 
-    def __init__(self, name: str, checkpoint: str | Path, *, device: str = "cpu", nice: int = 10,
-                 start_timeout_s: float = 180.0, step_timeout_s: float = 30.0) -> None:
+    def __init__(self, name: str, checkpoint: str | Path, *, device: str = "cpu", threads: int = 1, nice: int = 0,
+                 start_timeout_s: float = 180.0, step_timeout_s: float = 30.0,
+                 cancel: threading.Event | None = None) -> None:
+        """``nice``: added to the child's niceness (0: same priority as the node); ``step_timeout_s``: a step that
+        takes longer means the process hung, and it is killed; ``cancel``: set it to abandon start-up at once."""
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, name, str(checkpoint), device, nice), name="robovlm-engine",
-                                 daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, name, str(checkpoint), device, nice, threads),
+                                 name="robovlm-engine", daemon=True)
         self._proc.start()
         child.close()
         self.step_timeout_s = step_timeout_s
-        kind, info = self._recv(start_timeout_s, "start")
+        self.threads = threads
+        end = time.monotonic() + start_timeout_s
+        while not self._conn.poll(0.05):  # short slices: a SIGTERM during a long model load ends it at once
+            if cancel is not None and cancel.is_set():
+                self.kill()
+                raise EngineCancelled("model loading cancelled")
+            if not self._proc.is_alive() and not self._conn.poll(0):
+                self.kill()
+                raise EngineError(f"inference process exited during start-up (exit code {self._proc.exitcode})")
+            if time.monotonic() > end:
+                self.kill()
+                raise EngineError(f"inference process did not load the model within {start_timeout_s:.0f} s")
+        kind, info = self._recv(0.0, "start")
         if kind != "ready":
             self.close()
             raise EngineError(info)
@@ -85,14 +112,24 @@ class EngineProcess(EngineBase):
     def pid(self) -> int | None:
         return self._proc.pid
 
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def kill(self) -> None:
+        """End the child now (a hung or abandoned process); idempotent."""
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(timeout=5.0)
+        self._conn.close()
+
     def _recv(self, timeout: float, what: str) -> tuple[str, Any]:
         try:
             ready = self._conn.poll(timeout)
         except (OSError, EOFError) as exc:
             raise EngineError(f"inference process is gone (exit code {self._proc.exitcode}): {exc}") from exc
         if not ready:
-            self.close()
-            raise EngineError(f"inference process did not answer '{what}' within {timeout:.0f} s; stopped it")
+            self.kill()
+            raise EngineError(f"inference process did not answer '{what}' within {timeout:g} s (hung); killed it")
         try:
             return self._conn.recv()
         except (EOFError, OSError) as exc:
@@ -125,7 +162,4 @@ class EngineProcess(EngineBase):
             except (OSError, BrokenPipeError):
                 pass
             self._proc.join(timeout=5.0)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(timeout=5.0)
-        self._conn.close()
+        self.kill()

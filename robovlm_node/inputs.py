@@ -1,0 +1,198 @@
+"""The node's inputs, as a mixin of ``RoboVLMNode``: cameras, joint states and the instruction.
+
+Subscription callbacks run on the executor thread that also serves joint states and timers, so they only do O(1)
+work: check a frame's size from its header (``max_image_pixels``, refused before any decoding) and its header
+stamp, then keep the message. Decoding, colour conversion and resizing to the model's input size happen on the
+inference thread, once per frame the model actually uses (``camera_frame``), so only a few kB cross to the engine
+process and a burst of large frames never delays a control tick or a joint state.
+
+Header stamps are checked against the node clock (``robovlm.runtime.timecheck.stamp_fault``): a frame older than
+``input_timeout_s`` or ahead by more than ``max_stamp_lead_s`` is kept out of the model and stops the robot while it
+lasts (``use_receive_time`` turns this off for cameras whose clocks are not synchronised).
+
+An instruction longer than the checkpoint's ``max_instruction_tokens`` is refused and the robot stops until a
+valid one arrives: the model's memory grows with the prompt, so nobody who can publish on the topic can exhaust
+the robot computer, and the robot never goes on with a task the operator meant to replace.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CompressedImage, Image, JointState
+
+from robovlm.model.tokenizer import InstructionTooLong, count_instruction_tokens
+from robovlm.runtime.preprocess import resize_rgb
+from robovlm.runtime.timecheck import stamp_fault
+
+from .convert import (
+    ImageConversionError,
+    JointStateError,
+    check_image_size,
+    compressed_to_rgb,
+    image_to_rgb,
+    joint_state_vector,
+)
+
+INPUT_LABELS = {"head": "head camera", "hand": "hand camera", "state": "joint states"}
+STAMP_FAULTS = ("stale_stamp", "future_stamp")
+
+
+@dataclass
+class Latest:
+    value: Any
+    """The message (cameras, converted lazily) or the joint-state vector."""
+    rx_time: float
+    """Arrival on the node clock, seconds."""
+    seq: int
+    stamp: float | None = None
+    """Header stamp, seconds (cameras)."""
+    fault: str | None = None
+    """``stale_stamp`` / ``future_stamp``: the frame must not be used."""
+
+
+class NodeInputs:
+    """Input handling; mixed into ``RoboVLMNode``, whose attributes (settings, engine, locks, monitors) it uses."""
+
+    _lock: threading.Lock
+
+    # ----------------------------------------------------------------------------------------------- cameras
+    def _on_camera(self, which: str, msg: Image | CompressedImage) -> None:
+        now = self.now()
+        s = self.settings
+        try:
+            check_image_size(msg, s.max_image_pixels)
+        except ImageConversionError as exc:
+            cause = "image_too_large" if "max_image_pixels" in str(exc) else "bad_image"
+            self._count(cause, f"{INPUT_LABELS[which]}: {exc}")
+            self.monitors[which].fault(now, str(exc))
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        fault = None
+        if not s.use_receive_time:
+            fault = stamp_fault(stamp, now, max_age_s=s.input_timeout_s, max_lead_s=s.max_stamp_lead_s)
+            offset = now - stamp
+            when = "unset (zero)" if stamp == 0 else \
+                f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
+            for cause in STAMP_FAULTS:
+                self._transition(f"{cause}:{which}", fault == cause,
+                                 f"[{cause}] {INPUT_LABELS[which]} frames are stamped {when}; not used"
+                                 + (", robot stopped" if which in self.required_inputs() else "")
+                                 + " (use_receive_time:=true for a camera whose clock is not synchronised)",
+                                 f"{INPUT_LABELS[which]} stamps are sane again")
+            if fault is not None:
+                self._count(fault, f"{INPUT_LABELS[which]} header stamp {stamp:.3f} vs node clock {now:.3f}",
+                            log=False)
+                self.monitors[which].fault(now, f"{fault}: header stamp {stamp:.3f}, node clock {now:.3f}")
+        self._store(which, msg, now, stamp, fault)
+
+    def camera_frame(self, which: str, latest: Latest) -> np.ndarray | None:
+        """The frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message. A message that
+        cannot be decoded is counted, and dropped so the input reads as missing (the robot stops if it is
+        required); None then."""
+        cached = self._frames.get(which)
+        if cached is not None and cached[0] == latest.seq:
+            return cached[1]
+        msg = latest.value
+        try:
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            rgb = resize_rgb(rgb, self.engine.config.image_size)
+        except (ImageConversionError, ValueError) as exc:
+            self._count("bad_image", f"{INPUT_LABELS[which]}: {exc}")
+            self.monitors[which].fault(self.now(), str(exc))
+            with self._lock:
+                if self._inputs.get(which) is latest:
+                    del self._inputs[which]
+            return None
+        self._frames[which] = (latest.seq, rgb)
+        return rgb
+
+    # ----------------------------------------------------------------------------------------------- joints
+    def _on_joint_state(self, msg: JointState) -> None:
+        now = self.now()
+        try:
+            vec = joint_state_vector(msg, self.settings.state_joints)
+        except JointStateError as exc:
+            self._count("bad_joint_state", str(exc))
+            self.monitors["state"].fault(now, str(exc))
+            return
+        self._store("state", vec, now)
+
+    def _store(self, key: str, value: Any, now: float, stamp: float | None = None, fault: str | None = None) -> None:
+        with self._lock:
+            prev = self._inputs.get(key)
+            self._inputs[key] = Latest(value, now, (prev.seq + 1) if prev else 0, stamp, fault)
+        self.monitors[key].arrived(now)
+
+    def required_inputs(self) -> list[str]:
+        req = ["head"]
+        if self.engine is not None and self.engine.uses_hand and self.settings.require_hand_camera:
+            req.append("hand")
+        if self.engine is not None and self.engine.uses_state:
+            req.append("state")
+        return req
+
+    def input_ages(self, now: float) -> dict[str, float | None]:
+        with self._lock:
+            return {k: (now - self._inputs[k].rx_time) if k in self._inputs else None for k in self.required_inputs()}
+
+    def input_hold(self) -> str | None:
+        """A stamp fault on the newest frame of a required camera, which stops the robot while it lasts."""
+        required = self.required_inputs()
+        with self._lock:
+            for key in required:
+                latest = self._inputs.get(key)
+                if latest is not None and latest.fault is not None:
+                    return latest.fault
+        return None
+
+    # ----------------------------------------------------------------------------------------------- instruction
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Types, ranges and read-only are enforced by the descriptors; ``instruction`` is the one parameter that
+        changes at runtime (``RUNTIME_CHANGEABLE``), applied here."""
+        for p in params:
+            if p.name == "instruction":
+                error = self._set_instruction(p.value, source="parameter")
+                if error:
+                    return SetParametersResult(successful=False, reason=error)
+        return SetParametersResult(successful=True)
+
+    def check_instruction(self, text: str) -> str | None:
+        """The reason ``text`` is refused, or None. Before configure there is no tokenizer: configure checks it."""
+        if self._tokenizer is None:
+            return None
+        try:
+            count_instruction_tokens(self._tokenizer, text, self.engine.config.backbone.max_instruction_tokens)
+        except InstructionTooLong as exc:
+            return str(exc)
+        return None
+
+    def _set_instruction(self, text: str, *, source: str) -> str | None:
+        """Take a new instruction, or refuse it (returns the reason) and stop until a valid one arrives.
+
+        Any change starts a new task: the action chunks of the previous instruction are dropped."""
+        text = text.strip()
+        error = self.check_instruction(text)
+        with self._lock:
+            changed = text != self._instruction or error != self._instruction_error
+            if error:
+                self._instruction, self._instruction_error = "", error
+            else:
+                self._instruction, self._instruction_error = text, None
+            if changed:
+                self._epoch += 1
+        if error:
+            self._count("instruction_refused", f"instruction from {source}: {error}; stopped until a valid "
+                                               "instruction arrives")
+        if changed:
+            self._instruction_source, self._instruction_t = source, self.now()
+            if self.scheduler is not None:
+                self.scheduler.reset()
+            if not error:
+                shown = text if len(text) <= 120 else text[:117] + "..."
+                self.get_logger().info(f"instruction from {source}: {shown!r}", throttle_duration_sec=1.0)
+        return error
