@@ -52,11 +52,19 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def children(pid: int) -> list[int]:
+def engine_pid(pid: int) -> int | None:
+    """The node's inference process: its child started by multiprocessing's spawn (not the resource tracker)."""
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
-        return []
+        return None
+    for kid in kids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                return kid
+        except OSError:
+            continue
+    return None
 
 
 class Observer(Node):
@@ -165,8 +173,8 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None) -> 
                 if node.poll() is not None:
                     raise RuntimeError("the node exited during the soak:\n" + "".join(log_lines[-30:]))
                 rss["node"].append(rss_mb(node.pid) or float("nan"))
-                kids = children(node.pid)
-                rss["engine"].append(rss_mb(kids[0]) if kids else float("nan"))
+                kid = engine_pid(node.pid)
+                rss["engine"].append((rss_mb(kid) if kid else None) or float("nan"))
                 time.sleep(1.0)
                 bar.n = min(int(elapsed), int(duration))
                 bar.refresh()

@@ -109,18 +109,18 @@ class HierarchicalPlanner(nn.Module):
         self.ff = _mlp(dim)
 
     def subgoals(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, K, D): the subgoals planned at each step from the frames up to it."""
+        """(B, T, D) -> (B, T, K, D): the subgoals planned at each step from the frames up to it.
+
+        One attention over the window's T frames for all T*K queries, with a block-causal mask (the queries of step
+        t see frames 0..t), so each frame's keys and values are projected once, not once per step."""
         bsz, t, _ = x.shape
         k = self.queries.shape[0]
-        mem = x + self.pos[:t]
-        q = repeat(self.queries, "k d -> (b t) k d", b=bsz, t=t)
-        kv = repeat(mem, "b s d -> (b t) s d", t=t)
-        # step t may read frames 0..t only: mask (T, K, S) -> per query row
-        future = causal_mask(t, x.device)  # (T, S)
-        mask = repeat(future, "t s -> (b t h) k s", b=bsz, h=self.plan.attn.num_heads, k=k)
-        g = q + self.plan(q, kv, attn_mask=mask)
+        mem = x + self.pos[:t]  # (B, T, D)
+        q = repeat(self.queries, "k d -> b (t k) d", b=bsz, t=t)
+        mask = repeat(causal_mask(t, x.device), "t s -> (t k) s", k=k)  # (T*K, T), True = not allowed
+        g = q + self.plan(q, mem, attn_mask=mask)
         g = g + self.plan_ff(g)
-        return rearrange(g, "(b t) k d -> b t k d", b=bsz)
+        return rearrange(g, "b (t k) d -> b t k d", k=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x (B, T, D) -> (B, T, D)

@@ -2,6 +2,8 @@
 
 All heads are causal over the window, so the chunk at step ``t`` depends only on frames ``<= t`` (streaming
 inference equals the batched training pass). Outputs pass through ``tanh``: normalized actions in [-1, 1].
+``last_only``: the streaming step needs the chunk of the newest frame only, so the output projection (and the
+MLP head's body) runs on the last position alone; the recurrence or attention still sees the whole window.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ class LSTMHead(nn.Module):
                             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.out = _ChunkOut(cfg.hidden_size, n, action_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
         h, _ = self.lstm(x)
-        return self.out(h)
+        return self.out(h[:, -1:] if last_only else h)
 
 
 class MLPHead(nn.Module):
@@ -50,8 +52,8 @@ class MLPHead(nn.Module):
         self.body = nn.Sequential(*layers)
         self.out = _ChunkOut(cfg.hidden_size, n, action_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(x))
+    def forward(self, x: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
+        return self.out(self.body(x[:, -1:] if last_only else x))
 
 
 class GPTHead(nn.Module):
@@ -67,11 +69,11 @@ class GPTHead(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size)
         self.out = _ChunkOut(cfg.hidden_size, n, action_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
         t = x.shape[1]
         h = self.inp(x) + self.pos[:t]
         h = self.blocks(h, mask=causal_mask(t, x.device))
-        return self.out(self.norm(h))
+        return self.out(self.norm(h[:, -1:] if last_only else h))
 
 
 def build_head(cfg: ActHeadConfig, *, dim: int, n: int, action_dim: int, window_size: int) -> nn.Module:

@@ -229,13 +229,14 @@ class RoboVLM(nn.Module):
             feat = self.cross_modal(action=feat, context=ctx, context_mask=torch.cat([ones, lang_mask], dim=1))
         return feat
 
-    def _window_head(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, n, A) through window fusion and the policy head (all causal)."""
+    def _window_head(self, feats: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
+        """(B, T, D) -> (B, T, n, A) through window fusion and the policy head (all causal); ``last_only``:
+        (B, 1, n, A), the newest frame's chunk (streaming)."""
         if self.config.use_hierarchical:
             feats = self.planner(feats)
         if self.config.use_advanced_attention:
             feats = self.temporal(feats)
-        return self.head(feats)
+        return self.head(feats, last_only=last_only)
 
     # ------------------------------------------------------------------------------------------------ training
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -330,7 +331,7 @@ class RoboVLM(nn.Module):
         window = torch.stack(tuple(self._window), dim=1)  # (B, t, D)
         if window.shape[0] != bsz:
             raise ValueError("batch size changed within an episode; call reset() first")
-        return self._window_head(window)[:, -1]  # (B, n, A)
+        return self._window_head(window, last_only=True)[:, -1]  # (B, n, A)
 
     def _encode_instruction(self, instructions: list[str]) -> None:
         ids, mask = self._prefix(instructions)
