@@ -93,36 +93,40 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
             "infer_hz": len(lat) / (t1 - t0), "faults": faults, "scheduling": scheduling, "engine": engine}
 
 
-def preprocess_cost(model: str, steps: int) -> dict[str, float]:
-    """Median ms per step for: 640x480 frames on the node's path, model-size frames, 640x480 frames resized inside
-    the engine process (the path before frames were prepared on the node side)."""
-    from robovlm.runtime.preprocess import resize_rgb
+def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
+    """Median ms per step, interleaved round by round: 640x480 frames on the node's path (one torch thread, as in
+    the node process), model-size frames, and 640x480 frames sent whole and resized inside the engine process (the
+    path before frames were prepared on the node side)."""
+    from robovlm.runtime.engine import limit_threads
     from robovlm.runtime.worker import EngineProcess
 
-    from .convert import image_to_rgb
+    from .convert import frame_at_size, image_to_rgb
 
+    limit_threads(1)
     engine = EngineProcess("torch", model, threads=1)
     size = engine.config.image_size
     state = np.zeros(engine.state_dim, dtype=np.float32)
     rng = np.random.default_rng(0)
-    out = {}
+    cases = {"640x480": ((480, 640, 3), True), "model size": ((size, size, 3), True),
+             "640x480 resized in the engine": ((480, 640, 3), False)}
+    msgs = {k: [rgb_to_image(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in range(4)]
+            for k, (shape, _) in cases.items()}
+    times: dict[str, list[float]] = {k: [] for k in cases}
     try:
-        for label, shape, on_node in (("640x480", (480, 640, 3), True), ("model size", (size, size, 3), True),
-                                      ("640x480 resized in the engine", (480, 640, 3), False)):
-            msgs = [rgb_to_image(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in range(4)]
-            times = []
-            for i in range(steps + 3):
+        for i in range(rounds + 3):
+            for label, (_, on_node) in cases.items():
+                m = msgs[label]
                 t0 = time.perf_counter()
-                head, hand = image_to_rgb(msgs[i % 4]), image_to_rgb(msgs[(i + 1) % 4])
-                if on_node:
-                    head, hand = resize_rgb(head, size), resize_rgb(hand, size)
+                if on_node:  # as the node's inference thread does
+                    head, hand = frame_at_size(m[i % 4], size), frame_at_size(m[(i + 1) % 4], size)
+                else:
+                    head, hand = image_to_rgb(m[i % 4]), image_to_rgb(m[(i + 1) % 4])
                 engine.step(head, hand, state, "go around the box to the cup")
-                if i >= 3:  # the first steps fill the window and encode the instruction
-                    times.append(time.perf_counter() - t0)
-            out[label] = float(np.median(times) * 1e3)
+                if i >= 3:  # the first rounds fill the window and encode the instruction
+                    times[label].append(time.perf_counter() - t0)
     finally:
         engine.close()
-    return out
+    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
 def feed(camera_hz: float, joints: list[str]) -> None:
@@ -153,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--rate", type=float, default=20.0, help="control_rate_hz")
     p.add_argument("--camera-hz", type=float, default=30.0)
-    p.add_argument("--preprocess-steps", type=int, default=60, help="steps per case of the preprocessing benchmark")
+    p.add_argument("--preprocess-rounds", type=int, default=100, help="interleaved rounds of the preprocessing "
+                                                                       "benchmark")
     p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--joints", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -176,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'  camera stamp -> first command p99 (ms)':<52}{r['e2e_p99_ms']:>12.1f}")
     print(f"  faults during the run: {r['faults'] or 'none'}")
     demo = str(find_resource("models", "demo"))
-    pre = preprocess_cost(demo, args.preprocess_steps)
+    pre = preprocess_cost(demo, args.preprocess_rounds)
     base = pre["model size"]
     print(f"\npreprocessing: one step on the node's path, demo checkpoint (56 px), engine process with 1 thread, "
-          f"median of {args.preprocess_steps} steps")
+          f"median of {args.preprocess_rounds} interleaved rounds")
     print(f"{'camera frames':<52}{'ms/step':>12}{'vs model size':>15}   goal")
     for label, goal in (("model size", ""), ("640x480", "<= 1.2x"), ("640x480 resized in the engine", "(before)")):
         print(f"{'  ' + label:<52}{pre[label]:>12.1f}{pre[label] / base:>14.2f}x   {goal}")

@@ -22,6 +22,7 @@ from robovlm.runtime.preprocess import (
     check_raw_image,
     decode_compressed_image,
     decode_raw_image,
+    resize_rgb,
 )
 
 try:  # the real bridge when ROS provides it
@@ -82,6 +83,19 @@ def image_to_rgb(msg: Image, *, use_bridge: bool = True) -> np.ndarray:
             raise ImageConversionError(f"cv_bridge could not convert the image: {exc}") from exc
     try:
         return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    except ImageError as exc:
+        raise ImageConversionError(str(exc)) from exc
+
+
+def frame_at_size(msg: Image | CompressedImage, size: int) -> np.ndarray:
+    """A camera message -> (size, size, 3) uint8 RGB, the model's input. Raw frames are resized straight from the
+    message buffer (``decode_raw_image(size=)``), so a full-size frame is never copied."""
+    if isinstance(msg, CompressedImage):
+        return resize_rgb(compressed_to_rgb(msg), size)
+    if _BRIDGE is not None:
+        return resize_rgb(image_to_rgb(msg), size)
+    try:
+        return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, size=size)
     except ImageError as exc:
         raise ImageConversionError(str(exc)) from exc
 

@@ -26,15 +26,13 @@ from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from robovlm.model.tokenizer import InstructionTooLong, count_instruction_tokens
-from robovlm.runtime.preprocess import resize_rgb
 from robovlm.runtime.timecheck import stamp_fault
 
 from .convert import (
     ImageConversionError,
     JointStateError,
     check_image_size,
-    compressed_to_rgb,
-    image_to_rgb,
+    frame_at_size,
     joint_state_vector,
 )
 
@@ -97,10 +95,8 @@ class NodeInputs:
         cached = self._frames.get(which)
         if cached is not None and cached[0] == latest.seq:
             return cached[1]
-        msg = latest.value
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-            rgb = resize_rgb(rgb, self.engine.config.image_size)
+            rgb = frame_at_size(latest.value, self.engine.config.image_size)
         except (ImageConversionError, ValueError) as exc:
             self._count("bad_image", f"{INPUT_LABELS[which]}: {exc}")
             self.monitors[which].fault(self.now(), str(exc))

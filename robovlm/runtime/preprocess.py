@@ -32,15 +32,22 @@ def check_raw_image(encoding: str, height: int, width: int, step: int, size: int
         raise ImageError(f"truncated image: {size} bytes, expected step*height = {step * h}")
 
 
-def decode_raw_image(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
-    """A raw image buffer (sensor_msgs/Image layout; rows may be padded to ``step``) -> (H, W, 3) uint8 RGB."""
+def decode_raw_image(encoding: str, height: int, width: int, step: int, data, size: int | None = None) -> np.ndarray:
+    """A raw image buffer (sensor_msgs/Image layout; rows may be padded to ``step``) -> (H, W, 3) uint8 RGB, or
+    (size, size, 3) when ``size`` is given: then the frame is resized straight from the message buffer (no
+    full-size copy) and its channels reordered on the small image."""
     buf = np.frombuffer(data, dtype=np.uint8)
     check_raw_image(encoding, height, width, step, buf.size)
     enc = encoding.lower()
     ch, order = RAW_ENCODINGS[enc]
     h, w, step = int(height), int(width), int(step)
-    rows = buf[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    return np.ascontiguousarray(rows[:, :, order])
+    rows = buf[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)  # a view of the message
+    if size is None:
+        return np.ascontiguousarray(rows[:, :, order])
+    if ch == 1:
+        return resize_rgb(np.repeat(rows, 3, axis=2), size)
+    small = resize_rgb(rows if ch == 3 else np.ascontiguousarray(rows[:, :, :3]), size)
+    return np.ascontiguousarray(small[:, :, order])
 
 
 def decode_compressed_image(fmt: str, data) -> np.ndarray:
@@ -59,11 +66,24 @@ def decode_compressed_image(fmt: str, data) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+REDUCING_GAP = 2
+"""A frame at least this many times the target size is first box-reduced by an integer factor, as Pillow's
+``reducing_gap`` does (2 is the value ``Image.thumbnail`` uses). Measured on 640x480 -> 56 px, one thread: 0.7 ms
+instead of 3.1 ms per frame; pixels differ from the one-pass resize by 0.5-1.3 grey levels on average (gap 3:
+1.1 ms, 0.3-0.6 levels)."""
+
+
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8 with the same bicubic antialiased resize as ``to_pixels``, so frames
-    stored small for training see what the node's full-size path sees (up to uint8 rounding)."""
-    if rgb.shape[:2] == (size, size):
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, bicubic antialiased (like CLIP's processor). The one resize of the
+    project: training frames, the node and ``to_pixels`` all use it, so the model sees the same pixels everywhere."""
+    h, w = rgb.shape[:2]
+    if (h, w) == (size, size):
         return rgb
+    k = int(min(h, w) / size / REDUCING_GAP)
+    if k >= 2:
+        import cv2
+
+        rgb = cv2.resize(rgb[: h // k * k, : w // k * k], (w // k, h // k), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
     x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     return x[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
@@ -81,10 +101,9 @@ def to_pixels(images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float
         raise ImageError(f"expected uint8 pixels, got {x.dtype}")
     if x.shape[1] < 2 or x.shape[2] < 2:
         raise ImageError(f"image too small: {tuple(x.shape[1:3])}")
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-    if x.shape[-2:] != (size, size):
-        x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
-                                      antialias=True).clamp_(0.0, 1.0)
+    if tuple(x.shape[1:3]) != (size, size):
+        x = torch.from_numpy(np.stack([resize_rgb(img, size) for img in x.cpu().numpy()]))
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, size, size)
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s
