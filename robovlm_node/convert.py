@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -98,6 +99,23 @@ def frame_at_size(msg: Image | CompressedImage, size: int) -> np.ndarray:
         return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, size=size)
     except ImageError as exc:
         raise ImageConversionError(str(exc)) from exc
+
+
+def frames_at_size(msgs: list[Image | CompressedImage | None], size: int,
+                   pool: ThreadPoolExecutor) -> list[np.ndarray | ImageConversionError | None]:
+    """``frame_at_size`` for several cameras at once: all but the first on ``pool``'s threads (resizing and decoding
+    release the interpreter lock), so two cameras cost about one on an idle second core. Each entry is the frame,
+    the conversion error, or None for a None message."""
+    def one(msg):
+        if msg is None:
+            return None
+        try:
+            return frame_at_size(msg, size)
+        except ImageConversionError as exc:
+            return exc
+
+    futures = [pool.submit(one, m) for m in msgs[1:]]
+    return [one(msgs[0]), *(f.result() for f in futures)]
 
 
 def compressed_to_rgb(msg: CompressedImage, *, use_bridge: bool = True) -> np.ndarray:

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.safety import STOP_CAUSES as SAFETY_STOP_CAUSES
@@ -153,3 +153,45 @@ def period_jitter(times: list[float], period: float) -> tuple[float, float]:
 
 def _kv(values: dict) -> list[KeyValue]:
     return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+
+
+class NodeDiagnostics:
+    """The node's ``/diagnostics`` from its state; mixed into ``RoboVLMNode``."""
+
+    def diagnostics(self) -> list[DiagnosticStatus]:
+        """One status per input, one for the model, one for the control loop (robovlm_node.diagnostics)."""
+        now, s, name = self.now(), self.settings, self.get_name()
+        used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
+        required = set(self.required_inputs())
+        statuses = [m.status(now, node=name, used=used[k], required=k in required, timeout_s=s.input_timeout_s,
+                             active=self._active) for k, m in self.monitors.items()]
+        with self._lock:
+            text, refused_why, down = self._instruction, self._instruction_error, self._engine_down
+        statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,
+                                           source=self._instruction_source, changed_at=self._instruction_t, now=now,
+                                           active=self._active, refused=self.faults.get("instruction_refused", 0),
+                                           error=refused_why))
+        newest = self.scheduler.newest_stamp()
+        device_name = getattr(self.engine, "device_name", s.device)
+        statuses.append(model_status(node=name, engine=self.engine.name, device=s.device, device_name=device_name,
+                                     latency=self._infer_events, now=now, active=self._active,
+                                     fresh=newest is not None and now - newest <= s.chunk_timeout_s,
+                                     restarts=self.engine_restarts, errors=self.faults.get("inference_error", 0),
+                                     last_error=self._last_error, down=down, threads=s.engine_threads))
+        control = control_status(node=name, device_name=device_name, ticks=self._control_events,
+                                 target_hz=s.control_rate_hz, total_ticks=self.control_ticks, stops=self.stops,
+                                 scheduling=self.control_scheduling, now=now, active=self._active,
+                                 last_cause="clock_stalled" if self._clock_stalled else self._last_cause)
+        control.values += [KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
+                           KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
+                           *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())]]
+        statuses.append(control)
+        return statuses
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None or self.settings is None:
+            return
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = self.diagnostics()
+        self._diag_pub.publish(msg)

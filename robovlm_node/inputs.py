@@ -3,7 +3,7 @@
 Subscription callbacks run on the executor thread that also serves joint states and timers, so they only do O(1)
 work: check a frame's size from its header (``max_image_pixels``, refused before any decoding) and its header
 stamp, then keep the message. Decoding, colour conversion and resizing to the model's input size happen on the
-inference thread, once per frame the model actually uses (``camera_frame``), so only a few kB cross to the engine
+inference thread, once per frame the model actually uses (``camera_frames``, the cameras in parallel), so only a few kB cross to the engine
 process and a burst of large frames never delays a control tick or a joint state.
 
 Header stamps are checked against the node clock (``robovlm.runtime.timecheck.stamp_fault``): a frame older than
@@ -32,7 +32,7 @@ from .convert import (
     ImageConversionError,
     JointStateError,
     check_image_size,
-    frame_at_size,
+    frames_at_size,
     joint_state_vector,
 )
 
@@ -88,24 +88,34 @@ class NodeInputs:
                 self.monitors[which].fault(now, f"{fault}: header stamp {stamp:.3f}, node clock {now:.3f}")
         self._store(which, msg, now, stamp, fault)
 
-    def camera_frame(self, which: str, latest: Latest) -> np.ndarray | None:
-        """The frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message. A message that
-        cannot be decoded is counted, and dropped so the input reads as missing (the robot stops if it is
-        required); None then."""
-        cached = self._frames.get(which)
-        if cached is not None and cached[0] == latest.seq:
-            return cached[1]
-        try:
-            rgb = frame_at_size(latest.value, self.engine.config.image_size)
-        except (ImageConversionError, ValueError) as exc:
-            self._count("bad_image", f"{INPUT_LABELS[which]}: {exc}")
-            self.monitors[which].fault(self.now(), str(exc))
-            with self._lock:
-                if self._inputs.get(which) is latest:
-                    del self._inputs[which]
-            return None
-        self._frames[which] = (latest.seq, rgb)
-        return rgb
+    def camera_frames(self, latest: dict[str, Latest | None]) -> dict[str, np.ndarray | None]:
+        """Each camera's frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message, the
+        cameras in parallel (``frames_at_size``). A message that cannot be decoded is counted and dropped, so the
+        input reads as missing (the robot stops if it is required); its entry is None."""
+        out: dict[str, np.ndarray | None] = {}
+        todo = []
+        for which, item in latest.items():
+            cached = self._frames.get(which)
+            if item is None:
+                out[which] = None
+            elif cached is not None and cached[0] == item.seq:
+                out[which] = cached[1]
+            else:
+                todo.append(which)
+        results = frames_at_size([latest[w].value for w in todo], self.engine.config.image_size, self._prep_pool)
+        for which, result in zip(todo, results):
+            item = latest[which]
+            if isinstance(result, ImageConversionError):
+                self._count("bad_image", f"{INPUT_LABELS[which]}: {result}")
+                self.monitors[which].fault(self.now(), str(result))
+                with self._lock:
+                    if self._inputs.get(which) is item:
+                        del self._inputs[which]
+                out[which] = None
+            else:
+                self._frames[which] = (item.seq, result)
+                out[which] = result
+        return out
 
     # ----------------------------------------------------------------------------------------------- joints
     def _on_joint_state(self, msg: JointState) -> None:

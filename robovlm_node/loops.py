@@ -49,10 +49,9 @@ class NodeLoops:
                     self._count("no_instruction", "no instruction yet: set the 'instruction' parameter or publish one")
                 stop.wait(0.05)
                 continue
-            head_rgb = self.camera_frame("head", head)
-            hand_rgb = None
-            if hand is not None and hand.fault is None and now - hand.rx_time <= timeout:
-                hand_rgb = self.camera_frame("hand", hand)  # None if it cannot be decoded: the model's marker
+            use_hand = hand is not None and hand.fault is None and now - hand.rx_time <= timeout
+            frames = self.camera_frames({"head": head, "hand": hand if use_hand else None})
+            head_rgb, hand_rgb = frames["head"], frames["hand"]  # hand None: the model's missing-hand marker
             if head_rgb is None:
                 continue
             t0 = time.perf_counter()

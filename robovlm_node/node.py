@@ -2,7 +2,7 @@
 
 Files: parameters (``parameters.py``), inputs and the instruction (``inputs.py``), the inference, control and
 watchdog loops (``loops.py``), engine start and restart (``supervision.py``), diagnostics (``diagnostics.py``);
-this file holds the lifecycle, the diagnostics assembly and the entry point. Two loops, decoupled: the model refreshes
+this file holds the lifecycle and the entry point. Two loops, decoupled: the model refreshes
 the action chunk as fast as it can; the control loop publishes at ``control_rate_hz`` whatever the model's speed.
 
 Lifecycle (ros2/demos lifecycle_py, Nav2): parameters are validated and the checkpoint loaded on configure
@@ -21,11 +21,12 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -51,13 +52,7 @@ from robovlm.runtime.supervisor import RestartPolicy
 from robovlm.runtime.worker import EngineCancelled
 
 from .convert import make_twist
-from .diagnostics import (
-    STOP_CAUSES,
-    InputMonitor,
-    control_status,
-    instruction_status,
-    model_status,
-)
+from .diagnostics import STOP_CAUSES, InputMonitor, NodeDiagnostics
 from .inputs import INPUT_LABELS, Latest, NodeInputs
 from .loops import NodeLoops
 from .parameters import (
@@ -73,7 +68,7 @@ from .supervision import EngineSupervision
 CONTROL_SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound for the control thread (Python's default is 5 ms)
 
 
-class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, LifecycleNode):
+class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, LifecycleNode):
     def __init__(self, node_name: str = "robovlm", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         declare_parameters(self)  # ParameterError names every bad start-up value
@@ -86,6 +81,7 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, LifecycleNode):
         self._publish_lock = threading.Lock()  # no control command can follow the final zero
         self._inputs: dict[str, Latest] = {}
         self._frames: dict[str, tuple[int, np.ndarray]] = {}  # camera -> (seq, frame at the model's input size)
+        self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robovlm-frames")  # 2nd camera
         self._instruction = ""
         self._instruction_error: str | None = None  # why the last instruction was refused (robot stopped)
         self._epoch = 0  # bumped when the task changes (instruction, engine restart): older chunks are dropped
@@ -120,6 +116,12 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, LifecycleNode):
         self.control_ticks, self.stops = 0, dict.fromkeys(STOP_CAUSES, 0)
         self._last_cause: str | None = None
         self.engine_restarts, self._last_error = 0, ""
+
+    def destroy_node(self) -> None:
+        pool = getattr(self, "_prep_pool", None)  # absent when a bad start-up parameter ended __init__ early
+        if pool is not None:
+            pool.shutdown(wait=False)
+        super().destroy_node()
 
     # ----------------------------------------------------------------------------------------------- helpers
     def now(self) -> float:
@@ -327,45 +329,6 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, LifecycleNode):
         with self._lock:
             self._inputs.clear()
             self._frames.clear()
-
-    # ----------------------------------------------------------------------------------------------- diagnostics
-    def diagnostics(self) -> list[DiagnosticStatus]:
-        """One status per input, one for the model, one for the control loop (robovlm_node.diagnostics)."""
-        now, s, name = self.now(), self.settings, self.get_name()
-        used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
-        required = set(self.required_inputs())
-        statuses = [m.status(now, node=name, used=used[k], required=k in required, timeout_s=s.input_timeout_s,
-                             active=self._active) for k, m in self.monitors.items()]
-        with self._lock:
-            text, refused_why, down = self._instruction, self._instruction_error, self._engine_down
-        statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,
-                                           source=self._instruction_source, changed_at=self._instruction_t, now=now,
-                                           active=self._active, refused=self.faults.get("instruction_refused", 0),
-                                           error=refused_why))
-        newest = self.scheduler.newest_stamp()
-        device_name = getattr(self.engine, "device_name", s.device)
-        statuses.append(model_status(node=name, engine=self.engine.name, device=s.device, device_name=device_name,
-                                     latency=self._infer_events, now=now, active=self._active,
-                                     fresh=newest is not None and now - newest <= s.chunk_timeout_s,
-                                     restarts=self.engine_restarts, errors=self.faults.get("inference_error", 0),
-                                     last_error=self._last_error, down=down, threads=s.engine_threads))
-        control = control_status(node=name, device_name=device_name, ticks=self._control_events,
-                                 target_hz=s.control_rate_hz, total_ticks=self.control_ticks, stops=self.stops,
-                                 scheduling=self.control_scheduling, now=now, active=self._active,
-                                 last_cause="clock_stalled" if self._clock_stalled else self._last_cause)
-        control.values += [KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
-                           KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
-                           *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())]]
-        statuses.append(control)
-        return statuses
-
-    def _publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self.settings is None:
-            return
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = self.diagnostics()
-        self._diag_pub.publish(msg)
 
 
 def main(args: list[str] | None = None) -> int:

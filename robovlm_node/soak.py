@@ -167,8 +167,9 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None) -> 
         with obs._lock:
             n0, nz0 = len(obs.cmd_times), obs.nonzero
             first_sample = len(obs.diag_samples)
+        first_log = len(log_lines)
         t0 = time.monotonic()
-        with tqdm(total=int(duration), unit="s", desc=f"soak (load {load})", leave=False) as bar:
+        with tqdm(total=int(duration), unit="s", desc=f"soak (load {load})", leave=False, mininterval=10) as bar:
             while (elapsed := time.monotonic() - t0) < duration:
                 if node.poll() is not None:
                     raise RuntimeError("the node exited during the soak:\n" + "".join(log_lines[-30:]))
@@ -216,6 +217,10 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None) -> 
     if p50:
         print(f"  inference latency p50 {np.median(p50):.1f} ms, p99 {np.max(p99):.1f} ms "
               "(node diagnostics: median of the per-second p50, highest per-second p99)")
+    stale = [line.split("]: ", 1)[-1].split(" is ")[0] for line in log_lines[first_log:] if " is stale" in line]
+    if stale:
+        counts = {label: stale.count(label) for label in sorted(set(stale))}
+        print("  inputs that went stale during the measurement (node log): " + ", ".join(f"{k} {v}x" for k, v in counts.items()))
     for name, values in rss.items():
         v = np.array(values)
         if np.isfinite(v).any():
