@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -101,21 +100,15 @@ def frame_at_size(msg: Image | CompressedImage, size: int) -> np.ndarray:
         raise ImageConversionError(str(exc)) from exc
 
 
-def frames_at_size(msgs: list[Image | CompressedImage | None], size: int,
-                   pool: ThreadPoolExecutor) -> list[np.ndarray | ImageConversionError | None]:
-    """``frame_at_size`` for several cameras at once: all but the first on ``pool``'s threads (resizing and decoding
-    release the interpreter lock), so two cameras cost about one on an idle second core. Each entry is the frame,
-    the conversion error, or None for a None message."""
-    def one(msg):
-        if msg is None:
-            return None
+def frames_at_size(msgs: list[Image | CompressedImage], size: int) -> list[np.ndarray | ImageConversionError]:
+    """``frame_at_size`` for several cameras: each entry is the frame or the conversion error."""
+    out: list[np.ndarray | ImageConversionError] = []
+    for msg in msgs:
         try:
-            return frame_at_size(msg, size)
+            out.append(frame_at_size(msg, size))
         except ImageConversionError as exc:
-            return exc
-
-    futures = [pool.submit(one, m) for m in msgs[1:]]
-    return [one(msgs[0]), *(f.result() for f in futures)]
+            out.append(exc)
+    return out
 
 
 def compressed_to_rgb(msg: CompressedImage, *, use_bridge: bool = True) -> np.ndarray:

@@ -3,7 +3,7 @@
 Subscription callbacks run on the executor thread that also serves joint states and timers, so they only do O(1)
 work: check a frame's size from its header (``max_image_pixels``, refused before any decoding) and its header
 stamp, then keep the message. Decoding, colour conversion and resizing to the model's input size happen on the
-inference thread, once per frame the model actually uses (``camera_frames``, the cameras in parallel), so only a few kB cross to the engine
+inference thread, once per frame the model actually uses (``camera_frames``), so only a few kB cross to the engine
 process and a burst of large frames never delays a control tick or a joint state.
 
 Header stamps are checked against the node clock (``robovlm.runtime.timecheck.stamp_fault``): a frame older than
@@ -89,8 +89,8 @@ class NodeInputs:
         self._store(which, msg, now, stamp, fault)
 
     def camera_frames(self, latest: dict[str, Latest | None]) -> dict[str, np.ndarray | None]:
-        """Each camera's frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message, the
-        cameras in parallel (``frames_at_size``). A message that cannot be decoded is counted and dropped, so the
+        """Each camera's frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message
+        (``frames_at_size``). A message that cannot be decoded is counted and dropped, so the
         input reads as missing (the robot stops if it is required); its entry is None."""
         out: dict[str, np.ndarray | None] = {}
         todo = []
@@ -102,7 +102,7 @@ class NodeInputs:
                 out[which] = cached[1]
             else:
                 todo.append(which)
-        results = frames_at_size([latest[w].value for w in todo], self.engine.config.image_size, self._prep_pool)
+        results = frames_at_size([latest[w].value for w in todo], self.engine.config.image_size)
         for which, result in zip(todo, results):
             item = latest[which]
             if isinstance(result, ImageConversionError):

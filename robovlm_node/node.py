@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -81,7 +80,6 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._publish_lock = threading.Lock()  # no control command can follow the final zero
         self._inputs: dict[str, Latest] = {}
         self._frames: dict[str, tuple[int, np.ndarray]] = {}  # camera -> (seq, frame at the model's input size)
-        self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robovlm-frames")  # 2nd camera
         self._instruction = ""
         self._instruction_error: str | None = None  # why the last instruction was refused (robot stopped)
         self._epoch = 0  # bumped when the task changes (instruction, engine restart): older chunks are dropped
@@ -116,12 +114,6 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self.control_ticks, self.stops = 0, dict.fromkeys(STOP_CAUSES, 0)
         self._last_cause: str | None = None
         self.engine_restarts, self._last_error = 0, ""
-
-    def destroy_node(self) -> None:
-        pool = getattr(self, "_prep_pool", None)  # absent when a bad start-up parameter ended __init__ early
-        if pool is not None:
-            pool.shutdown(wait=False)
-        super().destroy_node()
 
     # ----------------------------------------------------------------------------------------------- helpers
     def now(self) -> float:
