@@ -188,6 +188,14 @@ class NodeDiagnostics:
         statuses.append(control)
         return statuses
 
+    def _diagnostics_loop(self, stop: threading.Event) -> None:
+        """Publish once a second of steady time until ``stop``; one failed round is logged, never fatal."""
+        while not stop.wait(1.0):
+            try:
+                self._publish_diagnostics()
+            except Exception as exc:  # e.g. the publisher destroyed during cleanup; the next round sees it gone
+                self.get_logger().debug(f"diagnostics round skipped: {exc}")
+
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.settings is None:
             return

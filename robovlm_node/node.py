@@ -27,7 +27,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
-from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -97,6 +96,8 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._thread: threading.Thread | None = None
         self._subs: list = []
         self._timers: list = []
+        self._diag_thread: threading.Thread | None = None
+        self._diag_stop = threading.Event()
         self._cmd_pub = None
         self._diag_pub = None
         self._control_thread: threading.Thread | None = None
@@ -227,8 +228,12 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(String, s.instruction_topic,
                                                    lambda m: self._set_instruction(m.data, source="topic"), latched))
-        # steady clock: diagnostics keep coming when a stalled /clock freezes node time
-        self._timers = [self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))]
+        # a thread on the steady clock, not a node-clock timer: diagnostics keep coming when a stalled /clock
+        # freezes node time
+        self._diag_stop = threading.Event()
+        self._diag_thread = threading.Thread(target=self._diagnostics_loop, args=(self._diag_stop,),
+                                             name="robovlm-diagnostics", daemon=True)
+        self._diag_thread.start()
         self.get_logger().info(f"configured: {engine.name} engine on {s.device}, model {s.model_path}, "
                                f"{s.control_rate_hz:g} Hz, chunk_mode {s.chunk_mode}, fields {s.action_fields}")
         return TransitionCallbackReturn.SUCCESS
@@ -308,6 +313,11 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
     def _release(self) -> None:
         for sub in self._subs:
             self.destroy_subscription(sub)
+        if self._diag_thread is not None:
+            self._diag_stop.set()
+            if self._diag_thread is not threading.current_thread():
+                self._diag_thread.join(timeout=2.0)
+            self._diag_thread = None
         for timer in self._timers:
             self.destroy_timer(timer)
         if self._cmd_pub is not None:
