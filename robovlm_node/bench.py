@@ -100,7 +100,7 @@ def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
     from robovlm.runtime.engine import limit_threads
     from robovlm.runtime.worker import EngineProcess
 
-    from .convert import frames_at_size, image_to_rgb
+    from .convert import frame_at_size, image_to_rgb
 
     limit_threads(1)
     engine = EngineProcess("torch", model, threads=1)
@@ -118,7 +118,7 @@ def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
                 m = msgs[label]
                 t0 = time.perf_counter()
                 if on_node:  # as the node's inference thread does
-                    head, hand = frames_at_size([m[i % 4], m[(i + 1) % 4]], size)
+                    head, hand = frame_at_size(m[i % 4], size), frame_at_size(m[(i + 1) % 4], size)
                 else:
                     head, hand = image_to_rgb(m[i % 4]), image_to_rgb(m[(i + 1) % 4])
                 engine.step(head, hand, state, "go around the box to the cup")

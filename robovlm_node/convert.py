@@ -100,17 +100,6 @@ def frame_at_size(msg: Image | CompressedImage, size: int) -> np.ndarray:
         raise ImageConversionError(str(exc)) from exc
 
 
-def frames_at_size(msgs: list[Image | CompressedImage], size: int) -> list[np.ndarray | ImageConversionError]:
-    """``frame_at_size`` for several cameras: each entry is the frame or the conversion error."""
-    out: list[np.ndarray | ImageConversionError] = []
-    for msg in msgs:
-        try:
-            out.append(frame_at_size(msg, size))
-        except ImageConversionError as exc:
-            out.append(exc)
-    return out
-
-
 def compressed_to_rgb(msg: CompressedImage, *, use_bridge: bool = True) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
     fmt = msg.format.lower()

@@ -32,7 +32,7 @@ from .convert import (
     ImageConversionError,
     JointStateError,
     check_image_size,
-    frames_at_size,
+    frame_at_size,
     joint_state_vector,
 )
 
@@ -73,15 +73,19 @@ class NodeInputs:
         fault = None
         if not s.use_receive_time:
             fault = stamp_fault(stamp, now, max_age_s=s.input_timeout_s, max_lead_s=s.max_stamp_lead_s)
-            offset = now - stamp
-            when = "unset (zero)" if stamp == 0 else \
-                f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
             for cause in STAMP_FAULTS:
-                self._transition(f"{cause}:{which}", fault == cause,
-                                 f"[{cause}] {INPUT_LABELS[which]} frames are stamped {when}; not used"
-                                 + (", robot stopped" if which in self.required_inputs() else "")
-                                 + " (use_receive_time:=true for a camera whose clock is not synchronised)",
-                                 f"{INPUT_LABELS[which]} stamps are sane again")
+                if not self._flipped(f"{cause}:{which}", fault == cause):
+                    continue
+                if fault != cause:
+                    self.get_logger().info(f"{INPUT_LABELS[which]} stamps are sane again")
+                    continue
+                offset = now - stamp
+                when = "unset (zero)" if stamp == 0 else \
+                    f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
+                self.get_logger().warning(
+                    f"[{cause}] {INPUT_LABELS[which]} frames are stamped {when}; not used"
+                    + (", robot stopped" if which in self.required_inputs() else "")
+                    + " (use_receive_time:=true for a camera whose clock is not synchronised)")
             if fault is not None:
                 self._count(fault, f"{INPUT_LABELS[which]} header stamp {stamp:.3f} vs node clock {now:.3f}",
                             log=False)
@@ -90,10 +94,9 @@ class NodeInputs:
 
     def camera_frames(self, latest: dict[str, Latest | None]) -> dict[str, np.ndarray | None]:
         """Each camera's frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message
-        (``frames_at_size``). A message that cannot be decoded is counted and dropped, so the
-        input reads as missing (the robot stops if it is required); its entry is None."""
+        (``frame_at_size``). A message that cannot be decoded is counted and dropped, so the input reads as missing
+        (the robot stops if it is required); its entry is None."""
         out: dict[str, np.ndarray | None] = {}
-        todo = []
         for which, item in latest.items():
             cached = self._frames.get(which)
             if item is None:
@@ -101,20 +104,17 @@ class NodeInputs:
             elif cached is not None and cached[0] == item.seq:
                 out[which] = cached[1]
             else:
-                todo.append(which)
-        results = frames_at_size([latest[w].value for w in todo], self.engine.config.image_size)
-        for which, result in zip(todo, results):
-            item = latest[which]
-            if isinstance(result, ImageConversionError):
-                self._count("bad_image", f"{INPUT_LABELS[which]}: {result}")
-                self.monitors[which].fault(self.now(), str(result))
-                with self._lock:
-                    if self._inputs.get(which) is item:
-                        del self._inputs[which]
-                out[which] = None
-            else:
-                self._frames[which] = (item.seq, result)
-                out[which] = result
+                try:
+                    out[which] = frame_at_size(item.value, self.engine.config.image_size)
+                except ImageConversionError as exc:
+                    self._count("bad_image", f"{INPUT_LABELS[which]}: {exc}")
+                    self.monitors[which].fault(self.now(), str(exc))
+                    with self._lock:
+                        if self._inputs.get(which) is item:
+                            del self._inputs[which]
+                    out[which] = None
+                    continue
+                self._frames[which] = (item.seq, out[which])
         return out
 
     # ----------------------------------------------------------------------------------------------- joints

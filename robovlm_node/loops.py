@@ -40,8 +40,8 @@ class NodeLoops:
                 st = self._inputs.get("state")
                 instruction, refused, epoch = self._instruction, self._instruction_error, self._epoch
             ages = self.input_ages(now)
-            if (head is None or head.seq == last_seq or head.fault is not None
-                    or any(a is None or a > timeout for a in ages.values()) or self.input_hold() is not None):
+            if (head is None or head.seq == last_seq or any(a is None or a > timeout for a in ages.values())
+                    or self.input_hold() is not None):  # input_hold: a stamp fault on a required camera (head too)
                 stop.wait(0.002)
                 continue
             if not instruction:
@@ -103,12 +103,16 @@ class NodeLoops:
             if not used[key]:
                 continue
             age = monitor.age(now)
+            stale = age is None or age > timeout
+            if not self._flipped(f"stale:{key}", stale):
+                continue
+            if not stale:
+                self.get_logger().info(f"{monitor.label} on {monitor.topic} is back")
+                continue
             what = "required: robot stopped" if key in required else "not required: the model runs on its " \
                                                                       "missing-input marker"
-            self._transition(f"stale:{key}", age is None or age > timeout,
-                             f"{monitor.label} on {monitor.topic} is " + ("not publishing" if age is None else
-                                                                          f"stale ({age:.2f} s)") + f" ({what})",
-                             f"{monitor.label} on {monitor.topic} is back")
+            self.get_logger().warning(f"{monitor.label} on {monitor.topic} is " + (
+                "not publishing" if age is None else f"stale ({age:.2f} s)") + f" ({what})")
 
     # ----------------------------------------------------------------------------------------------- control
     def hold_cause(self) -> str | None:

@@ -95,7 +95,6 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subs: list = []
-        self._timers: list = []
         self._diag_thread: threading.Thread | None = None
         self._diag_stop = threading.Event()
         self._cmd_pub = None
@@ -134,14 +133,16 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             else:
                 self.get_logger().warning(text)
 
-    def _transition(self, key: str, active: bool, on_message: str, off_message: str) -> None:
-        """Log a condition once when it begins (warning) and once when it ends (info)."""
-        if active and key not in self._transitions:
+    def _flipped(self, key: str, active: bool) -> bool:
+        """Whether a condition just began or ended; the caller logs it once each way (and builds the message only
+        then: these checks run per frame and per watchdog tick)."""
+        if active == (key in self._transitions):
+            return False
+        if active:
             self._transitions.add(key)
-            self.get_logger().warning(on_message)
-        elif not active and key in self._transitions:
+        else:
             self._transitions.discard(key)
-            self.get_logger().info(off_message)
+        return True
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -318,13 +319,11 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             if self._diag_thread is not threading.current_thread():
                 self._diag_thread.join(timeout=2.0)
             self._diag_thread = None
-        for timer in self._timers:
-            self.destroy_timer(timer)
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
-        self._subs, self._timers, self._cmd_pub, self._diag_pub = [], [], None, None
+        self._subs, self._cmd_pub, self._diag_pub = [], None, None
         if self.engine is not None and hasattr(self.engine, "close"):
             self.engine.close()
         self.engine, self.settings, self._tokenizer = None, None, None

@@ -192,10 +192,10 @@ def decode_image(msg: BagMessage, size: int | None = None) -> np.ndarray:
     """A camera message (Image or CompressedImage) -> (H, W, 3) uint8 RGB, resized to (size, size) if given."""
     d = deserialize(msg)
     try:
-        if is_compressed(msg.msgtype):
-            rgb = decode_compressed_image(d.format, np.asarray(d.data, dtype=np.uint8))
-        else:
-            rgb = decode_raw_image(d.encoding, d.height, d.width, d.step, np.asarray(d.data, dtype=np.uint8))
+        if not is_compressed(msg.msgtype):  # resized from the buffer, as the node does (no full-size copy)
+            return decode_raw_image(d.encoding, d.height, d.width, d.step, np.asarray(d.data, dtype=np.uint8),
+                                    size=size)
+        rgb = decode_compressed_image(d.format, np.asarray(d.data, dtype=np.uint8))
     except ImageError as exc:
         raise BagError(f"bad image on {msg.topic} at {msg.timestamp_ns} ns: {exc}") from exc
     return resize_rgb(rgb, size) if size else rgb
