@@ -55,6 +55,9 @@ setup(
         "h5py>=3.9",
         "rosbags>=0.10",
         "opencv-python-headless>=4.8",
+        # engine:=onnxruntime and `robovlm export` (CPU execution provider; the gpu extra has CUDA and TensorRT)
+        "onnxruntime>=1.17",
+        "onnx>=1.15",
     ],
     extras_require={
         # ROS 2 (Kilted) core from PyPI wheels, for machines without a ROS install; on a ROS install the system
@@ -62,6 +65,9 @@ setup(
         "ros": ROS,
         # The MuJoCo simulator (headless rendering needs Debian's libosmesa6; `make install` adds it).
         "sim": ["mujoco>=3.2"],
+        # CUDA and TensorRT execution providers. onnxruntime-gpu installs the same `onnxruntime` module as the CPU
+        # package: on a GPU machine remove the CPU one afterwards (README, "GPU").
+        "gpu": ["onnxruntime-gpu>=1.17"],
         "dev": ["pytest>=8", "colcon-common-extensions>=0.3"],
     },
     entry_points={"console_scripts": [

@@ -1,5 +1,5 @@
-"""``robovlm`` command line: info, init-checkpoint, import-robovlms-config, make-bag, inspect-bag, replay, collect-sim,
-train, eval-sim, demo."""
+"""``robovlm`` command line: info, init-checkpoint, import-robovlms-config, export, make-bag, inspect-bag, replay,
+collect-sim, train, eval-sim, demo."""
 
 from __future__ import annotations
 
@@ -129,6 +129,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     save_config(cfg, args.dst)
     print(report.format())
     print(f"wrote {args.dst}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    report = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, opset=args.opset,
+                               parity_steps=args.parity_steps)
+    print(f"wrote {Path(args.out) / 'onnx'} ({args.dtype}, opset {args.opset}); parity against torch "
+          f"({report['provider']}):")
+    for name, diff in report["graphs_max_abs_diff"].items():
+        print(f"  {name:<12} max abs diff {diff:.3g}")
+    print(f"  end to end   max abs diff {report['end_to_end_max_abs_diff_physical']:.3g} (action chunk, physical "
+          f"units, {report['end_to_end_steps']} steps)")
+    print(f"run it: robovlm_node --ros-args -p model_path:={args.out} -p engine:=onnxruntime")
     return 0
 
 
@@ -275,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clip-path", help="local directory of a CLIP text encoder (needed when use_clip_norm)")
     s.set_defaults(func=cmd_import)
 
+    s = sub.add_parser("export", help="add ONNX graphs of the streaming step to a checkpoint (engine onnxruntime)")
+    s.add_argument("checkpoint", metavar="CHECKPOINT")
+    s.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write (may be CHECKPOINT)")
+    s.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    s.add_argument("--opset", type=int, default=17)
+    s.add_argument("--parity-steps", type=int, default=20, help="control steps compared with torch after export")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("make-bag", help="turn one HDF5 teleop episode into a rosbag2 for replay")
     s.add_argument("episode", metavar="EPISODE.h5")
     s.add_argument("out_bag", metavar="OUT_BAG")
@@ -349,12 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     from .data.bag import BagError
     from .data.hdf5 import EpisodeError
     from .data.roles import RoleError
+    from .export import ExportError
     from .model.policy import CheckpointError
     from .resources import ResourceNotFound
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError, RoleError, ResourceNotFound) as exc:
+    except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError, RoleError, ResourceNotFound,
+            ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

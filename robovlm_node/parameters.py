@@ -22,7 +22,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from robovlm.data.roles import NODE_TOPICS
-from robovlm.runtime.engine import ENGINES
+from robovlm.runtime.engine import DTYPES, ENGINES
 from robovlm.runtime.scheduler import MODES
 
 from .convert import TWIST_FIELDS
@@ -53,6 +53,12 @@ PARAMETERS: dict[str, Spec] = {
     "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json)"),
     "device": Spec(T.STRING, "cpu", "cpu | cuda"),
     "engine": Spec(T.STRING, "torch", f"inference engine: {' | '.join(ENGINES)}"),
+    "dtype": Spec(T.STRING, "float32", f"torch engine precision: {' | '.join(DTYPES)} (weights cast once at load); "
+                                       "an ONNX export's precision is chosen at export"),
+    "onnx_tensorrt": Spec(T.BOOL, False, "onnxruntime on cuda: TensorRT execution provider first (CUDA for what it "
+                                         "cannot run)"),
+    "onnx_cache_dir": Spec(T.STRING, "", "directory for TensorRT engine caches (empty: no cache; building the "
+                                         "engines then takes minutes at every configure)"),
     "engine_process": Spec(T.BOOL, True, "run the model in its own process (keeps the control loop's timing and "
                                          "survives model crashes); false: a thread in this process"),
     "instruction": Spec(T.STRING, "", "language instruction; may change at runtime (also settable on "
@@ -209,6 +215,9 @@ class Settings:
     model_path: str
     device: str
     engine: str
+    dtype: str
+    onnx_tensorrt: bool
+    onnx_cache_dir: str
     engine_process: bool
     instruction: str
     engine_threads: int
@@ -251,6 +260,13 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
         raise ParameterError(f"parameter 'device' must be 'cpu' or 'cuda', got {v['device']!r}")
     if v["engine"] not in ENGINES:
         raise ParameterError(f"parameter 'engine' must be one of {list(ENGINES)}, got {v['engine']!r}")
+    if v["dtype"] not in DTYPES:
+        raise ParameterError(f"parameter 'dtype' must be one of {list(DTYPES)}, got {v['dtype']!r}")
+    if v["engine"] == "onnxruntime" and v["dtype"] != "float32":
+        raise ParameterError(f"parameter 'dtype' ({v['dtype']}) applies to the torch engine; an ONNX export's "
+                             "precision is chosen when exporting (robovlm export --dtype fp16)")
+    if v["onnx_tensorrt"] and (v["engine"] != "onnxruntime" or v["device"] != "cuda"):
+        raise ParameterError("parameter 'onnx_tensorrt' needs engine 'onnxruntime' and device 'cuda'")
     if v["chunk_mode"] not in MODES:
         raise ParameterError(f"parameter 'chunk_mode' must be one of {list(MODES)}, got {v['chunk_mode']!r}")
     for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):

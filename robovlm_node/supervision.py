@@ -27,11 +27,14 @@ class EngineSupervision:
 
     def _build_engine(self, s: Settings):
         """The configured engine; ``EngineCancelled`` when shutdown was requested during loading."""
+        options = {"dtype": s.dtype, "tensorrt": s.onnx_tensorrt, "trt_cache_dir": s.onnx_cache_dir or None}
         if s.engine_process:
             return EngineProcess(s.engine, s.model_path, device=s.device, threads=s.engine_threads,
-                                 step_timeout_s=s.engine_step_timeout_s, cancel=self.shutdown_requested)
+                                 step_timeout_s=s.engine_step_timeout_s, cancel=self.shutdown_requested,
+                                 start_timeout_s=900.0 if s.onnx_tensorrt else 180.0,  # TensorRT builds engines
+                                 **options)
         limit_threads(s.engine_threads)
-        return build_engine(s.engine, s.model_path, device=s.device)
+        return build_engine(s.engine, s.model_path, device=s.device, **options)
 
     def _recover_engine(self, error: Exception, stop: threading.Event) -> bool:
         """The engine process died or hung: stop the robot, restart it after the policy's delay. False when the loop

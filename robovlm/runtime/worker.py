@@ -42,16 +42,17 @@ class EngineCancelled(EngineError):
     """Start-up was abandoned because the caller asked (SIGTERM during configure)."""
 
 
-def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: int) -> None:
+def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: int, options: dict) -> None:
     if nice:
         os.nice(nice)
     limit_threads(threads)
     try:
-        engine = build_engine(name, checkpoint, device=device)
+        engine = build_engine(name, checkpoint, device=device, **options)
     except Exception as exc:  # reported to the parent, which fails configure with this text
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"name": engine.name, "device_name": engine.device_name, "config": engine.config.to_dict(), "stats": asdict(engine.stats)}))
+    conn.send(("ready", {"name": engine.name, "device_name": engine.device_name, "config": engine.config.to_dict(),
+                         "stats": asdict(engine.stats)}))
     while True:
         try:
             msg = conn.recv()
@@ -77,12 +78,13 @@ class EngineProcess(EngineBase):
 
     def __init__(self, name: str, checkpoint: str | Path, *, device: str = "cpu", threads: int = 1, nice: int = 0,
                  start_timeout_s: float = 180.0, step_timeout_s: float = 30.0,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, **options: Any) -> None:
         """``nice``: added to the child's niceness (0: same priority as the node); ``step_timeout_s``: a step that
-        takes longer means the process hung, and it is killed; ``cancel``: set it to abandon start-up at once."""
+        takes longer means the process hung, and it is killed; ``cancel``: set it to abandon start-up at once;
+        ``options``: ``build_engine``'s (dtype, tensorrt, trt_cache_dir, warm_up)."""
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, name, str(checkpoint), device, nice, threads),
+        self._proc = ctx.Process(target=_serve, args=(child, name, str(checkpoint), device, nice, threads, options),
                                  name="robovlm-engine", daemon=True)
         self._proc.start()
         child.close()

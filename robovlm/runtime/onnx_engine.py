@@ -1,0 +1,198 @@
+"""ONNX Runtime engine: the four graphs of ``robovlm export`` behind the same interface as ``TorchEngine``.
+
+Same streaming semantics as ``RoboVLM.step``: a new instruction runs the ``instruction`` graph once and clears the
+window; every step encodes only the new frame (``vision``), runs the language model on the frame's tokens over the
+cached instruction (``frame``) and the window head on the features so far (``window``).
+
+IO binding: the instruction's keys and values, its hidden states and mask stay on the execution device as
+``OrtValue``s between steps, and the vision tokens go from the ``vision`` graph to the ``frame`` graph without
+leaving it; only the frame's feature (D floats) and the chunk come back to the host.
+
+Providers follow ``device``: ``cpu`` -> CPU; ``cuda`` -> CUDA (TensorRT first when ``tensorrt``). A provider that
+is not available is an ``EngineError`` naming what is missing, never a silent fallback to the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, RoboVLMConfig
+from ..data.stats import NormStats, StatsError
+from ..model.policy import MissingInputError
+from ..model.tokenizer import checkpoint_tokenizer, count_instruction_tokens
+from .engine import EngineBase, EngineError, cpu_name
+from .preprocess import to_pixels
+
+log = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+GRAPHS = ("vision", "instruction", "frame", "window")
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: bool) -> list:
+    """Execution providers for ``device``; raises ``EngineError`` when this onnxruntime build lacks one."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        if tensorrt:
+            raise EngineError("onnx_tensorrt needs device 'cuda' (TensorRT runs on the GPU)")
+        return ["CPUExecutionProvider"]
+    if device != "cuda":
+        raise EngineError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if "CUDAExecutionProvider" not in available:
+        raise EngineError(f"device 'cuda' needs onnxruntime's CUDA execution provider; this onnxruntime "
+                          f"{ort.__version__} offers {available} (install the gpu extra: pip install "
+                          "'robovlm[gpu]', which brings onnxruntime-gpu, and the CUDA 12 runtime)")
+    providers: list = [("CUDAExecutionProvider", {"device_id": 0})]
+    if tensorrt:
+        if "TensorrtExecutionProvider" not in available:
+            raise EngineError(f"onnx_tensorrt needs onnxruntime's TensorRT execution provider; this onnxruntime "
+                              f"{ort.__version__} offers {available} (onnxruntime-gpu with TensorRT 10 libraries)")
+        options = {"device_id": 0, "trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            options["trt_engine_cache_path"] = str(cache_dir)
+        providers.insert(0, ("TensorrtExecutionProvider", options))
+    return providers
+
+
+class OnnxEngine(EngineBase):
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", tensorrt: bool = False,
+                 trt_cache_dir: str | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(checkpoint)
+        onnx_dir = path / ONNX_DIR
+        if not (onnx_dir / "manifest.json").is_file():
+            raise EngineError(f"{path} has no ONNX export ({onnx_dir / 'manifest.json'} is missing); write one with "
+                              f"`robovlm export {path} --out DIR` and point model_path at DIR")
+        try:
+            manifest = json.loads((onnx_dir / "manifest.json").read_text())
+            doc = json.loads((path / "config.json").read_text())
+            self.config = RoboVLMConfig.from_dict(doc["model"])
+            self.stats = NormStats.load(path / "stats.json")
+        except (OSError, KeyError, json.JSONDecodeError, ConfigError, StatsError) as exc:
+            raise EngineError(f"{path}: cannot read the checkpoint's config, stats or ONNX manifest: {exc}") from exc
+        self.tokenizer = checkpoint_tokenizer(self.config.backbone.tokenizer, self.config.backbone.path, path)
+        self.window_size = int(manifest["window_size"])
+        self.dtype = manifest["dtype"]
+        providers = providers_for(device, tensorrt=tensorrt, cache_dir=trt_cache_dir, fp16=self.dtype == "fp16")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self.sessions = {}
+        for name in GRAPHS:
+            file = onnx_dir / manifest["graphs"][name]["file"]
+            if not file.is_file():
+                raise EngineError(f"{path}: the ONNX export is incomplete, {file} is missing")
+            try:
+                session = ort.InferenceSession(str(file), sess_options=opts, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+                raise EngineError(f"{file}: onnxruntime cannot load it: {exc}") from exc
+            wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+            if session.get_providers()[0] != wanted:
+                raise EngineError(f"{file}: onnxruntime fell back to {session.get_providers()} instead of {wanted}")
+            self.sessions[name] = session
+        self.inputs = {n: {i.name: i for i in s.get_inputs()} for n, s in self.sessions.items()}
+        self.float_type = _ORT_TYPES[self.inputs["vision"]["pixels"].type]
+        self.ort_device = "cuda" if device == "cuda" else "cpu"
+        self.name = "onnxruntime" + ("+tensorrt" if tensorrt else "")
+        self.device_name = _device_name(device, opts.intra_op_num_threads)
+        self.reset()
+
+    # ----------------------------------------------------------------------------------------------- streaming
+    def reset(self) -> None:
+        self._window: deque[np.ndarray] = deque(maxlen=self.window_size)
+        self._prefix: dict | None = None
+
+    def _ortvalue(self, array: np.ndarray):
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.ort_device, 0)
+
+    def _encode_instruction(self, instruction: str) -> None:
+        cfg = self.config
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise MissingInputError(f"instruction must be a non-empty string, got {instruction!r}")
+        text = instruction.strip()
+        count_instruction_tokens(self.tokenizer, text, cfg.backbone.max_instruction_tokens)
+        ids = np.asarray([self.tokenizer.encode_text(cfg.backbone.prompt.format(instruction=text))], dtype=np.int64)
+        mask = np.ones_like(ids)
+        binding = self.sessions["instruction"].io_binding()
+        binding.bind_ortvalue_input("ids", self._ortvalue(ids))
+        mask_value = self._ortvalue(mask)
+        binding.bind_ortvalue_input("mask", mask_value)
+        for out in ("hidden", "past"):
+            binding.bind_output(out, self.ort_device)
+        self.sessions["instruction"].run_with_iobinding(binding)
+        hidden, past = binding.get_outputs()
+        self._window.clear()
+        self._prefix = {"instruction": instruction, "mask": mask_value, "hidden": hidden, "past": past}
+
+    def _pixels(self, rgb: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        return to_pixels(rgb, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std).numpy()  # (1, 3, S, S)
+
+    def step(self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None,
+             instruction: str) -> np.ndarray:
+        """RGB uint8 (H, W, 3) frames, raw joint state (S,) -> (n, A) actions in physical units."""
+        cfg = self.config
+        if self._prefix is None or self._prefix["instruction"] != instruction:
+            self._encode_instruction(instruction)
+        hand_ok = hand_rgb is not None and cfg.use_hand_rgb
+        if cfg.use_hand_rgb and not hand_ok and cfg.missing_hand == "error":
+            raise MissingInputError("a frame has no hand-camera image and missing_hand is 'error'")
+        if cfg.use_state and state is None:
+            raise ValueError("the model uses the joint state but none was given")
+        images = [self._pixels(head_rgb)] + ([self._pixels(hand_rgb)] if hand_ok else [])
+        pixels = np.concatenate(images).astype(self.float_type)  # (C', 3, S, S)
+        camera = np.arange(len(images), dtype=np.int64)
+        vision = self.sessions["vision"].io_binding()
+        vision.bind_ortvalue_input("pixels", self._ortvalue(pixels))
+        vision.bind_ortvalue_input("camera", self._ortvalue(camera))
+        vision.bind_output("tokens", self.ort_device)
+        self.sessions["vision"].run_with_iobinding(vision)
+        tokens = vision.get_outputs()[0]  # (C', Nt, D) on the device
+        if cfg.use_hand_rgb and not hand_ok:  # the hand rows are replaced by the marker: any values do
+            head = tokens.numpy()
+            tokens = self._ortvalue(np.concatenate([head, np.zeros_like(head)]))
+
+        frame = self.sessions["frame"].io_binding()
+        frame.bind_ortvalue_input("vision_tokens", tokens)
+        if cfg.use_hand_rgb:
+            frame.bind_ortvalue_input("hand_valid", self._ortvalue(np.asarray([hand_ok])))
+        if cfg.use_state:
+            st = self.stats.normalize_state(np.asarray(state, dtype=np.float32))[None].astype(self.float_type)
+            frame.bind_ortvalue_input("state", self._ortvalue(st))
+        p = self._prefix
+        frame.bind_ortvalue_input("past", p["past"])
+        frame.bind_ortvalue_input("prefix_mask", p["mask"])
+        if "prefix_hidden" in self.inputs["frame"]:
+            frame.bind_ortvalue_input("prefix_hidden", p["hidden"])
+        frame.bind_output("feature", "cpu")
+        self.sessions["frame"].run_with_iobinding(frame)
+        self._window.append(frame.get_outputs()[0].numpy()[0])  # (D,)
+
+        t = len(self._window)
+        feats = np.zeros((1, self.window_size, self._window[0].shape[0]), dtype=self.float_type)
+        feats[0, :t] = np.stack(self._window)
+        chunk = self.sessions["window"].run(["chunk"], {"feats": feats, "last": np.asarray([t - 1], np.int64)})[0]
+        return self.stats.unnormalize_action(chunk[0].astype(np.float32))  # (n, A)
+
+
+def _device_name(device: str, threads: int) -> str:
+    if device == "cuda" and torch.cuda.is_available():
+        return f"cuda:0 {torch.cuda.get_device_name(0)}"
+    if device == "cuda":
+        return "cuda:0 (onnxruntime CUDA execution provider)"
+    return f"cpu {cpu_name()} ({threads} threads)"
