@@ -197,14 +197,16 @@ def parity_report(out: Path, model: RoboVLM, samples: dict, *, steps: int) -> di
     import onnxruntime as ort
 
     from .runtime.engine import TorchEngine
-    from .runtime.onnx_engine import OnnxEngine
+    from .runtime.onnx_engine import OnnxEngine, session_options
 
     modules = graph_modules(model)
     other = sample_inputs(model, batch=2, instructions=["go left", "go right around the box to the cup"], window=2,
                           seed=1)
     per_graph: dict[str, float] = {}
     for name in GRAPHS:
-        session = ort.InferenceSession(str(out / ONNX_DIR / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        opts = session_options(torch.get_num_threads(), fp16_on_cpu=model.action_token.dtype == torch.float16)
+        session = ort.InferenceSession(str(out / ONNX_DIR / f"{name}.onnx"), sess_options=opts,
+                                       providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         worst = 0.0
         for example in (samples[name], other[name]):
@@ -215,7 +217,8 @@ def parity_report(out: Path, model: RoboVLM, samples: dict, *, steps: int) -> di
             worst = max(worst, *(float(np.abs(g.astype(np.float64) - r.double().numpy()).max())
                                  for g, r in zip(got, ref)))
         per_graph[name] = worst
-    engine, reference = OnnxEngine(out, device="cpu"), TorchEngine.from_model(model, dtype=_TORCH_DTYPE[model.action_token.dtype])
+    engine = OnnxEngine(out, device="cpu")
+    reference = TorchEngine.from_model(model, dtype=_TORCH_DTYPE[model.action_token.dtype])
     torch_diff = 0.0
     for step, (head, hand, state, instruction) in enumerate(streaming_inputs(model.config, steps)):
         want = reference.step(head, hand, state, instruction)

@@ -64,6 +64,24 @@ def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: b
     return providers
 
 
+def session_options(threads: int, *, fp16_on_cpu: bool = False):
+    """One session's options: ``threads`` intra-op threads, sequential execution.
+
+    ``fp16_on_cpu``: onnxruntime 1.32's CPU provider crashes (SIGSEGV in session creation) on fp16 graphs with
+    attention when every optimisation is on (measured on the frame and window graphs with fusion modules); the
+    extended level, without the CPU layout transformations, loads them. fp16 is meant for the GPU providers."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    if fp16_on_cpu:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return opts
+
+
 class OnnxEngine(EngineBase):
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu", tensorrt: bool = False,
                  trt_cache_dir: str | None = None, threads: int | None = None) -> None:
@@ -85,11 +103,7 @@ class OnnxEngine(EngineBase):
         self.window_size = int(manifest["window_size"])
         self.dtype = manifest["dtype"]
         providers = providers_for(device, tensorrt=tensorrt, cache_dir=trt_cache_dir, fp16=self.dtype == "fp16")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
+        opts = session_options(threads or torch.get_num_threads(), fp16_on_cpu=device == "cpu" and self.dtype == "fp16")
         self.sessions = {}
         for name in GRAPHS:
             file = onnx_dir / manifest["graphs"][name]["file"]
