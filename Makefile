@@ -28,6 +28,7 @@ test: install
 
 bench: install
 	$(PY) -m robovlm.bench
+	$(PY) -m robovlm.bench_engines
 	$(PY) -m robovlm_node.bench
 
 # The node for DURATION seconds (default 10 minutes) on two 640x480 cameras at 30 Hz, beside LOAD CPU-bound jobs.
