@@ -165,7 +165,11 @@ def test_a_stale_required_input_is_an_error_and_counts_as_stopped(checkpoint, ha
     ({"action_fields": ["linear.x", "linear.q"]}, "'action_fields'"),
     ({"action_fields": ["linear.x", "linear.y", "angular.z"], "max_velocity": [1.0]}, "predicts 2 action"),
     ({"state_joints": ["a", "b"]}, "'state_joints'"),
-    ({"engine": "onnxruntime"}, "'engine'"),
+    ({"engine": "tensorrt"}, "'engine'"),
+    ({"engine": "onnxruntime"}, "no ONNX export"),  # a torch-only checkpoint: the fix is named
+    ({"dtype": "int8"}, "'dtype'"),
+    ({"engine": "onnxruntime", "dtype": "bfloat16"}, "'dtype'"),
+    ({"onnx_tensorrt": True}, "'onnx_tensorrt'"),
     ({"device": "tpu"}, "'device'"),
     ({"instruction": "z" * 129}, "instruction has 129 tokens, more than max_instruction_tokens=128"),
     ({"instruction": "z" * 100_000}, "longer than max_instruction_tokens=128 tokens can hold"),
