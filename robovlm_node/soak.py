@@ -136,11 +136,12 @@ def _counts(diag: dict[str, str]) -> tuple[int, dict[str, int]]:
     return ticks, stops
 
 
-def soak(duration: float, load: int, model: str, engine_threads: int | None) -> int:
+def soak(duration: float, load: int, model: str, engine_threads: int | None, engine: str = "torch") -> int:
     stats = NormStats.load(Path(model) / "stats.json")
     cmd = [sys.executable, "-m", "robovlm_node.node", "--ros-args", "-r", f"__node:={NODE_NAME}",
            "--params-file", str(find_resource("config", "robovlm.yaml")),
            "-p", f"model_path:={model}", "-p", "autostart:=true", "-p", "instruction:=go around the box to the cup"]
+    cmd += ["-p", f"engine:={engine}"]
     if engine_threads is not None:
         cmd += ["-p", f"engine_threads:={engine_threads}"]
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]  # CPU-bound jobs
@@ -204,7 +205,7 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None) -> 
     p50 = [float(s["model/inference_latency_p50_ms"]) for s in samples if "model/inference_latency_p50_ms" in s]
     p99 = [float(s["model/inference_latency_p99_ms"]) for s in samples if "model/inference_latency_p99_ms" in s]
     threads = samples[-1].get("model/engine_threads", "?") if samples else "?"
-    print(f"\nsoak: {duration:g} s after {WARMUP_S:g} s warm-up, {Path(model).name} checkpoint, engine_threads "
+    print(f"\nsoak: {duration:g} s after {WARMUP_S:g} s warm-up, {Path(model).name} checkpoint, {engine} engine, engine_threads "
           f"{threads}, two 640x480 cameras at 30 Hz + joint states at 50 Hz, {load} CPU-bound process(es) beside "
           f"the node, {os.cpu_count()} CPUs")
     print(f"  commands: {len(times)} ({len(times) / (t1 - t0):.2f} Hz), {nonzero} non-zero; longest gap "
@@ -235,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=int, default=0, help="CPU-bound processes to run beside the node (default 0)")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the demo checkpoint)")
     p.add_argument("--engine-threads", type=int, default=None, help="override the node's engine_threads")
+    p.add_argument("--engine", default="torch", help="torch | onnxruntime (--model from `robovlm export`)")
     args = p.parse_args(argv)
     model = args.model or str(find_resource("models", "demo"))
-    return soak(args.duration, args.load, model, args.engine_threads)
+    return soak(args.duration, args.load, model, args.engine_threads, args.engine)
 
 
 if __name__ == "__main__":
