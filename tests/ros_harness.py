@@ -74,13 +74,19 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=self.context)  # see robovlm_node.node.main
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinning = threading.Event()
+        self._spinning.set()
+        self._spin = threading.Thread(target=self._spin_until_closed, daemon=True)
         self._spin.start()
         rng = np.random.default_rng(0)
         self.frames = [rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8) for _ in range(4)]
         self._feeding = threading.Event()
         self._feeder: threading.Thread | None = None
         self.joint_names = [f"joint_{i}" for i in range(6)]
+
+    def _spin_until_closed(self) -> None:
+        while self._spinning.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def _on_cmd(self, msg: Twist | TwistStamped) -> None:
         """Record (time, [vx, vy]); time is the header stamp for TwistStamped, else the local receive time."""
@@ -141,6 +147,10 @@ class Harness:
             self.node.trigger_shutdown()
         except Exception:  # already finalized, or mid-transition in a test that failed: nothing left to stop
             pass
+        # The spin thread ends before the executor goes: Executor.shutdown() from another thread while it spins
+        # can destroy its guard condition under a running handler (an AttributeError in the spin thread).
+        self._spinning.clear()
+        self._spin.join(timeout=5.0)
         self.executor.shutdown()
         self.node.destroy_node()
         self.peer.destroy_node()
