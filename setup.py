@@ -58,6 +58,8 @@ setup(
         # engine:=onnxruntime and `robovlm export` (CPU execution provider; the gpu extra has CUDA and TensorRT)
         "onnxruntime>=1.17",
         "onnx>=1.15",
+        # train_setup.lora (adapters on the backbone)
+        "peft>=0.13",
     ],
     extras_require={
         # ROS 2 (Kilted) core from PyPI wheels, for machines without a ROS install; on a ROS install the system

@@ -240,8 +240,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.roles import TopicMap
     from .train import TrainSettings, train
 
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             eval_every=args.eval_every, warmup_steps=args.warmup_steps)
+    extra = {"action_fields": tuple(f.strip() for f in args.action_fields.split(","))} if args.action_fields else {}
+    try:
+        settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                 eval_every=args.eval_every, warmup_steps=args.warmup_steps, **extra)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     m = train(args.config, args.data, args.out, settings, resume=args.resume, device=args.device,
               topics=TopicMap.from_flags(args.topic), joint_names=_joints(args.joints))
     print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
@@ -336,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="checkpoint directory")
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
+    s.add_argument("--action-fields", metavar="FIELD,FIELD",
+                   help=f"Twist fields the model predicts, in order (default: {','.join(d.action_fields)}; the "
+                        "config's action_dim must match)")
     s.add_argument("--steps", type=int, default=d.steps)
     s.add_argument("--batch-size", type=int, default=d.batch_size)
     s.add_argument("--lr", type=float, default=d.lr)

@@ -21,7 +21,9 @@ __all__ = [
     "ClipTextConfig",
     "ConfigError",
     "FusionConfig",
+    "LoraConfig",
     "RoboVLMConfig",
+    "TrainSetupConfig",
     "VisionResamplerConfig",
     "load_config",
     "save_config",
@@ -179,6 +181,54 @@ class FusionConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (``peft``) on the backbone's attention projections; the base weights stay frozen and the
+    adapters are merged into them when a checkpoint is saved, so inference needs neither peft nor adapters."""
+
+    r: int = 8
+    """Rank of each adapter."""
+    alpha: int = 16
+    """Scaling numerator: the update is ``alpha / r * B @ A``."""
+    dropout: float = 0.05
+    """Dropout on the adapter input, in [0, 1)."""
+    target_modules: list[str] | None = None
+    """Linear layers to adapt, by name suffix; None: the backbone's attention projections (Kosmos-2
+    ``q_proj, k_proj, v_proj, out_proj``; Gemma and SigLIP ``q_proj, k_proj, v_proj, o_proj/out_proj``)."""
+    vision: bool = False
+    """Also adapt the vision encoder (otherwise only the language model)."""
+
+    def __post_init__(self) -> None:
+        _positive_int(self.r, "train_setup.lora.r")
+        _check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "train_setup.lora.alpha",
+               f"must be positive, got {self.alpha!r}")
+        _check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0, "train_setup.lora.dropout",
+               f"must be in [0, 1), got {self.dropout!r}")
+        _check(self.target_modules is None or (isinstance(self.target_modules, list) and self.target_modules
+                                               and all(isinstance(t, str) and t for t in self.target_modules)),
+               "train_setup.lora.target_modules", f"must be a non-empty list of names, got {self.target_modules!r}")
+        _bool(self.vision, "train_setup.lora.vision")
+
+
+@dataclass
+class TrainSetupConfig:
+    """What fine-tuning trains (RoboVLMs' ``train_setup``). The policy's own modules (resampler, projector,
+    embeddings, fusion, head) always train."""
+
+    freeze_vision: bool = False
+    """Freeze the backbone's vision encoder (RoboVLMs ``train_vision: false``)."""
+    freeze_language: bool = False
+    """Freeze the backbone's language model (RoboVLMs ``freeze_backbone``); LoRA adapters on it still train."""
+    lora: LoraConfig | None = None
+    """Low-rank adapters on the language model (and the vision encoder with ``lora.vision``); None: off."""
+    gradient_checkpointing: bool = False
+    """Recompute the backbone's layer activations in the backward pass: less memory, about a third more time."""
+
+    def __post_init__(self) -> None:
+        for name in ("freeze_vision", "freeze_language", "gradient_checkpointing"):
+            _bool(getattr(self, name), f"train_setup.{name}")
+
+
+@dataclass
 class RoboVLMConfig:
     """The whole model. Defaults follow RoboVLMs' Kosmos-2 + LSTM policy, adapted to 2D base velocities."""
 
@@ -226,6 +276,8 @@ class RoboVLMConfig:
     """Advanced attention: cross-modal attention per frame, then causal temporal attention over the window."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
     """Settings shared by the fusion modules."""
+    train_setup: TrainSetupConfig = field(default_factory=TrainSetupConfig)
+    """Fine-tuning mode: frozen parts, LoRA, gradient checkpointing (training only; inference ignores it)."""
 
     def __post_init__(self) -> None:
         _positive_int(self.image_size, "image_size")

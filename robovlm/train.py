@@ -19,10 +19,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import load_config
+from .config import ConfigError, load_config
 from .data.dataset import WindowDataset, collate, compute_stats, cosine_with_warmup, load_episodes, split_episodes
 from .data.roles import TopicMap
 from .data.stats import NormStats
+from .finetune import adapter_state, apply_train_setup, format_parameter_table, has_lora
 from .model.policy import RoboVLM
 from .train_settings import TrainSettings
 
@@ -86,6 +87,9 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed_everything(settings.seed)
     config = load_config(config_path)
+    if len(settings.action_fields) != config.action_dim:
+        raise ConfigError(f"{config_path}: action_dim is {config.action_dim} but {len(settings.action_fields)} action "
+                          f"fields are trained ({', '.join(settings.action_fields)}); set --action-fields to match")
     if resume and joint_names is None and (out / "stats.json").exists():
         joint_names = NormStats.load(out / "stats.json").joint_names or None
     episodes = load_episodes(data_dir, topics=topics, joint_names=joint_names, use_state=config.use_state,
@@ -96,12 +100,17 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
         model = RoboVLM.from_pretrained(out, load_clip=config.use_clip_norm, device=dev).train()
         stats = model.stats
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        apply_train_setup(model)
+        if state.get("adapters"):  # the unmerged base weights and adapters: resume exactly where it stopped
+            model.load_state_dict(state["adapters"], strict=False)
     else:
         stats = compute_stats(train_eps, action_fields=list(settings.action_fields), joint_names=None,
                               state_dim=config.state_dim)
         model = RoboVLM(config).to(dev).train()
         model.stats = stats
         state = None
+        apply_train_setup(model)
+    log.info("parameters (train_setup %s):\n%s", model.config.train_setup, format_parameter_table(model))
     train_ds = WindowDataset(train_eps, model.config, stats, augment_shift=settings.augment_shift)
     val_loader = None
     if val_eps:
@@ -164,4 +173,5 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
 def _save(model: RoboVLM, opt, sched, step: int, history: list, val: list, out: Path) -> None:
     model.save_pretrained(out)
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "history": history,
-                "val": val, "torch_rng": torch.get_rng_state()}, out / STATE_FILE)
+                "val": val, "torch_rng": torch.get_rng_state(),
+                "adapters": adapter_state(model) if has_lora(model) else None}, out / STATE_FILE)

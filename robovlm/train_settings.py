@@ -35,5 +35,9 @@ class TrainSettings:
         for name in ("steps", "batch_size", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        known = ("linear.x", "linear.y", "angular.z")
+        if not self.action_fields or any(f not in known for f in self.action_fields) or \
+                len(set(self.action_fields)) != len(self.action_fields):
+            raise ValueError(f"action_fields must be distinct names from {list(known)}, got {list(self.action_fields)}")
         if not (self.lr > 0 and self.grad_clip > 0 and self.warmup_steps >= 0 and self.augment_shift >= 0):
             raise ValueError("lr and grad_clip must be > 0; warmup_steps and augment_shift >= 0")

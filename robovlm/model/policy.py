@@ -358,7 +358,12 @@ class RoboVLM(nn.Module):
                                  "max_instruction_tokens": self.config.backbone.max_instruction_tokens}
         doc = {"robovlm_config_version": CONFIG_VERSION, "model": model_cfg}
         (path / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+        weights = self.state_dict()
+        if any(".lora_A." in k for k in weights):  # LoRA fine-tuning: adapters merged into their base layers
+            from ..finetune import merged_state_dict
+
+            weights = merged_state_dict(self)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()
                    if not k.startswith(_CLIP_ENCODER_PREFIX)}
         save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
         (stats or self.stats).save(path / "stats.json")
