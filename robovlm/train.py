@@ -24,6 +24,7 @@ from .data.dataset import WindowDataset, collate, compute_stats, cosine_with_war
 from .data.roles import TopicMap
 from .data.stats import NormStats
 from .finetune import adapter_state, apply_train_setup, format_parameter_table, has_lora
+from .hub import write_model_card
 from .model.policy import RoboVLM
 from .train_settings import TrainSettings
 
@@ -167,6 +168,8 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
                "final_val_mae": val_hist[-1]["mae"] if val_hist else None,
                "train_episodes": len(train_eps), "val_episodes": len(val_eps), "settings": asdict(settings)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_card(out, model.config, datasets=[Path(data_dir).resolve().name], metrics=metrics["final_val_mae"],
+                     overwrite=True)
     return metrics
 
 

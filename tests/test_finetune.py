@@ -119,11 +119,11 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     from robovlm.sim.collect import collect
     from robovlm.train import STATE_FILE, TrainSettings, train
 
-    collect(tmp_path / "data", episodes_per_scenario=1, image_size=56, noise=0.05)
+    collect(tmp_path / "data", episodes_per_scenario=2, image_size=56, noise=0.05)
     cfg = json.loads(open("models/configs/demo.json").read())
     cfg["train_setup"] = {"freeze_vision": True, "lora": {"r": 2, "alpha": 4}, "gradient_checkpointing": True}
     (tmp_path / "lora.json").write_text(json.dumps(cfg))
-    settings = dict(batch_size=4, warmup_steps=1, val_fraction=0.25)
+    settings = dict(batch_size=4, warmup_steps=1, val_fraction=0.5)
     train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck", TrainSettings(steps=4, eval_every=4, **settings),
           device="cpu")
     state = torch.load(tmp_path / "ck" / STATE_FILE, weights_only=False)
@@ -133,3 +133,9 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     m = train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck",
               TrainSettings(steps=6, eval_every=6, **settings), resume=True, device="cpu")
     assert m["steps"] == 6 and len(torch.load(tmp_path / "ck" / STATE_FILE, weights_only=False)["history"]) == 6
+    from robovlm.hub import read_model_card
+
+    card = read_model_card(tmp_path / "ck")
+    assert "lora" in card["tags"] and card["datasets"] == ["data"]
+    assert {m["name"] for m in card["model-index"][0]["results"][0]["metrics"]} == {
+        "validation MAE linear.x", "validation MAE linear.y"}

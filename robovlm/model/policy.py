@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
+from ..hub import HubError, fix_permissions, resolve_checkpoint, write_model_card
 from .backbone import BackboneAdapter, build_backbone
 from .clip_norm import ClipNorm
 from .fusion import ClawMatrixFusion, CrossModalAttention, HierarchicalPlanner, TemporalAttention
@@ -366,16 +367,22 @@ class RoboVLM(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()
                    if not k.startswith(_CLIP_ENCODER_PREFIX)}
         save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+        fix_permissions(path / "model.safetensors")
         (stats or self.stats).save(path / "stats.json")
+        write_model_card(path, self.config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, load_clip: bool = False,
                         device: str | torch.device = "cpu") -> "RoboVLM":
         """Load a checkpoint directory; every file and key is checked and the problem is named.
 
+        ``path``: a directory, or a Hugging Face Hub id (``owner/name``) already in the local Hub cache.
         ``load_clip`` also builds the frozen CLIP text encoder (training); inference never needs it.
         """
-        path = Path(path)
+        try:
+            path = resolve_checkpoint(path)
+        except HubError as exc:
+            raise CheckpointError(str(exc)) from exc
         if not path.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {path}")
         for name in CHECKPOINT_FILES:

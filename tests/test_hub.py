@@ -1,0 +1,53 @@
+"""Checkpoint directories follow Hugging Face conventions: normal file permissions, a model card with YAML front
+matter, and loading by Hub id from the local cache with no network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from robovlm.hub import read_model_card
+from robovlm.model.policy import CheckpointError, RoboVLM
+
+from .conftest import tiny_config
+from .test_packaging import ROOT
+
+
+def test_saved_files_get_the_umask_permissions_and_a_model_card(tmp_path):
+    old = os.umask(0o022)
+    try:
+        RoboVLM(tiny_config()).save_pretrained(tmp_path / "ck")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json", "stats.json", "README.md"):
+        assert (tmp_path / "ck" / name).stat().st_mode & 0o777 == 0o644, name
+    card = read_model_card(tmp_path / "ck")
+    assert card["license"] == "apache-2.0" and card["library_name"] == "robovlm"
+    assert {"robotics", "kosmos2"} <= set(card["tags"])
+
+
+def test_a_hub_id_loads_from_the_local_cache_offline(tmp_path):
+    """The layout huggingface_hub writes: models--OWNER--NAME/{refs/main, snapshots/<commit>/...}."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--robovlm-demo"
+    shutil.copytree(ROOT / "models" / "demo", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    code = ("from robovlm.model.policy import RoboVLM; m = RoboVLM.from_pretrained('acme/robovlm-demo'); "
+            "print(m.config.image_size, m.stats.action_fields)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "56 ['linear.x', 'linear.y']" in proc.stdout
+    code = "from robovlm.model.policy import RoboVLM; RoboVLM.from_pretrained('acme/not-downloaded')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "hf download acme/not-downloaded" in proc.stderr
+
+
+def test_a_missing_local_directory_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        RoboVLM.from_pretrained(tmp_path / "nothing" / "here" / "ck")
