@@ -4,7 +4,6 @@ collect-sim, train, eval-sim, demo."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -112,14 +111,9 @@ def cmd_init_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .config import save_config
-    from .config_import import ImportRefused, import_robovlms_config
+    from .config_import import ImportRefused, import_robovlms_config, load_robovlms_config
 
-    src_path = Path(args.src)
-    try:
-        src = json.loads(src_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: cannot read {src_path}: {exc}", file=sys.stderr)
-        return 2
+    src = load_robovlms_config(args.src)  # a ConfigError (unreadable, parent missing) is reported by main()
     try:
         cfg, report = import_robovlms_config(src, backbone_path=args.backbone_path, clip_path=args.clip_path)
     except ImportRefused as exc:
@@ -129,6 +123,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     save_config(cfg, args.dst)
     print(report.format())
     print(f"wrote {args.dst}")
+    print(f"train it as RoboVLMs would: robovlm train {args.dst} --data DATA --out CHECKPOINT "
+          + " ".join(report.train_flags))
     return 0
 
 
@@ -241,6 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainSettings, train
 
     extra = {"action_fields": tuple(f.strip() for f in args.action_fields.split(","))} if args.action_fields else {}
+    if args.weight_decay is not None:
+        extra["weight_decay"] = args.weight_decay
     try:
         settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                  eval_every=args.eval_every, warmup_steps=args.warmup_steps, **extra)
@@ -348,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=d.batch_size)
     s.add_argument("--lr", type=float, default=d.lr)
     s.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    s.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay})")
     s.add_argument("--eval-every", type=int, default=d.eval_every)
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")

@@ -8,7 +8,10 @@ from robovlm.config import load_config
 from robovlm.config_import import ImportRefused, import_robovlms_config
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL = ROOT / "tests" / "data" / "robovlms_kosmos_lstm.json"
+ROBOVLMS = ROOT / "tests" / "data" / "robovlms" / "configs"  # the layout of RoboVLMs' configs/ folder
+OFFICIAL = ROBOVLMS / "calvin_finetune" / "finetune_kosmos_cont-lstm-post_full-ft_text_vision_wd-0_ws-8_act-10.json"
+PALIGEMMA = ROBOVLMS / "calvin_finetune" / "finetune_paligemma_cont-lstm-post_full-ft_text_vision_wd=0_ws-8_act-10.json"
+CHILD = ROBOVLMS / "my_robot" / "kosmos_lora_mobile_base.json"
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "models" / "configs").glob("*.json")), ids=lambda p: p.name)
@@ -16,8 +19,10 @@ def test_info_works_on_every_shipped_config(config, capsys):
     assert main(["info", str(config)]) == 0
     out = capsys.readouterr().out
     assert "parameters per module" in out and "tokens per stage" in out
-    latents = load_config(config).vision_resampler.num_latents
-    assert "patch tokens per camera" in out and f"after resampler: {latents} tokens per camera x 2" in out
+    cfg = load_config(config)
+    cams = 2 if cfg.use_hand_rgb else 1
+    assert "patch tokens per camera" in out
+    assert f"after resampler: {cfg.vision_resampler.num_latents} tokens per camera x {cams}" in out
 
 
 def test_init_checkpoint_then_info_on_it(tmp_path, capsys):
@@ -38,15 +43,56 @@ def test_import_official_config_maps_ignores_and_writes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "mapped (" in text and "ignored (" in text
     assert "trainer: training infrastructure" in text and "norm_action: action normalization comes from the data" in text
+    assert "--lr 2e-05 --weight-decay 0 --batch-size 4 --warmup-steps 0 --seed 123" in text
     cfg = load_config(out_path)
-    assert cfg.window_size == 16 and cfg.fwd_pred_next_n == 10 and cfg.use_vision_resampler
-    assert cfg.vision_resampler.depth == 8 and cfg.vision_resampler.vis_dim == 1024
+    assert cfg.window_size == 8 and cfg.fwd_pred_next_n == 10
+    # RoboVLMs' defaults for what the config leaves out or turns off: no state token, no resampler, no hand camera
+    assert not cfg.use_vision_resampler and not cfg.use_state and not cfg.use_hand_rgb
     assert cfg.act_head.type == "lstm" and cfg.act_head.hidden_size == 1024 and cfg.action_dim == 7
     assert cfg.backbone.type == "kosmos2" and cfg.backbone.path == str((tmp_path / "k2").resolve())
+    assert cfg.backbone.prompt == "<grounding>An image of a robot {instruction}"
+    assert cfg.image_mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert cfg.train_setup.lora is None and not cfg.train_setup.freeze_language
     src = json.loads(OFFICIAL.read_text())
     _, report = import_robovlms_config(src, backbone_path="/x")
-    seen = {k.split(".")[0] for k, _ in report.mapped + report.ignored} | {"model", "vlm"}
+    seen = {k.split(".")[0].split(" ")[0] for k, _ in report.mapped + report.ignored} | {"model", "vlm"}
     assert set(src) <= seen  # every top-level key is accounted for
+
+
+def test_import_paligemma_takes_its_processor_normalization():
+    cfg, report = import_robovlms_config(json.loads(PALIGEMMA.read_text()), backbone_path="/x")
+    assert cfg.backbone.type == "paligemma" and cfg.image_mean == (0.5, 0.5, 0.5) and cfg.image_std == (0.5, 0.5, 0.5)
+    assert "<grounding>" not in cfg.backbone.prompt
+    assert any(k == "image_mean" and "0.5" in why for k, why in report.ignored)
+
+
+def test_import_resolves_parent_and_maps_train_setup(tmp_path, capsys):
+    from robovlm.config_import import load_robovlms_config
+
+    src = load_robovlms_config(CHILD)
+    assert src["window_size"] == 8 and src["train_setup"]["lora_dropout"] == 0.05  # from the parent, merged
+    out_path = tmp_path / "child.json"
+    assert main(["import-robovlms-config", str(CHILD), str(out_path), "--backbone-path", "/x"]) == 0
+    text = capsys.readouterr().out
+    assert "--lr 0.0001 --weight-decay 0 --batch-size 8" in text
+    cfg = load_config(out_path)
+    assert cfg.use_hand_rgb and cfg.use_vision_resampler and cfg.action_dim == 3
+    ts = cfg.train_setup
+    assert ts.freeze_language and ts.freeze_vision and ts.gradient_checkpointing
+    assert (ts.lora.r, ts.lora.alpha, ts.lora.dropout) == (16, 32, 0.05)
+
+
+def test_import_parent_errors_are_named(tmp_path):
+    from robovlm.config import ConfigError
+    from robovlm.config_import import load_robovlms_config
+
+    (tmp_path / "a.json").write_text(json.dumps({"parent": "b.json"}))
+    (tmp_path / "b.json").write_text(json.dumps({"parent": "a.json"}))
+    with pytest.raises(ConfigError, match="loops"):
+        load_robovlms_config(tmp_path / "a.json")
+    (tmp_path / "c.json").write_text(json.dumps({"parent": "configs/missing.json"}))
+    with pytest.raises(ConfigError, match="parent 'configs/missing.json' not found"):
+        load_robovlms_config(tmp_path / "c.json")
 
 
 @pytest.mark.parametrize("patch, needle", [
