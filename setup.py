@@ -58,7 +58,8 @@ setup(
         # engine:=onnxruntime and `robovlm export` (CPU execution provider; the gpu extra has CUDA and TensorRT)
         "onnxruntime>=1.17",
         "onnx>=1.15",
-        # train_setup.lora (adapters on the backbone)
+        # training on one or many devices (robovlm train; torchrun / accelerate launch), LoRA adapters
+        "accelerate>=1.0",
         "peft>=0.13",
     ],
     extras_require={

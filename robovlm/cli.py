@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -239,6 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = {"action_fields": tuple(f.strip() for f in args.action_fields.split(","))} if args.action_fields else {}
     if args.weight_decay is not None:
         extra["weight_decay"] = args.weight_decay
+    extra.update(grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, num_workers=args.num_workers)
     try:
         settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                  eval_every=args.eval_every, warmup_steps=args.warmup_steps, **extra)
@@ -247,6 +249,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     m = train(args.config, args.data, args.out, settings, resume=args.resume, device=args.device,
               topics=TopicMap.from_flags(args.topic), joint_names=_joints(args.joints))
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate launch: the main process reports
+        return 0
     print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
           f"final loss {m['final_loss']:.4f}")
     if m["final_val_mae"]:
@@ -333,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_collect_sim)
 
     d = TrainSettings()
-    s = sub.add_parser("train", help="train a checkpoint on HDF5 episodes and rosbag2 recordings")
+    s = sub.add_parser("train", help="train a checkpoint on HDF5 episodes and rosbag2 recordings (one process, or "
+                                     "several under torchrun / accelerate launch)")
     s.add_argument("config")
     s.add_argument("--data", required=True, help="directory of *.h5 episodes and/or rosbag2 directories (or one)")
     s.add_argument("--out", required=True, help="checkpoint directory")
@@ -347,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=d.lr)
     s.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     s.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay})")
+    s.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches per optimizer step (--batch-size stays the global batch)")
+    s.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "bf16", "fp16"],
+                   help="auto: bf16 on CUDA, full precision on the CPU")
+    s.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader worker processes")
     s.add_argument("--eval-every", type=int, default=d.eval_every)
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")

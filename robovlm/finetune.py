@@ -4,7 +4,7 @@
 LoRA checkpoints are merged at save (``merged_state_dict``): ``model.safetensors`` holds ``W + alpha/r * B @ A``
 under the base layer's own name, so ``RoboVLM.from_pretrained``, both engines and ``robovlm export`` load it like
 any other checkpoint, with no peft at inference and no adapter latency. The unmerged base weights and adapters are
-kept in the trainer's state file for an exact resume.
+in the trainer's state (``train_state/``, written by accelerate) for an exact resume.
 """
 
 from __future__ import annotations
@@ -66,31 +66,29 @@ def has_lora(model: nn.Module) -> bool:
     return any(".lora_A." in name for name, _ in model.named_parameters())
 
 
-def merged_state_dict(model: RoboVLM) -> dict[str, torch.Tensor]:
-    """The model's weights with every LoRA layer merged into its base layer, under the names of a model without
-    adapters (what ``RoboVLM.from_pretrained`` expects)."""
+def merged_state_dict(model: RoboVLM, weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model's weights (``weights``, default its state dict) with every LoRA layer merged into its base layer,
+    ``W + alpha/r * B @ A``, under the names of a model without adapters (what ``RoboVLM.from_pretrained``
+    expects)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
+    weights = model.state_dict() if weights is None else weights
     merged: dict[str, torch.Tensor] = {}
     lora_prefixes = []
     for name, module in model.named_modules():
         if isinstance(module, LoraLinear):
             lora_prefixes.append(name + ".")
-            with torch.no_grad():
-                merged[f"{name}.weight"] = module.base_layer.weight + module.get_delta_weight(ADAPTER)
-                if module.base_layer.bias is not None:
-                    merged[f"{name}.bias"] = module.base_layer.bias.detach().clone()
-    for key, value in model.state_dict().items():
+            a = weights[f"{name}.lora_A.{ADAPTER}.weight"].float()
+            b = weights[f"{name}.lora_B.{ADAPTER}.weight"].float()
+            base = weights[f"{name}.base_layer.weight"]
+            merged[f"{name}.weight"] = (base.float() + module.scaling[ADAPTER] * (b @ a)).to(base.dtype)
+            if f"{name}.base_layer.bias" in weights:
+                merged[f"{name}.bias"] = weights[f"{name}.base_layer.bias"]
+    for key, value in weights.items():
         if any(key.startswith(p) for p in lora_prefixes):
             continue  # base_layer.* and lora_* of a merged layer
         merged[key] = value
     return merged
-
-
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What an exact resume needs beyond the merged checkpoint: base weights of adapted layers and the adapters."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if ".lora_" in k or ".base_layer." in k}
 
 
 def parameter_table(model: RoboVLM) -> list[tuple[str, int, int]]:

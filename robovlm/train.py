@@ -1,8 +1,14 @@
-"""``robovlm train CONFIG --data DIR --out CKPT_DIR``: behaviour cloning on the user's HDF5 episodes.
+"""``robovlm train CONFIG --data DIR --out CKPT_DIR``: behaviour cloning on the user's episodes, on one CPU, one GPU,
+several GPUs or several nodes, with the same command.
 
-AdamW over ``RoboVLM.trainable_parameters()`` (never the frozen CLIP encoder), linear warmup + cosine decay,
-gradient clipping, bf16 autocast on CUDA, fixed seeds, validation MAE per action field (physical units) on held-out
-episodes, the CLIP-norm loss logged when on, a loss-curve PNG, and resume from the output directory.
+The loop runs on Hugging Face ``accelerate``: one process by default; under ``torchrun`` (or ``accelerate launch``)
+one per device with DDP, or FSDP / DeepSpeed when an accelerate config file says so (``accelerate launch
+--config_file FILE -m robovlm.cli train ...``). ``--batch-size`` is global: every optimizer step sees that many
+windows whatever the number of processes, cut from one global order (``ShardedBatchSampler``), in ``--grad-accum``
+micro-batches. Mixed precision (bf16 on CUDA by default), gradient clipping, linear warmup + cosine decay, fixed
+seeds. Only the main process writes the checkpoint (merged for inference), metrics, plots and the model card; the
+full training state (model, optimizer, scheduler, random states of every process) is written by accelerate to
+``train_state/`` and ``--resume`` continues from it in any mode.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from tqdm import tqdm
 from .config import ConfigError, load_config
 from .data.dataset import WindowDataset, collate, compute_stats, cosine_with_warmup, load_episodes, split_episodes
 from .data.roles import TopicMap
-from .data.stats import NormStats
-from .finetune import adapter_state, apply_train_setup, format_parameter_table, has_lora
+from .data.sampler import ShardedBatchSampler
+from .finetune import apply_train_setup, format_parameter_table
 from .hub import write_model_card
 from .model.policy import RoboVLM
 from .train_settings import TrainSettings
@@ -31,6 +37,9 @@ from .train_settings import TrainSettings
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
+"""Progress (step, loss history, validation history), written by the main process."""
+STATE_DIR = "train_state"
+"""accelerate's state: model (unmerged, adapters included), optimizer, scheduler, random states per process."""
 
 
 def seed_everything(seed: int) -> None:
@@ -79,78 +88,108 @@ def _plot(history: list[dict], val: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _accelerator(settings: TrainSettings, device: str | None):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    mp = settings.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if dev == "cuda" else "no"
+    # Unused parameters are normal here (the hand-missing marker when every hand frame is present, ...).
+    return Accelerator(cpu=dev == "cpu", mixed_precision=mp, gradient_accumulation_steps=settings.grad_accum,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
 def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, settings: TrainSettings, *,
           resume: bool = False, device: str | None = None, topics: TopicMap | None = None,
           joint_names: list[str] | None = None) -> dict:
     """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``)."""
+    acc = _accelerator(settings, device)
+    main = acc.is_main_process
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    micro = settings.batch_size // settings.grad_accum
+    if micro % acc.num_processes:
+        raise ConfigError(f"batch size {settings.batch_size} / grad_accum {settings.grad_accum} = {micro} windows per "
+                          f"micro-step cannot be split over {acc.num_processes} processes")
     seed_everything(settings.seed)
-    config = load_config(config_path)
+    resuming = resume and (out / STATE_DIR).is_dir()
+    if resuming:  # the checkpoint's own config, stats and joint names: the run continues as it started
+        model = RoboVLM.from_pretrained(out, device="cpu", load_clip=load_config(out).use_clip_norm).train()
+        config, stats = model.config, model.stats
+        joint_names = joint_names or stats.joint_names or None
+    else:
+        config = load_config(config_path)
     if len(settings.action_fields) != config.action_dim:
         raise ConfigError(f"{config_path}: action_dim is {config.action_dim} but {len(settings.action_fields)} action "
                           f"fields are trained ({', '.join(settings.action_fields)}); set --action-fields to match")
-    if resume and joint_names is None and (out / "stats.json").exists():
-        joint_names = NormStats.load(out / "stats.json").joint_names or None
     episodes = load_episodes(data_dir, topics=topics, joint_names=joint_names, use_state=config.use_state,
                              state_dim=config.state_dim, use_hand=config.use_hand_rgb, image_size=config.image_size)
     train_eps, val_eps = split_episodes(episodes, settings.val_fraction)
     log.info("%d episodes: %d train, %d validation", len(episodes), len(train_eps), len(val_eps))
-    if resume and (out / STATE_FILE).exists():
-        model = RoboVLM.from_pretrained(out, load_clip=config.use_clip_norm, device=dev).train()
-        stats = model.stats
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
-        apply_train_setup(model)
-        if state.get("adapters"):  # the unmerged base weights and adapters: resume exactly where it stopped
-            model.load_state_dict(state["adapters"], strict=False)
-    else:
+    if not resuming:
         stats = compute_stats(train_eps, action_fields=list(settings.action_fields), joint_names=None,
                               state_dim=config.state_dim)
-        model = RoboVLM(config).to(dev).train()
+        model = RoboVLM(config).train()
         model.stats = stats
-        state = None
-        apply_train_setup(model)
-    log.info("parameters (train_setup %s):\n%s", model.config.train_setup, format_parameter_table(model))
-    train_ds = WindowDataset(train_eps, model.config, stats, augment_shift=settings.augment_shift)
+    apply_train_setup(model)
+    if main:
+        log.info("%d process(es) on %s, %s; parameters (train_setup %s):\n%s", acc.num_processes, acc.device,
+                 acc.mixed_precision, model.config.train_setup, format_parameter_table(model))
+
+    train_ds = WindowDataset(train_eps, model.config, stats, augment_shift=settings.augment_shift, seed=settings.seed)
+    sampler = ShardedBatchSampler(len(train_ds), global_batch=micro, rank=acc.process_index,
+                                  world=acc.num_processes, seed=settings.seed)
+    loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=settings.num_workers,
+                        persistent_workers=settings.num_workers > 0)
     val_loader = None
-    if val_eps:
-        val_loader = DataLoader(WindowDataset(val_eps, model.config, stats), batch_size=settings.batch_size,
-                                shuffle=False, collate_fn=collate)
-    g = torch.Generator().manual_seed(settings.seed)
-    loader = DataLoader(train_ds, batch_size=settings.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                        generator=g)
+    if val_eps and main:
+        val_loader = DataLoader(WindowDataset(val_eps, model.config, stats), batch_size=micro, shuffle=False,
+                                collate_fn=collate, num_workers=settings.num_workers)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_with_warmup(s, warmup=settings.warmup_steps, total=settings.steps))
+    model, opt, sched = acc.prepare(model, opt, sched)
+    inner = acc.unwrap_model(model)
     step, history, val_hist = 0, [], []
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history, val_hist = state["step"], state["history"], state["val"]
-        torch.set_rng_state(state["torch_rng"])
+    if resuming:
+        acc.load_state(str(out / STATE_DIR))
+        progress = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        step, history, val_hist = progress["step"], progress["history"], progress["val"]
         log.info("resumed at step %d", step)
 
-    amp = dev.type == "cuda"
     t0 = time.perf_counter()
-    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step")
+    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=not main or None)
+    epoch = step // max(1, len(loader) // settings.grad_accum)
+    running = torch.zeros((), device=acc.device)
     while step < settings.steps:
+        sampler.set_epoch(epoch)
+        epoch += 1
         for batch in loader:
-            if step >= settings.steps:
-                break
-            batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                out_ = model(batch)
-            loss = out_["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), settings.grad_clip)
-            opt.step()
-            sched.step()
+            batch = {k: (v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            if acc.num_processes > 1:  # the global batch's mean, whatever share of it this process holds
+                batch["loss_normalizer"] = acc.reduce(batch["action_mask"].sum().float(), "sum") / acc.num_processes
+            with acc.accumulate(model):
+                with acc.autocast():
+                    out_ = model(batch)
+                loss = out_["loss"]
+                acc.backward(loss)
+                running += loss.detach() / settings.grad_accum
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(inner.trainable_parameters(), settings.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            if not acc.sync_gradients:
+                continue
+            mean_loss = float(acc.reduce(running, "mean").item())  # over the micro-steps and the processes
+            running.zero_()
+            if not np.isfinite(mean_loss):
+                raise FloatingPointError(f"loss is {mean_loss} at step {step}; lower the learning rate")
             step += 1
-            rec = {"step": step, "loss": float(loss.item()), "lr": sched.get_last_lr()[0]}
+            rec = {"step": step, "loss": mean_loss, "lr": sched.get_last_lr()[0]}
             if "clip_loss" in out_:
                 rec["clip_loss"] = float(out_["clip_loss"].item())
             history.append(rec)
@@ -158,23 +197,32 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
             bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in ("loss", "clip_loss")})
             if step % settings.eval_every == 0 or step == settings.steps:
                 if val_loader is not None:
-                    mae = validation_mae(model, val_loader, dev)
+                    mae = validation_mae(inner, val_loader, acc.device)
                     val_hist.append({"step": step, "mae": mae})
                     log.info("step %d val MAE %s", step, {k: round(v, 4) for k, v in mae.items()})
-                _save(model, opt, sched, step, history, val_hist, out)
+                _save(acc, model, step, history, val_hist, out)
+            if step >= settings.steps:
+                break
     bar.close()
-    _plot(history, val_hist, out / "loss_curve.png")
     metrics = {"steps": step, "train_seconds": time.perf_counter() - t0, "final_loss": history[-1]["loss"],
-               "final_val_mae": val_hist[-1]["mae"] if val_hist else None,
+               "final_val_mae": val_hist[-1]["mae"] if val_hist else None, "processes": acc.num_processes,
                "train_episodes": len(train_eps), "val_episodes": len(val_eps), "settings": asdict(settings)}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_model_card(out, model.config, datasets=[Path(data_dir).resolve().name], metrics=metrics["final_val_mae"],
-                     overwrite=True)
+    if main:
+        _plot(history, val_hist, out / "loss_curve.png")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_model_card(out, inner.config, datasets=[Path(data_dir).resolve().name],
+                         metrics=metrics["final_val_mae"], overwrite=True)
+    acc.wait_for_everyone()
+    acc.end_training()
     return metrics
 
 
-def _save(model: RoboVLM, opt, sched, step: int, history: list, val: list, out: Path) -> None:
-    model.save_pretrained(out)
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "history": history,
-                "val": val, "torch_rng": torch.get_rng_state(),
-                "adapters": adapter_state(model) if has_lora(model) else None}, out / STATE_FILE)
+def _save(acc, model, step: int, history: list, val: list, out: Path) -> None:
+    """Every process takes part (FSDP and DeepSpeed gather shards); the main process writes."""
+    acc.wait_for_everyone()
+    acc.save_state(str(out / STATE_DIR))
+    weights = acc.get_state_dict(model)
+    if acc.is_main_process:
+        acc.unwrap_model(model).save_pretrained(out, weights=weights)
+        torch.save({"step": step, "history": history, "val": val}, out / STATE_FILE)
+    acc.wait_for_everyone()

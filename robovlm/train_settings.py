@@ -30,14 +30,26 @@ class TrainSettings:
     """Random camera shift in pixels (training only)."""
     action_fields: tuple[str, ...] = ("linear.x", "linear.y")
     """Twist fields the model predicts, in order."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; each holds batch_size / grad_accum windows (global, over all processes)."""
+    mixed_precision: str = "auto"
+    """``no`` | ``bf16`` | ``fp16`` | ``auto`` (bf16 on CUDA, full precision on the CPU)."""
+    num_workers: int = 2
+    """DataLoader worker processes reading episodes on demand (0: in the training process)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every"):
+        for name in ("steps", "batch_size", "eval_every", "grad_accum"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         known = ("linear.x", "linear.y", "angular.z")
         if not self.action_fields or any(f not in known for f in self.action_fields) or \
                 len(set(self.action_fields)) != len(self.action_fields):
             raise ValueError(f"action_fields must be distinct names from {list(known)}, got {list(self.action_fields)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
+        if self.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+            raise ValueError(f"mixed_precision must be no, bf16, fp16 or auto, got {self.mixed_precision!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not (self.lr > 0 and self.grad_clip > 0 and self.warmup_steps >= 0 and self.augment_shift >= 0):
             raise ValueError("lr and grad_clip must be > 0; warmup_steps and augment_shift >= 0")

@@ -126,8 +126,12 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     settings = dict(batch_size=4, warmup_steps=1, val_fraction=0.5)
     train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck", TrainSettings(steps=4, eval_every=4, **settings),
           device="cpu")
-    state = torch.load(tmp_path / "ck" / STATE_FILE, weights_only=False)
-    assert state["adapters"] and any(".lora_A." in k for k in state["adapters"])
+    from safetensors.torch import load_file as load_weights
+
+    from robovlm.train import STATE_DIR
+
+    exact = load_weights(str(tmp_path / "ck" / STATE_DIR / "model.safetensors"))  # unmerged, for resuming
+    assert any(".lora_A." in k for k in exact) and any(".base_layer." in k for k in exact)
     merged = RoboVLM.from_pretrained(tmp_path / "ck")  # no peft needed to load
     assert not has_lora(merged)
     m = train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck",

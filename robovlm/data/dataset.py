@@ -133,14 +133,16 @@ class WindowDataset(Dataset):
     """Items are dicts shaped like ``RoboVLM.forward`` batches, without the batch axis."""
 
     def __init__(self, episodes: list[Episode], config: RoboVLMConfig, stats: NormStats, *,
-                 augment_shift: int = 0) -> None:
+                 augment_shift: int = 0, seed: int = 0) -> None:
+        """Item ``epoch * len(self) + i`` is window ``i`` with the camera shift of that epoch: the shift is drawn
+        from (``seed``, epoch, i), so it is the same in any worker and any number of processes."""
         self.episodes = [ep for ep in episodes if len(ep) >= config.window_size]
         if len(self.episodes) < len(episodes):
             log.warning("%d episode(s) shorter than window_size %d skipped", len(episodes) - len(self.episodes),
                         config.window_size)
         if not self.episodes:
             raise EpisodeError("no episode is as long as window_size")
-        self.config, self.stats, self.shift = config, stats, augment_shift
+        self.config, self.stats, self.shift, self.seed = config, stats, augment_shift, seed
         self.cols = [ACTION_COLUMNS[f] for f in stats.action_fields]
         self.index = [(e, s) for e, ep in enumerate(self.episodes) for s in range(len(ep) - config.window_size + 1)]
         if config.use_state:
@@ -162,11 +164,12 @@ class WindowDataset(Dataset):
             frames = padded[:, dy:dy + frames.shape[1], dx:dx + frames.shape[2]]
         return to_pixels(np.ascontiguousarray(frames), size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, item: int) -> dict:
+        epoch, i = divmod(item, len(self.index))
         e, s = self.index[i]
         ep = self.episodes[e]
         cfg, n, w = self.config, self.config.fwd_pred_next_n, self.config.window_size
-        rng = np.random.default_rng() if self.shift > 0 else None
+        rng = np.random.default_rng([self.seed, epoch, i]) if self.shift > 0 else None
         item = {"head_images": self._pixels(ep.images[s:s + w], rng), "instructions": ep.instruction}
         if cfg.use_hand_rgb:
             if ep.hand_images is not None:

@@ -245,7 +245,8 @@ class RoboVLM(nn.Module):
 
         batch: ``head_images`` (B, T, 3, H, W) normalized pixels; ``hand_images`` (B, T, 3, H, W) and
         ``hand_valid`` (B, T) when ``use_hand_rgb``; ``states`` (B, T, S) normalized; ``instructions`` list of B
-        strings; ``actions`` (B, T, n, A) normalized targets and ``action_mask`` (B, T, n) for the loss.
+        strings; ``actions`` (B, T, n, A) normalized targets and ``action_mask`` (B, T, n) for the loss;
+        ``loss_normalizer`` (optional) the count the masked action loss is divided by (default: this batch's).
         Returns ``loss``, ``action_loss``, ``clip_loss`` (when on) and ``actions`` (B, T, n, A).
         """
         head = batch["head_images"]
@@ -273,7 +274,10 @@ class RoboVLM(nn.Module):
             amask = batch.get("action_mask")
             amask = torch.ones(pred.shape[:3], device=pred.device) if amask is None else amask.to(pred.dtype)
             per = nn.functional.smooth_l1_loss(pred, target, reduction="none").mean(-1)  # (B, T, n)
-            out["action_loss"] = (per * amask).sum() / amask.sum().clamp(min=1.0)
+            # loss_normalizer: the masked-action count to divide by when this batch is one process's share of a
+            # global batch (global count / processes), so data-parallel gradients equal the one-process ones
+            denom = batch.get("loss_normalizer")
+            out["action_loss"] = (per * amask).sum() / (amask.sum().clamp(min=1.0) if denom is None else denom)
             out["loss"] = out["action_loss"]
             if self.config.use_clip_norm and hasattr(self, "clip_norm"):
                 pooled = action[:, -1].view(bsz, t, -1).amax(dim=1)  # (B, D) max over the window
@@ -345,8 +349,11 @@ class RoboVLM(nn.Module):
                               "length": ids.shape[1]}
 
     # ------------------------------------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path: str | Path, stats: NormStats | None = None) -> None:
-        """Write ``config.json`` (model config + the backbone's own config), ``model.safetensors``, ``stats.json``."""
+    def save_pretrained(self, path: str | Path, stats: NormStats | None = None,
+                        weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Write ``config.json`` (model config + the backbone's own config), ``model.safetensors``, ``stats.json``.
+
+        ``weights``: this model's full state dict when it lives elsewhere (gathered from FSDP/DeepSpeed shards)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         model_cfg = self.config.to_dict()
@@ -359,11 +366,12 @@ class RoboVLM(nn.Module):
                                  "max_instruction_tokens": self.config.backbone.max_instruction_tokens}
         doc = {"robovlm_config_version": CONFIG_VERSION, "model": model_cfg}
         (path / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
-        weights = self.state_dict()
+        if weights is None:
+            weights = self.state_dict()
         if any(".lora_A." in k for k in weights):  # LoRA fine-tuning: adapters merged into their base layers
             from ..finetune import merged_state_dict
 
-            weights = merged_state_dict(self)
+            weights = merged_state_dict(self, weights)
         tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()
                    if not k.startswith(_CLIP_ENCODER_PREFIX)}
         save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
