@@ -126,7 +126,8 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
         raise ConfigError(f"{config_path}: action_dim is {config.action_dim} but {len(settings.action_fields)} action "
                           f"fields are trained ({', '.join(settings.action_fields)}); set --action-fields to match")
     episodes = load_episodes(data_dir, topics=topics, joint_names=joint_names, use_state=config.use_state,
-                             state_dim=config.state_dim, use_hand=config.use_hand_rgb, image_size=config.image_size)
+                             state_dim=config.state_dim, use_hand=config.use_hand_rgb, image_size=config.image_size,
+                             lazy=True)  # an index; frames are read by the loader's workers
     train_eps, val_eps = split_episodes(episodes, settings.val_fraction)
     log.info("%d episodes: %d train, %d validation", len(episodes), len(train_eps), len(val_eps))
     if not resuming:

@@ -59,21 +59,33 @@ def select_joints(ep: Episode, names: list[str]) -> Episode:
 
 def load_episodes(data: str | Path, instructions: dict[str, str] | None = None, *, topics: TopicMap | None = None,
                   joint_names: list[str] | None = None, use_state: bool = False, state_dim: int | None = None,
-                  use_hand: bool = True, image_size: int | None = None) -> list[Episode]:
+                  use_hand: bool = True, image_size: int | None = None, lazy: bool = False,
+                  cache_dir: Path | None = None) -> list[Episode]:
     """Every episode in ``data`` (HDF5 files and rosbag2 directories, sorted by name).
 
     Bags are read by role (``topics``) with images stored at ``image_size``. With ``use_state`` the joints are
     ``joint_names`` (default: the first episode's, when it has exactly ``state_dim``), selected by name in every
-    episode. An episode without an instruction is an error.
+    episode. An episode without an instruction is an error. ``lazy``: an index only; camera frames are read on
+    demand (HDF5 from the file, bags from a frame cache written the first time, ``frame_cache``), so memory does
+    not grow with the number of episodes.
     """
+    from .frame_cache import cached_bag_episode
+
     instructions = instructions if instructions is not None else load_instructions()
     episodes = []
     for p in tqdm(episode_paths(data), desc="episodes", unit="ep", disable=None):
         if p.suffix == ".h5":
-            ep = read_hdf5_episode(p, instructions)
+            ep = read_hdf5_episode(p, instructions, lazy=lazy)
         else:
-            ep = read_bag_episode(p, topics, joint_names=joint_names, instructions=instructions,
-                                  image_size=image_size, use_hand=use_hand, use_joints=use_state)
+            def read(p=p):
+                return read_bag_episode(p, topics, joint_names=joint_names, instructions=instructions,
+                                        image_size=image_size, use_hand=use_hand, use_joints=use_state)
+            if lazy:
+                options = {"topics": (topics or TopicMap()).topics, "joints": joint_names, "image_size": image_size,
+                           "hand": use_hand, "state": use_state, "instructions": instructions}
+                ep = cached_bag_episode(p, read, options, cache_dir)
+            else:
+                ep = read()
         if use_state:
             if joint_names is None:
                 if ep.joint_names is None or (state_dim is not None and len(ep.joint_names) != state_dim):
@@ -107,19 +119,32 @@ def split_episodes(episodes: list[Episode], val_fraction: float) -> tuple[list[E
 
 def compute_stats(episodes: list[Episode], *, action_fields: list[str], joint_names: list[str] | None,
                   state_dim: int) -> NormStats:
-    """Action range (min/max with a 5% margin) and joint mean/std (std floored at 0.05) from the training set."""
+    """Action range (min/max with a 5% margin) and joint mean/std (std floored at 0.05) from the training set, in
+    one pass that holds one episode's values at a time (running min/max; Chan's parallel mean/variance update)."""
     cols = [ACTION_COLUMNS[f] for f in action_fields]
-    acts = np.concatenate([ep.actions[:, cols] for ep in episodes])
-    lo, hi = acts.min(0), acts.max(0)
+    lo = np.full(len(cols), np.inf)
+    hi = np.full(len(cols), -np.inf)
+    count, mean, m2 = 0, None, None
+    for ep in episodes:
+        acts = ep.actions[:, cols]
+        lo, hi = np.minimum(lo, acts.min(0)), np.maximum(hi, acts.max(0))
+        if ep.joint_positions is not None:
+            x = ep.joint_positions.astype(np.float64)
+            n, m, v = len(x), x.mean(0), x.var(0) * len(x)
+            if mean is None:
+                count, mean, m2 = n, m, v
+            else:
+                delta, total = m - mean, count + n
+                mean = mean + delta * n / total
+                m2 = m2 + v + delta**2 * count * n / total
+                count = total
     span = np.maximum(hi - lo, 0.05)
     lo, hi = lo - 0.05 * span, hi + 0.05 * span
-    dts = {round(ep.frame_dt, 4) for ep in episodes}
+    dts = sorted({round(ep.frame_dt, 4) for ep in episodes})
     if len(dts) > 1:
-        log.warning("episodes have different frame periods %s; using the median", sorted(dts))
-    joints = [ep.joint_positions for ep in episodes if ep.joint_positions is not None]
-    if joints:
-        allj = np.concatenate(joints)
-        mean, std = allj.mean(0), np.maximum(allj.std(0), 0.05)
+        log.warning("episodes have different frame periods %s; using the median", dts)
+    if mean is not None:
+        std = np.maximum(np.sqrt(m2 / count), 0.05)
         names = joint_names or episodes[0].joint_names
     else:  # a model without a state: identity statistics, and no joint names (none are invented)
         mean, std, names = np.zeros(state_dim), np.ones(state_dim), joint_names or []

@@ -12,6 +12,7 @@ camera, ``joint_positions`` (N, J) with attr ``joint_names``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,8 @@ class Episode:
     name: str
     scenario: str | None
     instruction: str | None
-    images: np.ndarray
-    """(N, H, W, 3) uint8, RGB (converted from the file's BGR)."""
+    images: np.ndarray | LazyFrames
+    """(N, H, W, 3) uint8, RGB (converted from the file's BGR); read on demand when the episode was indexed lazily."""
     actions: np.ndarray
     """(N, 3) float32 [linear_x, linear_y, angular_z]."""
     event_types: list[str]
@@ -44,13 +45,58 @@ class Episode:
     """Seconds between frames: total_duration / num_frames."""
     joint_positions: np.ndarray | None = None
     joint_names: list[str] | None = None
-    hand_images: np.ndarray | None = None
+    hand_images: np.ndarray | LazyFrames | None = None
     """(N, H, W, 3) uint8 RGB, when the file has a hand camera."""
     alignment: object | None = None
     """For episodes read from a bag: how its streams were aligned (``robovlm.data.bag.Alignment``)."""
 
     def __len__(self) -> int:
         return len(self.actions)
+
+
+class LazyFrames:
+    """Camera frames of an HDF5 episode read on demand: ``frames[a:b]`` reads those rows (RGB, converted from the
+    file's BGR) and nothing else, so a dataset of thousands of episodes costs their index, not their images.
+
+    Files are opened once per process (DataLoader workers each open their own; an h5py handle must not cross a
+    fork) and at most ``MAX_OPEN`` stay open."""
+
+    MAX_OPEN = 64
+    _files: dict[int, dict[Path, object]] = {}
+
+    def __init__(self, path: Path, key: str, shape: tuple[int, ...]) -> None:
+        self.path, self.key, self.shape = Path(path), key, tuple(shape)
+        self.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _dataset(self):
+        import h5py
+
+        files = LazyFrames._files.setdefault(os.getpid(), {})
+        f = files.pop(self.path, None)
+        if f is None:
+            if len(files) >= self.MAX_OPEN:
+                files.pop(next(iter(files))).close()
+            f = h5py.File(self.path, "r")
+        files[self.path] = f  # most recently used last
+        return f[self.key]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"frame {index} of {len(self)}")
+            return self[index:index + 1 if index != -1 else None][0]
+        return np.ascontiguousarray(np.asarray(self._dataset()[index])[..., ::-1])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 def load_instructions(path: str | Path | None = None) -> dict[str, str]:
@@ -65,7 +111,9 @@ def load_instructions(path: str | Path | None = None) -> dict[str, str]:
     return data
 
 
-def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = None) -> Episode:
+def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = None, *, lazy: bool = False) -> Episode:
+    """One episode file, checked; ``lazy``: the camera frames stay in the file (``LazyFrames``), everything else
+    (actions, joints, events: a few kB) is read now."""
     import h5py
 
     path = Path(path)
@@ -103,7 +151,8 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
         if not np.all(np.isfinite(acts)):
             raise EpisodeError(f"{path}: 'actions' holds non-finite values")
         events = [e.decode() if isinstance(e, bytes) else str(e) for e in f["action_event_types"][...]]
-        rgb = np.ascontiguousarray(np.asarray(images[...])[..., ::-1])  # BGR -> RGB
+        rgb = LazyFrames(path, "images", images.shape) if lazy else \
+            np.ascontiguousarray(np.asarray(images[...])[..., ::-1])  # BGR -> RGB
         joints, joint_names = None, None
         if "joint_positions" in f:
             joints = np.asarray(f["joint_positions"][...], dtype=np.float32)
@@ -116,7 +165,8 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
             ds = f["hand_images"]
             if ds.ndim != 4 or ds.shape[0] != n or ds.shape[-1] != 3 or ds.dtype != np.uint8:
                 raise EpisodeError(f"{path}: 'hand_images' must be ({n}, H, W, 3) uint8, got {ds.shape} {ds.dtype}")
-            hand = np.ascontiguousarray(np.asarray(ds[...])[..., ::-1])
+            hand = LazyFrames(path, "hand_images", ds.shape) if lazy else \
+                np.ascontiguousarray(np.asarray(ds[...])[..., ::-1])
     match = SCENARIO_RE.search(name)
     scenario = match.group(0) if match else None
     instruction = (instructions or {}).get(scenario) if scenario else None
