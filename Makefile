@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps test bench soak demo train-demo clean
+.PHONY: install sysdeps test bench bench-train soak demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -30,6 +30,10 @@ bench: install
 	$(PY) -m robovlm.bench
 	$(PY) -m robovlm.bench_engines
 	$(PY) -m robovlm_node.bench
+
+# Fine-tuning modes (step time, memory) on kosmos2_small, and memory of lazy data for 200 and 2,000 episodes.
+bench-train: install
+	$(PY) -m robovlm.bench_train
 
 # The node for DURATION seconds (default 10 minutes) on two 640x480 cameras at 30 Hz, beside LOAD CPU-bound jobs.
 DURATION ?= 600
