@@ -41,6 +41,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
+from robovlm.hub import HubError, resolve_checkpoint
 from robovlm.model.tokenizer import checkpoint_tokenizer
 from robovlm.runtime.engine import limit_threads
 from robovlm.runtime.metrics import EventWindow
@@ -160,6 +161,11 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._fatal_reason = ""
+        try:  # a Hub id (owner/name) becomes its directory in the local Hub cache
+            s.model_path = str(resolve_checkpoint(s.model_path))
+        except HubError as exc:
+            self.get_logger().error(f"configure failed: model_path: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"loading model {s.model_path} ({s.engine} on {s.device}, {s.engine_threads} "
                                f"thread{'s' if s.engine_threads > 1 else ''}"
                                f"{', own process' if s.engine_process else ''})")

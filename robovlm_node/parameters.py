@@ -50,7 +50,8 @@ class Spec:
 
 
 PARAMETERS: dict[str, Spec] = {
-    "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json)"),
+    "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json), or a "
+                                     "Hugging Face Hub id (owner/name) in the local Hub cache"),
     "device": Spec(T.STRING, "cpu", "cpu | cuda"),
     "engine": Spec(T.STRING, "torch", f"inference engine: {' | '.join(ENGINES)}"),
     "dtype": Spec(T.STRING, "float32", f"torch engine precision: {' | '.join(DTYPES)} (weights cast once at load); "

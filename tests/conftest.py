@@ -13,6 +13,8 @@ from robovlm.config import RoboVLMConfig
 # Each test process gets its own DDS domain and never discovers anything beyond this machine.
 os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+# No test reaches the network: Hugging Face Hub lookups use the local cache only (set before anything imports it).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 IMAGE = 56  # 4x4 patches of 14 px: fast, same code path as 224 px
 

@@ -168,6 +168,7 @@ def test_a_stale_required_input_is_an_error_and_counts_as_stopped(checkpoint, ha
     ({"engine": "tensorrt"}, "'engine'"),
     ({"engine": "onnxruntime"}, "no ONNX export"),  # a torch-only checkpoint: the fix is named
     ({"dtype": "int8"}, "'dtype'"),
+    ({"model_path": "acme/not-downloaded"}, "hf download acme/not-downloaded"),  # a Hub id not in the cache
     ({"engine": "onnxruntime", "dtype": "bfloat16"}, "'dtype'"),
     ({"onnx_tensorrt": True}, "'onnx_tensorrt'"),
     ({"device": "tpu"}, "'device'"),

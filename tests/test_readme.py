@@ -19,6 +19,8 @@ SLOW = {
     "robovlm eval-sim --checkpoint out/ckpt": "needs the 25-minute checkpoint; eval-sim runs in test_sim",
     "robovlm_node --ros-args": "runs until Ctrl-C; tests/test_node.py starts it as a process",
     "cd ros2_ws && colcon build": "tests/test_colcon.py builds the workspace both ways",
+    "torchrun --standalone": "two training processes on out/sim_data (200 episodes); tests/test_distributed.py runs "
+                             "the same command on 16",
 }
 
 
