@@ -162,7 +162,7 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
         log.info("resumed at step %d", step)
 
     t0 = time.perf_counter()
-    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=not main or None)
+    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=not main)
     epoch = step // max(1, len(loader) // settings.grad_accum)
     running = torch.zeros((), device=acc.device)
     while step < settings.steps:
