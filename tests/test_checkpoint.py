@@ -21,7 +21,7 @@ def ckpt(tmp_path):
 
 def test_round_trip_gives_identical_outputs(ckpt):
     model, path = ckpt
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "stats.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors", "stats.json"]
     loaded = RoboVLM.from_pretrained(path)
     batch = make_batch(model.config, 2)
     with torch.no_grad():
