@@ -254,7 +254,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
           f"final loss {m['final_loss']:.4f}")
     if m["final_val_mae"]:
-        print("validation MAE (held-out episodes): " + ", ".join(f"{k} {v:.4f} m/s" for k, v in m["final_val_mae"].items()))
+        print("validation MAE (held-out episodes): " + ", ".join(
+            f"{k} {v:.4f} {'rad/s' if k.startswith('angular') else 'm/s'}" for k, v in m["final_val_mae"].items()))
     print(f"checkpoint, loss_curve.png and metrics.json in {args.out}")
     return 0
 
