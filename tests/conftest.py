@@ -72,6 +72,18 @@ def make_batch(cfg: RoboVLMConfig, b: int = 2, t: int | None = None, *, seed: in
     }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _frame_cache(tmp_path_factory):
+    """Bags decoded by lazy training go to a cache of the test session, not the user's ~/.cache."""
+    old = os.environ.get("ROBOVLM_CACHE")
+    os.environ["ROBOVLM_CACHE"] = str(tmp_path_factory.mktemp("robovlm_cache"))
+    yield
+    if old is None:
+        os.environ.pop("ROBOVLM_CACHE", None)
+    else:
+        os.environ["ROBOVLM_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
