@@ -77,7 +77,7 @@ def check_exportable(model: RoboVLM, dtype: str, opset: int) -> None:
                                              positions=(mask.cumsum(1) - 1).clamp(min=0),
                                              cache=model.backbone.new_cache())
     kinds = {type(layer).__name__ for layer in cache.layers}
-    if any(not isinstance(layer, DynamicLayer) or type(layer) is not DynamicLayer for layer in cache.layers):
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
         raise ExportError(f"the {model.backbone.type} language model keeps a cache of kind {sorted(kinds)} (sliding "
                           "window or quantized layers); the instruction cache is exported as one tensor of full "
                           "layers, which this backbone does not use")
@@ -184,22 +184,22 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
                                          "onnxruntime": onnxruntime.__version__},
     }
     (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    report = parity_report(out, model, samples, steps=parity_steps)
+    report = parity_report(out, model, modules, samples, steps=parity_steps)
     report["export_seconds"] = timings
     (onnx_dir / PARITY).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def parity_report(out: Path, model: RoboVLM, samples: dict, *, steps: int) -> dict:
+def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module], samples: dict, *,
+                  steps: int) -> dict:
     """Max abs difference of each graph against its torch module on the example inputs and on a padded batch of
     two, and of the ONNX Runtime engine against ``RoboVLM.step`` over ``steps`` steps (action chunk, physical units),
     on the CPU execution provider."""
     import onnxruntime as ort
 
-    from .runtime.engine import TorchEngine
+    from .runtime.engine import DTYPES, TorchEngine
     from .runtime.onnx_engine import OnnxEngine, session_options
 
-    modules = graph_modules(model)
     other = sample_inputs(model, batch=2, instructions=["go left", "go right around the box to the cup"], window=2,
                           seed=1)
     per_graph: dict[str, float] = {}
@@ -218,7 +218,7 @@ def parity_report(out: Path, model: RoboVLM, samples: dict, *, steps: int) -> di
                                  for g, r in zip(got, ref)))
         per_graph[name] = worst
     engine = OnnxEngine(out, device="cpu")
-    reference = TorchEngine.from_model(model, dtype=_TORCH_DTYPE[model.action_token.dtype])
+    reference = TorchEngine.from_model(model, dtype=next(k for k, v in DTYPES.items() if v == model.action_token.dtype))
     torch_diff = 0.0
     for step, (head, hand, state, instruction) in enumerate(streaming_inputs(model.config, steps)):
         want = reference.step(head, hand, state, instruction)
@@ -228,9 +228,6 @@ def parity_report(out: Path, model: RoboVLM, samples: dict, *, steps: int) -> di
     return {"graphs_max_abs_diff": per_graph, "end_to_end_steps": steps,
             "end_to_end_max_abs_diff_physical": torch_diff, "provider": "CPUExecutionProvider",
             "dtype": str(model.action_token.dtype).removeprefix("torch.")}
-
-
-_TORCH_DTYPE = {torch.float32: "float32", torch.float16: "float16"}
 
 
 def streaming_inputs(config, steps: int, *, seed: int = 0):

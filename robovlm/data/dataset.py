@@ -189,8 +189,8 @@ class WindowDataset(Dataset):
             frames = padded[:, dy:dy + frames.shape[1], dx:dx + frames.shape[2]]
         return to_pixels(np.ascontiguousarray(frames), size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
 
-    def __getitem__(self, item: int) -> dict:
-        epoch, i = divmod(item, len(self.index))
+    def __getitem__(self, index: int) -> dict:
+        epoch, i = divmod(index, len(self.index))
         e, s = self.index[i]
         ep = self.episodes[e]
         cfg, n, w = self.config, self.config.fwd_pred_next_n, self.config.window_size

@@ -54,6 +54,11 @@ class Episode:
         return len(self.actions)
 
 
+def bgr_to_rgb(frames) -> np.ndarray:
+    """Frames as stored in the file (BGR, any array-like) -> contiguous RGB uint8."""
+    return np.ascontiguousarray(np.asarray(frames)[..., ::-1])
+
+
 class LazyFrames:
     """Camera frames of an HDF5 episode read on demand: ``frames[a:b]`` reads those rows (RGB, converted from the
     file's BGR) and nothing else, so a dataset of thousands of episodes costs their index, not their images.
@@ -91,8 +96,9 @@ class LazyFrames:
         if isinstance(index, (int, np.integer)):
             if not -len(self) <= index < len(self):
                 raise IndexError(f"frame {index} of {len(self)}")
-            return self[index:index + 1 if index != -1 else None][0]
-        return np.ascontiguousarray(np.asarray(self._dataset()[index])[..., ::-1])
+            i = int(index) % len(self)
+            return self[i:i + 1][0]
+        return bgr_to_rgb(self._dataset()[index])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
@@ -151,8 +157,7 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
         if not np.all(np.isfinite(acts)):
             raise EpisodeError(f"{path}: 'actions' holds non-finite values")
         events = [e.decode() if isinstance(e, bytes) else str(e) for e in f["action_event_types"][...]]
-        rgb = LazyFrames(path, "images", images.shape) if lazy else \
-            np.ascontiguousarray(np.asarray(images[...])[..., ::-1])  # BGR -> RGB
+        rgb = LazyFrames(path, "images", images.shape) if lazy else bgr_to_rgb(images[...])
         joints, joint_names = None, None
         if "joint_positions" in f:
             joints = np.asarray(f["joint_positions"][...], dtype=np.float32)
@@ -165,8 +170,7 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
             ds = f["hand_images"]
             if ds.ndim != 4 or ds.shape[0] != n or ds.shape[-1] != 3 or ds.dtype != np.uint8:
                 raise EpisodeError(f"{path}: 'hand_images' must be ({n}, H, W, 3) uint8, got {ds.shape} {ds.dtype}")
-            hand = LazyFrames(path, "hand_images", ds.shape) if lazy else \
-                np.ascontiguousarray(np.asarray(ds[...])[..., ::-1])
+            hand = LazyFrames(path, "hand_images", ds.shape) if lazy else bgr_to_rgb(ds[...])
     match = SCENARIO_RE.search(name)
     scenario = match.group(0) if match else None
     instruction = (instructions or {}).get(scenario) if scenario else None

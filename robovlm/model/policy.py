@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ConfigError, RoboVLMConfig
+from ..config import BackboneConfig, ConfigError, RoboVLMConfig
 from ..data.stats import NormStats
 from .backbone import BackboneAdapter, build_backbone
 from .checkpoint import CLIP_ENCODER_PREFIX, CheckpointError, load_checkpoint, save_checkpoint
@@ -37,11 +37,21 @@ from .tokenizer import ByteTokenizer, Tokenizer, count_instruction_tokens, load_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "MissingInputError", "RoboVLM"]
+__all__ = ["CheckpointError", "MissingInputError", "RoboVLM", "prompt_ids"]
 
 
 class MissingInputError(ValueError):
     """A required input (hand image with ``missing_hand: error``, state, instruction) was not given."""
+
+
+def prompt_ids(tokenizer: Tokenizer, backbone: BackboneConfig, instruction: str) -> list[int]:
+    """The language model's prompt for ``instruction`` as token ids; refuses an empty instruction and one longer than
+    ``backbone.max_instruction_tokens`` (every engine builds its prompt here)."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise MissingInputError(f"instruction must be a non-empty string, got {instruction!r}")
+    text = instruction.strip()
+    count_instruction_tokens(tokenizer, text, backbone.max_instruction_tokens)
+    return tokenizer.encode_text(backbone.prompt.format(instruction=text))
 
 
 class RoboVLM(nn.Module):
@@ -137,11 +147,7 @@ class RoboVLM(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ text
     def _prompt_ids(self, instruction: str) -> list[int]:
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise MissingInputError(f"instruction must be a non-empty string, got {instruction!r}")
-        text = instruction.strip()
-        count_instruction_tokens(self.tokenizer, text, self.config.backbone.max_instruction_tokens)
-        return self.tokenizer.encode_text(self.config.backbone.prompt.format(instruction=text))
+        return prompt_ids(self.tokenizer, self.config.backbone, instruction)
 
     def _prefix(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids (B, Lp) and mask (B, Lp), so every frame token sits right after its prompt."""

@@ -20,12 +20,13 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from ..config import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
-from ..model.policy import MissingInputError
-from ..model.tokenizer import checkpoint_tokenizer, count_instruction_tokens
+from ..model.policy import MissingInputError, prompt_ids
+from ..model.tokenizer import checkpoint_tokenizer
 from .engine import EngineBase, EngineError, cpu_name
 from .preprocess import to_pixels
 
@@ -38,8 +39,6 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: bool) -> list:
     """Execution providers for ``device``; raises ``EngineError`` when this onnxruntime build lacks one."""
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     if device == "cpu":
         if tensorrt:
@@ -70,8 +69,6 @@ def session_options(threads: int, *, fp16_on_cpu: bool = False):
     ``fp16_on_cpu``: onnxruntime 1.32's CPU provider crashes (SIGSEGV in session creation) on fp16 graphs with
     attention when every optimisation is on (measured on the frame and window graphs with fusion modules); the
     extended level, without the CPU layout transformations, loads them. fp16 is meant for the GPU providers."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -85,8 +82,6 @@ def session_options(threads: int, *, fp16_on_cpu: bool = False):
 class OnnxEngine(EngineBase):
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu", tensorrt: bool = False,
                  trt_cache_dir: str | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         path = Path(checkpoint)
         onnx_dir = path / ONNX_DIR
         if not (onnx_dir / "manifest.json").is_file():
@@ -130,17 +125,10 @@ class OnnxEngine(EngineBase):
         self._prefix: dict | None = None
 
     def _ortvalue(self, array: np.ndarray):
-        import onnxruntime as ort
-
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.ort_device, 0)
 
     def _encode_instruction(self, instruction: str) -> None:
-        cfg = self.config
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise MissingInputError(f"instruction must be a non-empty string, got {instruction!r}")
-        text = instruction.strip()
-        count_instruction_tokens(self.tokenizer, text, cfg.backbone.max_instruction_tokens)
-        ids = np.asarray([self.tokenizer.encode_text(cfg.backbone.prompt.format(instruction=text))], dtype=np.int64)
+        ids = np.asarray([prompt_ids(self.tokenizer, self.config.backbone, instruction)], dtype=np.int64)
         mask = np.ones_like(ids)
         binding = self.sessions["instruction"].io_binding()
         binding.bind_ortvalue_input("ids", self._ortvalue(ids))
