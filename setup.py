@@ -71,7 +71,7 @@ setup(
         # CUDA and TensorRT execution providers. onnxruntime-gpu installs the same `onnxruntime` module as the CPU
         # package: on a GPU machine remove the CPU one afterwards (README, "GPU").
         "gpu": ["onnxruntime-gpu>=1.17"],
-        "dev": ["pytest>=8", "colcon-common-extensions>=0.3"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "colcon-common-extensions>=0.3"],
     },
     entry_points={"console_scripts": [
         "robovlm = robovlm.cli:main",

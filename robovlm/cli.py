@@ -12,6 +12,22 @@ from pathlib import Path
 log = logging.getLogger("robovlm")
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a count of episodes, steps, ...), refused with a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _load_any(target: str, *, meta: bool):
     """A checkpoint directory (weights loaded) or a config file (architecture only, on the meta device if asked)."""
     import torch
@@ -102,6 +118,10 @@ def cmd_init_checkpoint(args: argparse.Namespace) -> int:
     from .config import load_config
     from .model.policy import RoboVLM
 
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        print(f"error: {out} exists and is not a directory; choose another output directory", file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     cfg = load_config(args.config)
     model = RoboVLM(cfg, with_clip=False)
@@ -247,8 +267,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    m = train(args.config, args.data, args.out, settings, resume=args.resume, device=args.device,
-              topics=TopicMap.from_flags(args.topic), joint_names=_joints(args.joints))
+    out = Path(args.out)
+    existed = out.exists()
+    try:
+        m = train(args.config, args.data, out, settings, resume=args.resume, device=args.device,
+                  topics=TopicMap.from_flags(args.topic), joint_names=_joints(args.joints))
+    except BaseException:  # bad data found mid-run (a damaged file), Ctrl-C: no empty output directory stays
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate launch: the main process reports
         return 0
     print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
@@ -303,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write (may be CHECKPOINT)")
     s.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     s.add_argument("--opset", type=int, default=17)
-    s.add_argument("--parity-steps", type=int, default=20, help="control steps compared with torch after export")
+    s.add_argument("--parity-steps", type=at_least(1), default=20, help="control steps compared with torch after export")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("make-bag", help="turn one HDF5 teleop episode into a rosbag2 for replay")
@@ -330,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("collect-sim", help="scripted-expert episodes from the simulator, in the user's HDF5 format")
     s.add_argument("out", help="output directory")
-    s.add_argument("--episodes-per-scenario", type=int, default=10)
-    s.add_argument("--seed-offset", type=int, default=0)
-    s.add_argument("--image-size", type=int, default=56)
+    s.add_argument("--episodes-per-scenario", type=at_least(1), default=10)
+    s.add_argument("--seed-offset", type=at_least(0), default=0)
+    s.add_argument("--image-size", type=at_least(14), default=56)
     s.add_argument("--noise", type=float, default=0.05, help="std of the noise added to executed commands, m/s")
     s.add_argument("--bags", action="store_true", help="also write each episode as an MCAP rosbag2")
     s.set_defaults(func=cmd_collect_sim)
@@ -348,17 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--action-fields", metavar="FIELD,FIELD",
                    help=f"Twist fields the model predicts, in order (default: {','.join(d.action_fields)}; the "
                         "config's action_dim must match)")
-    s.add_argument("--steps", type=int, default=d.steps)
-    s.add_argument("--batch-size", type=int, default=d.batch_size)
+    s.add_argument("--steps", type=at_least(1), default=d.steps)
+    s.add_argument("--batch-size", type=at_least(1), default=d.batch_size)
     s.add_argument("--lr", type=float, default=d.lr)
-    s.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    s.add_argument("--warmup-steps", type=at_least(0), default=d.warmup_steps)
     s.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay})")
-    s.add_argument("--grad-accum", type=int, default=d.grad_accum,
+    s.add_argument("--grad-accum", type=at_least(1), default=d.grad_accum,
                    help="micro-batches per optimizer step (--batch-size stays the global batch)")
     s.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "bf16", "fp16"],
                    help="auto: bf16 on CUDA, full precision on the CPU")
-    s.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader worker processes")
-    s.add_argument("--eval-every", type=int, default=d.eval_every)
+    s.add_argument("--num-workers", type=at_least(0), default=d.num_workers, help="DataLoader worker processes")
+    s.add_argument("--eval-every", type=at_least(1), default=d.eval_every)
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -366,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval-sim", help="closed-loop success rate in the simulator")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("--episodes", type=int, default=40)
-    s.add_argument("--seed-offset", type=int, default=100_000, help="first seed (training uses seeds from 0)")
+    s.add_argument("--episodes", type=at_least(1), default=40)
+    s.add_argument("--seed-offset", type=at_least(0), default=100_000, help="first seed (training uses seeds from 0)")
     s.add_argument("--ablate", choices=["image", "instruction"])
     s.add_argument("--chunk-mode", default="ensemble", choices=["ensemble", "open_loop", "latest"])
     s.add_argument("--device", default="cpu")
@@ -397,9 +424,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError, RoleError, ResourceNotFound,
-            ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+            ExportError, OSError) as exc:  # OSError: a file or directory the user named cannot be read or written
+        if args.verbose:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as the user should read it: an OSError as 'reason: path', an error raised in a DataLoader worker
+    (which torch re-raises with the worker's traceback in its text) as the original message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{exc.strerror}: {where}" if where else exc.strerror
+    text = str(exc)
+    if "Original Traceback" in text:  # torch.utils.data's ExceptionWrapper
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -92,7 +92,10 @@ def load_robovlms_config(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> d
     if path in _seen:
         raise ConfigError(f"{path}: 'parent' chain loops ({' -> '.join(str(p) for p in (*_seen, path))})")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a RoboVLMs config is "
+                          "JSON") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read RoboVLMs config {path}: {exc}") from exc
     if not isinstance(data, dict):

@@ -4,6 +4,10 @@ Layout written under ``out/onnx/``: ``vision.onnx``, ``instruction.onnx``, ``fra
 of 1 MB and more in ``<graph>.onnx.data`` next to each graph), ``manifest.json`` (what each graph takes and gives,
 dtype, opset, versions) and ``parity.json`` (max abs difference against torch per graph and end to end).
 
+Everything is written to a hidden staging directory beside ``out`` and moved into place only after the parity
+check, so an export that is killed, runs out of disk or fails its check leaves no half-written ``onnx/`` for the
+engine to load (``OnnxEngine`` also refuses a directory without a manifest and a parity report).
+
 Exporter: torch's TorchScript-based exporter (``dynamo=False``). Measured on the tiny configs of the tests,
 ``torch.export`` (the dynamo exporter) fails on the frame graph, whose language model extends a cache built from an
 input tensor, and on Gemma it traced a mask shortcut that is wrong for a left-padded batch; the TorchScript exporter
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -129,31 +134,85 @@ def _externalize(path: Path) -> None:
                         location=path.name + ".data", size_threshold=EXTERNAL_DATA_BYTES)
 
 
-def _copy_checkpoint(src: Path, out: Path) -> None:
-    if src.resolve() == out.resolve():
-        return
+def _copy_checkpoint(src: Path, out: Path, *, link: bool = False) -> None:
+    """The checkpoint's files (not its ``onnx/``) into ``out``; ``link``: hard links where the file system allows
+    (an export in place, whose files are moved back onto themselves), so the weights are not copied."""
+
+    def copy(a: str, b: str) -> None:
+        try:
+            if link:
+                os.link(a, b)
+                return
+        except OSError:  # another file system, or no hard links: copy
+            pass
+        shutil.copy2(a, b)
+
     out.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():
         if item.name == ONNX_DIR:
             continue
         target = out / item.name
         if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True)
+            shutil.copytree(item, target, dirs_exist_ok=True, copy_function=copy)
         else:
-            shutil.copy2(item, target)
+            copy(str(item), str(target))
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int = 17,
                       parity_steps: int = 20) -> dict:
-    """Write ``out`` (the checkpoint's files plus ``onnx/``) and return the parity report."""
-    import onnx
-    import onnxruntime
-
+    """Write ``out`` (the checkpoint's files plus ``onnx/``; ``out`` may be ``checkpoint``) and return the parity
+    report. Nothing appears in ``out`` until the export has finished its parity run."""
     src, out = Path(checkpoint), Path(out)
     model = RoboVLM.from_pretrained(src)
     check_exportable(model, dtype, opset)
     model = model.to(DTYPES[dtype]).eval()
-    _copy_checkpoint(src, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(out)
+    staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"
+    try:
+        _copy_checkpoint(src, staging, link=out.exists() and src.resolve() == out.resolve())
+        report = _export_into(model, staging, opset=opset, dtype=dtype, parity_steps=parity_steps)
+        _move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+STAGING_PREFIX = ".export-"
+"""Hidden staging directories beside ``out``: ``.export-<name>.<pid>``."""
+
+
+def _remove_abandoned_staging(out: Path) -> None:
+    """Staging directories of exports that were killed (their process is gone)."""
+    for old in out.parent.glob(f"{STAGING_PREFIX}{out.name}.*"):
+        pid = old.suffix.lstrip(".")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """``out`` becomes the staged checkpoint: renamed as a whole when new, else item by item (files replaced
+    atomically, ``onnx/`` swapped by two renames), so ``out/onnx`` is never a partial export."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    for item in staging.iterdir():
+        target = out / item.name
+        if item.is_dir():
+            old = out / f"{STAGING_PREFIX}old-{item.name}.{os.getpid()}"
+            if target.exists():
+                target.rename(old)
+            item.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(item, target)
+
+
+def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_steps: int) -> dict:
+    """The four graphs, the manifest and, last, the parity report into ``out/onnx``."""
+    import onnx
+    import onnxruntime
+
     onnx_dir = out / ONNX_DIR
     if onnx_dir.exists():
         shutil.rmtree(onnx_dir)
@@ -217,7 +276,7 @@ def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module]
             worst = max(worst, *(float(np.abs(g.astype(np.float64) - r.double().numpy()).max())
                                  for g, r in zip(got, ref)))
         per_graph[name] = worst
-    engine = OnnxEngine(out, device="cpu")
+    engine = OnnxEngine(out, device="cpu", require_parity=False)  # the report is being written
     reference = TorchEngine.from_model(model, dtype=next(k for k, v in DTYPES.items() if v == model.action_token.dtype))
     torch_diff = 0.0
     for step, (head, hand, state, instruction) in enumerate(streaming_inputs(model.config, steps)):

@@ -1,9 +1,11 @@
-"""Hugging Face conventions for checkpoint directories: a local path or a Hub id (``owner/name``, resolved through
-the Hub cache, offline included), files written with the permissions any other file gets, and a model card
-(``README.md``) with YAML front matter that the Hub and its search read.
+"""Hugging Face conventions for checkpoint directories: a local path or an explicit Hub reference
+(``hf://owner/name``, resolved through the Hub cache), files written with the permissions any other file gets, and
+a model card (``README.md``) with YAML front matter that the Hub and its search read.
 
-Downloading is left to the user's machine (``hf download owner/name``): on a robot computer without network,
-``HF_HUB_OFFLINE=1`` makes the lookup use the cache only.
+A path is local unless it says otherwise: ``models/demo`` started from another directory is a missing directory,
+never a repository to look up, so a robot computer never makes a network call (or downloads whatever a look-alike
+repository holds) because of a relative path. Downloading is left to the user (``hf download owner/name``); on a
+robot computer without network, ``HF_HUB_OFFLINE=1`` keeps even ``hf://`` on the local cache.
 """
 
 from __future__ import annotations
@@ -17,29 +19,42 @@ import yaml
 
 log = logging.getLogger(__name__)
 
+HUB_SCHEME = "hf://"
+"""The explicit form of a Hub reference: ``hf://owner/name`` (optionally ``@revision``)."""
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CARD = "README.md"
 
 
 class HubError(FileNotFoundError):
-    """A checkpoint is neither a local directory nor in the Hugging Face cache; the message says how to get it."""
+    """A checkpoint is not a local directory, or a Hub reference that is not in the local cache; the message says
+    which path was tried and how to get it."""
 
 
 def resolve_checkpoint(target: str | Path, *, revision: str | None = None) -> Path:
-    """A local directory as is; ``owner/name`` through the Hub cache (``snapshot_download``, which falls back to the
-    cache when the Hub cannot be reached or ``HF_HUB_OFFLINE=1``)."""
-    path = Path(target)
-    if path.exists() or not REPO_ID.match(str(target)):
-        return path
+    """A local checkpoint directory, checked to exist; ``hf://owner/name[@revision]`` through the Hub cache
+    (``snapshot_download``, which uses the cache alone when ``HF_HUB_OFFLINE=1`` or the Hub cannot be reached)."""
+    text = str(target)
+    if not text.startswith(HUB_SCHEME):
+        path = Path(target)
+        if path.is_dir():
+            return path
+        what = "is not a directory" if path.exists() else "does not exist"
+        hint = f" (for the Hugging Face Hub model {text!r}, write {HUB_SCHEME}{text})" if REPO_ID.match(text) else ""
+        where = "" if path.is_absolute() else f" (relative to the working directory: {path.resolve()})"
+        raise HubError(f"checkpoint directory '{text}' {what}{where}{hint}")
+    repo = text[len(HUB_SCHEME):]
+    if "@" in repo:
+        repo, revision = repo.split("@", 1)
+    if not REPO_ID.match(repo):
+        raise HubError(f"'{text}' is not a Hub reference of the form {HUB_SCHEME}owner/name[@revision]")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        return Path(snapshot_download(str(target), revision=revision))
+        return Path(snapshot_download(repo, revision=revision))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
-        raise HubError(f"{target}: no such directory, and not a Hub model in the local cache ({type(exc).__name__}: "
-                       f"{exc}); download it where there is network (`hf download {target}`) or pass a "
-                       "checkpoint directory") from exc
+        raise HubError(f"{text}: not a Hub model in the local cache ({type(exc).__name__}: {exc}); download it "
+                       f"where there is network (`hf download {repo}`) or pass a checkpoint directory") from exc
 
 
 def fix_permissions(path: Path) -> None:

@@ -9,6 +9,11 @@ micro-batches. Mixed precision (bf16 on CUDA by default), gradient clipping, lin
 seeds. Only the main process writes the checkpoint (merged for inference), metrics, plots and the model card; the
 full training state (model, optimizer, scheduler, random states of every process) is written by accelerate to
 ``train_state/`` and ``--resume`` continues from it in any mode.
+
+What ``--resume`` trusts: the progress this module writes (step, loss and validation history) is JSON, and the
+weights are safetensors, so a crafted file there cannot run code. ``train_state/`` holds accelerate's own files
+(optimizer and scheduler state, pickled random states), which are loaded as trusted local state: resume only from
+an output directory you wrote yourself.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from .train_settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "train_state.pt"
-"""Progress (step, loss history, validation history), written by the main process."""
+STATE_FILE = "train_progress.json"
+"""Progress (step, loss history, validation history), written by the main process as JSON (never pickle)."""
+OLD_STATE_FILE = "train_state.pt"
+"""The same progress as written by earlier versions; read with ``weights_only=True`` (no code runs)."""
 STATE_DIR = "train_state"
 """accelerate's state: model (unmerged, adapters included), optimizer, scheduler, random states per process."""
 
@@ -108,8 +115,6 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
     acc = _accelerator(settings, device)
     main = acc.is_main_process
     out = Path(out_dir)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     micro = settings.batch_size // settings.grad_accum
     if micro % acc.num_processes:
         raise ConfigError(f"batch size {settings.batch_size} / grad_accum {settings.grad_accum} = {micro} windows per "
@@ -128,6 +133,8 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
     episodes = load_episodes(data_dir, topics=topics, joint_names=joint_names, use_state=config.use_state,
                              state_dim=config.state_dim, use_hand=config.use_hand_rgb, image_size=config.image_size,
                              lazy=True)  # an index; frames are read by the loader's workers
+    if main:  # only once the data is readable: bad data leaves no empty output directory behind
+        out.mkdir(parents=True, exist_ok=True)
     train_eps, val_eps = split_episodes(episodes, settings.val_fraction)
     log.info("%d episodes: %d train, %d validation", len(episodes), len(train_eps), len(val_eps))
     if not resuming:
@@ -157,7 +164,7 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
     step, history, val_hist = 0, [], []
     if resuming:
         acc.load_state(str(out / STATE_DIR))
-        progress = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        progress = _read_progress(out)
         step, history, val_hist = progress["step"], progress["history"], progress["val"]
         log.info("resumed at step %d", step)
 
@@ -225,5 +232,26 @@ def _save(acc, model, step: int, history: list, val: list, out: Path) -> None:
     weights = acc.get_state_dict(model)
     if acc.is_main_process:
         acc.unwrap_model(model).save_pretrained(out, weights=weights)
-        torch.save({"step": step, "history": history, "val": val}, out / STATE_FILE)
+        tmp = out / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps({"step": step, "history": history, "val": val}) + "\n")
+        tmp.replace(out / STATE_FILE)
     acc.wait_for_everyone()
+
+
+def _read_progress(out: Path) -> dict:
+    """Step, loss history and validation history of an interrupted run; a clear error when unreadable."""
+    path = out / STATE_FILE
+    try:
+        if path.is_file():
+            progress = json.loads(path.read_text())
+        elif (out / OLD_STATE_FILE).is_file():
+            path = out / OLD_STATE_FILE
+            progress = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise ConfigError(f"cannot resume from {out}: {STATE_FILE} is missing (train_state/ without it is an "
+                              "interrupted save); start again without --resume")
+        return {"step": int(progress["step"]), "history": list(progress["history"]), "val": list(progress["val"])}
+    except ConfigError:
+        raise
+    except Exception as exc:  # JSON errors, pickles that weights_only refuses, missing keys
+        raise ConfigError(f"cannot resume from {path}: {type(exc).__name__}: {exc}") from exc

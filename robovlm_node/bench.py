@@ -35,6 +35,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 
 from robovlm.config import load_config  # noqa: E402
 from robovlm.model.policy import RoboVLM  # noqa: E402
@@ -144,7 +145,7 @@ def feed(camera_hz: float, joints: list[str]) -> None:
         stamp = node.get_clock().now().to_msg()
         head.publish(rgb_to_image(frames[i % 4], stamp=stamp))
         hand.publish(rgb_to_image(frames[(i + 1) % 4], stamp=stamp))
-        js.publish(JointState(name=joints, position=[0.0] * len(joints)))
+        js.publish(JointState(header=Header(stamp=stamp), name=joints, position=[0.0] * len(joints)))
         i += 1
         stop.wait(1.0 / camera_hz)
     node.destroy_node()

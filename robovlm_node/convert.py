@@ -41,7 +41,7 @@ class ImageConversionError(ValueError):
 
 
 class JointStateError(ValueError):
-    """A joint-state message lacks a configured joint or holds a non-finite position."""
+    """A joint-state message lacks a configured joint, names one twice or holds a non-finite position."""
 
 
 def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int, int]:
@@ -148,10 +148,14 @@ def rgb_to_compressed(rgb: np.ndarray, *, fmt: str = "jpeg", stamp: Time | None 
 
 
 def joint_state_vector(msg: JointState, names: list[str]) -> np.ndarray:
-    """Positions of ``names``, in that order; a missing name or a non-finite value is a ``JointStateError``."""
+    """Positions of ``names``, in that order; a missing name, a name given twice (which of its values would be
+    the joint's?) or a non-finite value is a ``JointStateError``."""
     if len(msg.position) != len(msg.name):
         raise JointStateError(f"joint state has {len(msg.name)} names but {len(msg.position)} positions")
     index = {n: i for i, n in enumerate(msg.name)}
+    if len(index) != len(msg.name):
+        twice = sorted({n for n in msg.name if list(msg.name).count(n) > 1})
+        raise JointStateError(f"joint state names {twice} more than once; refused (which value is the joint's?)")
     missing = [n for n in names if n not in index]
     if missing:
         raise JointStateError(f"joint state lacks {missing} (has {list(msg.name)}); check 'state_joints'")

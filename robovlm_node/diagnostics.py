@@ -52,7 +52,9 @@ class InputMonitor:
             return None if self.last_rx is None else now - self.last_rx
 
     def status(self, now: float, *, node: str, used: bool, required: bool, timeout_s: float,
-               active: bool) -> DiagnosticStatus:
+               active: bool, fault_now: str | None = None) -> DiagnosticStatus:
+        """``fault_now``: the fault of the input's newest message or frames (``stale_stamp``, ``blank_image``, ...),
+        an ERROR when the input is required (the robot is stopped), a WARN otherwise."""
         age = self.age(now)
         with self._lock:
             fault, fault_t, faults = self.last_fault, self.last_fault_t, self.faults
@@ -71,6 +73,10 @@ class InputMonitor:
             st.level = WARN
             st.message = ("never received" if age is None else f"stale ({age:.2f} s)") + \
                 ": the model runs on its missing-input marker"
+        elif fault_now and active and required:
+            st.level, st.message = ERROR, f"{fault}: stopped"
+        elif fault_now:
+            st.level, st.message = WARN, f"{fault}" + (": the model runs on its missing-input marker" if active else "")
         elif recent_fault:
             st.level, st.message = WARN, f"bad messages: {fault}"
         else:
@@ -164,7 +170,7 @@ class NodeDiagnostics:
         used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
         required = set(self.required_inputs())
         statuses = [m.status(now, node=name, used=used[k], required=k in required, timeout_s=s.input_timeout_s,
-                             active=self._active) for k, m in self.monitors.items()]
+                             active=self._active, fault_now=self.input_fault(k)) for k, m in self.monitors.items()]
         with self._lock:
             text, refused_why, down = self._instruction, self._instruction_error, self._engine_down
         statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,

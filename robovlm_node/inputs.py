@@ -6,9 +6,10 @@ stamp, then keep the message. Decoding, colour conversion and resizing to the mo
 inference thread, once per frame the model actually uses (``camera_frames``), so only a few kB cross to the engine
 process and a burst of large frames never delays a control tick or a joint state.
 
-Header stamps are checked against the node clock (``robovlm.runtime.timecheck.stamp_fault``): a frame older than
-``input_timeout_s`` or ahead by more than ``max_stamp_lead_s`` is kept out of the model and stops the robot while it
-lasts (``use_receive_time`` turns this off for cameras whose clocks are not synchronised).
+Header stamps of camera frames and joint states are checked against the node clock
+(``robovlm.runtime.timecheck.stamp_fault``): a message older than ``input_timeout_s`` or ahead by more than
+``max_stamp_lead_s`` is kept out of the model and stops the robot while it lasts (``use_receive_time`` turns this
+off for drivers whose clocks are not synchronised).
 
 An instruction longer than the checkpoint's ``max_instruction_tokens`` is refused and the robot stops until a
 valid one arrives: the model's memory grows with the prompt, so nobody who can publish on the topic can exhaust
@@ -26,6 +27,7 @@ from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from robovlm.model.tokenizer import InstructionTooLong, count_instruction_tokens
+from robovlm.runtime.frame_check import FrameCheck
 from robovlm.runtime.timecheck import stamp_fault
 
 from .convert import (
@@ -48,49 +50,63 @@ class Latest:
     """Arrival on the node clock, seconds."""
     seq: int
     stamp: float | None = None
-    """Header stamp, seconds (cameras)."""
+    """Header stamp, seconds."""
     fault: str | None = None
-    """``stale_stamp`` / ``future_stamp``: the frame must not be used."""
+    """``stale_stamp`` / ``future_stamp``: the message must not be used."""
 
 
 class NodeInputs:
     """Input handling; mixed into ``RoboVLMNode``, whose attributes (settings, engine, locks, monitors) it uses."""
 
     _lock: threading.Lock
+    _frame_check: FrameCheck
+    _frame_faults: dict[str, str]
 
     # ----------------------------------------------------------------------------------------------- cameras
     def _on_camera(self, which: str, msg: Image | CompressedImage) -> None:
         now = self.now()
         s = self.settings
         try:
-            check_image_size(msg, s.max_image_pixels)
+            width, height = check_image_size(msg, s.max_image_pixels)
         except ImageConversionError as exc:
             cause = "image_too_large" if "max_image_pixels" in str(exc) else "bad_image"
             self._count(cause, f"{INPUT_LABELS[which]}: {exc}")
             self.monitors[which].fault(now, str(exc))
             return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        fault = None
-        if not s.use_receive_time:
-            fault = stamp_fault(stamp, now, max_age_s=s.input_timeout_s, max_lead_s=s.max_stamp_lead_s)
-            for cause in STAMP_FAULTS:
-                if not self._flipped(f"{cause}:{which}", fault == cause):
-                    continue
-                if fault != cause:
-                    self.get_logger().info(f"{INPUT_LABELS[which]} stamps are sane again")
-                    continue
-                offset = now - stamp
-                when = "unset (zero)" if stamp == 0 else \
-                    f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
-                self.get_logger().warning(
-                    f"[{cause}] {INPUT_LABELS[which]} frames are stamped {when}; not used"
-                    + (", robot stopped" if which in self.required_inputs() else "")
-                    + " (use_receive_time:=true for a camera whose clock is not synchronised)")
-            if fault is not None:
-                self._count(fault, f"{INPUT_LABELS[which]} header stamp {stamp:.3f} vs node clock {now:.3f}",
-                            log=False)
-                self.monitors[which].fault(now, f"{fault}: header stamp {stamp:.3f}, node clock {now:.3f}")
+        small = self._frame_check.size_fault(width, height)
+        if small is not None:
+            self._frame_fault(which, *small)
+            return
+        stamp, fault = self._check_stamp(which, msg.header.stamp, now)
         self._store(which, msg, now, stamp, fault)
+
+    def _check_stamp(self, which: str, header_stamp: Any, now: float) -> tuple[float, str | None]:
+        """The header stamp in seconds and its fault (``stale_stamp`` / ``future_stamp``, or None), logged once when
+        a fault begins and once when it ends, counted and shown in the input's diagnostics. ``use_receive_time``
+        skips the check (drivers whose clocks are not synchronised, or that do not stamp)."""
+        stamp = header_stamp.sec + header_stamp.nanosec * 1e-9
+        if self.settings.use_receive_time:
+            return stamp, None
+        s = self.settings
+        fault = stamp_fault(stamp, now, max_age_s=s.input_timeout_s, max_lead_s=s.max_stamp_lead_s)
+        what = "frames" if which in ("head", "hand") else "messages"
+        for cause in STAMP_FAULTS:
+            if not self._flipped(f"{cause}:{which}", fault == cause):
+                continue
+            if fault != cause:
+                self.get_logger().info(f"{INPUT_LABELS[which]} stamps are sane again")
+                continue
+            offset = now - stamp
+            when = "unset (zero)" if stamp == 0 else \
+                f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
+            self.get_logger().warning(
+                f"[{cause}] {INPUT_LABELS[which]} {what} are stamped {when}; not used"
+                + (", robot stopped" if which in self.required_inputs() else "")
+                + " (use_receive_time:=true for a driver whose clock is not synchronised)")
+        if fault is not None:
+            self._count(fault, f"{INPUT_LABELS[which]} header stamp {stamp:.3f} vs node clock {now:.3f}", log=False)
+            self.monitors[which].fault(now, f"{fault}: header stamp {stamp:.3f}, node clock {now:.3f}")
+        return stamp, fault
 
     def camera_frames(self, latest: dict[str, Latest | None]) -> dict[str, np.ndarray | None]:
         """Each camera's frame at the model's input size, (S, S, 3) uint8 RGB; converted once per message
@@ -105,7 +121,7 @@ class NodeInputs:
                 out[which] = cached[1]
             else:
                 try:
-                    out[which] = frame_at_size(item.value, self.engine.config.image_size)
+                    rgb: np.ndarray | None = frame_at_size(item.value, self.engine.config.image_size)
                 except ImageConversionError as exc:
                     self._count("bad_image", f"{INPUT_LABELS[which]}: {exc}")
                     self.monitors[which].fault(self.now(), str(exc))
@@ -114,8 +130,41 @@ class NodeInputs:
                             del self._inputs[which]
                     out[which] = None
                     continue
-                self._frames[which] = (item.seq, out[which])
+                fault = self._frame_check.content_fault(rgb)
+                if fault is None:
+                    self._frame_ok(which)
+                else:
+                    self._frame_fault(which, *fault)
+                    rgb = None
+                out[which] = rgb
+                self._frames[which] = (item.seq, rgb)
         return out
+
+    def _frame_fault(self, which: str, cause: str, reason: str) -> None:
+        """A frame with nothing to drive on (``robovlm.runtime.frame_check``): counted, shown in the camera's
+        diagnostics, and, for a required camera, the robot held at zero (``degenerate_image``) until a usable frame
+        of that camera arrives. The chunks planned before it are dropped, so the robot never resumes on them."""
+        now = self.now()
+        self._count(cause, f"{INPUT_LABELS[which]}: {reason}", log=False)
+        self.monitors[which].fault(now, f"{cause}: {reason}")
+        required = which in self.required_inputs()
+        with self._lock:
+            begins = which not in self._frame_faults
+            self._frame_faults[which] = cause
+            if begins and required:
+                self._epoch += 1
+        if begins and required and self.scheduler is not None:
+            self.scheduler.reset()
+        if self._flipped(f"frame:{which}", True):
+            self.get_logger().warning(f"[{cause}] {INPUT_LABELS[which]}: {reason}; " + (
+                "robot stopped until a usable frame arrives" if required else
+                "the model runs on its missing-input marker"))
+
+    def _frame_ok(self, which: str) -> None:
+        with self._lock:
+            self._frame_faults.pop(which, None)
+        if self._flipped(f"frame:{which}", False):
+            self.get_logger().info(f"{INPUT_LABELS[which]} frames are usable again")
 
     # ----------------------------------------------------------------------------------------------- joints
     def _on_joint_state(self, msg: JointState) -> None:
@@ -126,7 +175,8 @@ class NodeInputs:
             self._count("bad_joint_state", str(exc))
             self.monitors["state"].fault(now, str(exc))
             return
-        self._store("state", vec, now)
+        stamp, fault = self._check_stamp("state", msg.header.stamp, now)
+        self._store("state", vec, now, stamp, fault)
 
     def _store(self, key: str, value: Any, now: float, stamp: float | None = None, fault: str | None = None) -> None:
         with self._lock:
@@ -146,8 +196,8 @@ class NodeInputs:
         with self._lock:
             return {k: (now - self._inputs[k].rx_time) if k in self._inputs else None for k in self.required_inputs()}
 
-    def input_hold(self) -> str | None:
-        """A stamp fault on the newest frame of a required camera, which stops the robot while it lasts."""
+    def stamp_hold(self) -> str | None:
+        """A stamp fault on the newest message of a required input, which stops the robot while it lasts."""
         required = self.required_inputs()
         with self._lock:
             for key in required:
@@ -156,11 +206,39 @@ class NodeInputs:
                     return latest.fault
         return None
 
+    def input_fault(self, key: str) -> str | None:
+        """The fault of one input's newest message (stamp) or frames (``robovlm.runtime.frame_check``), or None."""
+        with self._lock:
+            latest = self._inputs.get(key)
+            if latest is not None and latest.fault is not None:
+                return latest.fault
+            return self._frame_faults.get(key)
+
+    def input_hold(self) -> str | None:
+        """What stops the robot in its inputs: a stamp fault, or a required camera's frames with nothing to drive
+        on (``degenerate_image``) until one of its frames is usable again."""
+        fault = self.stamp_hold()
+        if fault is not None:
+            return fault
+        required = self.required_inputs()
+        with self._lock:
+            if any(key in self._frame_faults for key in required):
+                return "degenerate_image"
+        return None
+
     # ----------------------------------------------------------------------------------------------- instruction
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         """Types, ranges and read-only are enforced by the descriptors; ``instruction`` is the one parameter that
-        changes at runtime (``RUNTIME_CHANGEABLE``), applied here."""
+        changes at runtime (``RUNTIME_CHANGEABLE``), applied here. ``use_sim_time`` (rclpy's own) is refused while
+        the node is configured: the control loop's deadlines, the watchdog and every stamp check run on one clock,
+        and switching it under a moving robot would jam the loop or compare times of two clocks."""
         for p in params:
+            if p.name == "use_sim_time" and self.settings is not None \
+                    and p.value != self.get_parameter("use_sim_time").value:
+                reason = ("parameter 'use_sim_time' is fixed while the node is configured (the control loop and "
+                          "every stamp check run on one clock): set it at start-up, or clean up the node first")
+                self._count("parameter_refused", reason)
+                return SetParametersResult(successful=False, reason=reason)
             if p.name == "instruction":
                 error = self._set_instruction(p.value, source="parameter")
                 if error:

@@ -41,7 +41,7 @@ class NodeLoops:
                 instruction, refused, epoch = self._instruction, self._instruction_error, self._epoch
             ages = self.input_ages(now)
             if (head is None or head.seq == last_seq or any(a is None or a > timeout for a in ages.values())
-                    or self.input_hold() is not None):  # input_hold: a stamp fault on a required camera (head too)
+                    or self.stamp_hold() is not None):  # a stamp fault on a required input (head too)
                 stop.wait(0.002)
                 continue
             if not instruction:
@@ -52,7 +52,8 @@ class NodeLoops:
             use_hand = hand is not None and hand.fault is None and now - hand.rx_time <= timeout
             frames = self.camera_frames({"head": head, "hand": hand if use_hand else None})
             head_rgb, hand_rgb = frames["head"], frames["hand"]  # hand None: the model's missing-hand marker
-            if head_rgb is None:
+            if head_rgb is None:  # undecodable or nothing to drive on (held at zero): wait for the next frame
+                last_seq = head.seq
                 continue
             t0 = time.perf_counter()
             try:
@@ -155,13 +156,17 @@ class NodeLoops:
                 self._count("control_overrun", "control tick more than one period late; resynchronizing")
                 deadline = now
             try:
-                if not clock.sleep_until(deadline, context=self.context):
-                    return  # context shut down
+                reached = clock.sleep_until(deadline, context=self.context)
             except Exception as exc:  # clock or context gone during shutdown
                 self.get_logger().debug(f"control loop ends: {exc}")
                 return
-            if stop.is_set():
+            if stop.is_set() or not self.context.ok():
                 return
+            if not reached:  # ROS time switched on or off: the old deadline belongs to the other clock
+                self._count("clock_changed", "the node clock changed source (use_sim_time); control deadlines "
+                                             "restart on the new clock")
+                deadline = clock.now()
+                continue
             try:
                 self._on_control()
             except Exception as exc:  # the control loop must outlive any bug in one tick: stop the robot, go on

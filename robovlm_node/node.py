@@ -15,7 +15,9 @@ All times come from the node clock, so ``use_sim_time`` works.
 
 from __future__ import annotations
 
+import faulthandler
 import math
+import re
 import signal
 import sys
 import threading
@@ -30,7 +32,10 @@ from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.logging import get_logger
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     QoSProfile,
@@ -44,6 +49,7 @@ from std_msgs.msg import String
 from robovlm.hub import HubError, resolve_checkpoint
 from robovlm.model.tokenizer import checkpoint_tokenizer
 from robovlm.runtime.engine import limit_threads
+from robovlm.runtime.frame_check import FrameCheck
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.safety import SafetyFilter, SafetyLimits
 from robovlm.runtime.scheduler import ChunkScheduler
@@ -59,6 +65,7 @@ from .parameters import (
     Settings,
     declare_parameters,
     read_parameters,
+    set_refusal,
     unknown_overrides,
     validate_settings,
 )
@@ -109,6 +116,8 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._infer_events = EventWindow(200)
         self._e2e_events = EventWindow(200)
         self._pending_frame_stamp: float | None = None
+        self._frame_check = FrameCheck()
+        self._frame_faults: dict[str, str] = {}  # camera -> why its newest checked frame cannot drive the robot
         self.last_command: np.ndarray | None = None
         self.monitors: dict[str, InputMonitor] = {}
         self._instruction_source, self._instruction_t = "", None
@@ -145,6 +154,16 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             self._transitions.discard(key)
         return True
 
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """The parameter services' entry point (``ros2 param set``, any parameter client): a refusal names the
+        parameter and says why (``parameters.set_refusal``), before rclpy's own checks answer in type numbers."""
+        for param in parameter_list:
+            reason = set_refusal(self, param)
+            if reason:
+                self._count("parameter_refused", reason)
+                return SetParametersResult(successful=False, reason=reason)
+        return super().set_parameters_atomically(parameter_list)
+
     # ----------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
@@ -161,7 +180,7 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._fatal_reason = ""
-        try:  # a Hub id (owner/name) becomes its directory in the local Hub cache
+        try:  # a local directory, checked; hf://owner/name becomes its directory in the local Hub cache
             s.model_path = str(resolve_checkpoint(s.model_path))
         except HubError as exc:
             self.get_logger().error(f"configure failed: model_path: {exc}")
@@ -207,12 +226,16 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._restart_policy = RestartPolicy(max_restarts=s.engine_max_restarts, window_s=s.engine_restart_window_s)
         self._engine_down, self._clock_stalled, self._transitions = None, False, set()
         if s.use_receive_time:
-            self.get_logger().warning("use_receive_time: camera header stamps are not checked; frames are timed by "
-                                      "their arrival (for cameras whose clocks are not synchronised)")
+            self.get_logger().warning("use_receive_time: camera and joint-state header stamps are not checked; "
+                                      "messages are timed by their arrival (for drivers whose clocks are not "
+                                      "synchronised)")
         self.monitors = {"head": InputMonitor(INPUT_LABELS["head"], s.head_camera_topic),
                          "hand": InputMonitor(INPUT_LABELS["hand"], s.hand_camera_topic),
                          "state": InputMonitor(INPUT_LABELS["state"], s.joint_states_topic)}
         self.control_ticks, self.stops, self._last_cause = 0, dict.fromkeys(STOP_CAUSES, 0), None
+        self._frame_check = FrameCheck(min_side_px=s.min_image_side_px, min_contrast=s.min_image_contrast,
+                                       max_saturated_fraction=s.max_saturated_fraction)
+        self._frame_faults = {}
         self.safety = SafetyFilter(SafetyLimits(max_velocity=s.max_velocity, max_accel=s.max_accel,
                                                 input_timeout_s=s.input_timeout_s, chunk_timeout_s=s.chunk_timeout_s))
         self.scheduler = ChunkScheduler(s.chunk_mode, chunk_timeout_s=s.chunk_timeout_s,
@@ -336,20 +359,39 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         with self._lock:
             self._inputs.clear()
             self._frames.clear()
+            self._frame_faults.clear()
+
+
+def stop_signals() -> list[int]:
+    """Every signal whose default action ends the process and that a handler can catch without a fault in progress:
+    SIGINT and SIGTERM, a closed terminal (SIGHUP), SIGQUIT, the user signals, a broken log pipe (SIGPIPE, which
+    Python ignores, so a closed pipe would otherwise leave the node running deaf), timers, resource limits and the
+    real-time signals. The synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to
+    the kernel: a handler cannot run safely inside them (``faulthandler`` prints their traceback)."""
+    names = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+             "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR")
+    sigs = [int(getattr(signal, n)) for n in names if hasattr(signal, n)]
+    if hasattr(signal, "SIGRTMIN"):
+        sigs += list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+    return sigs
 
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point. ``autostart:=true`` configures and activates without a lifecycle manager.
 
-    SIGINT/SIGTERM deactivate the node first, so the last command on ``cmd_vel`` is zero.
+    Every catchable signal that would end the process (``stop_signals``: SIGINT, SIGTERM, SIGHUP from a closed
+    terminal, SIGQUIT, SIGUSR1, ...) deactivates the node first, so the last command on ``cmd_vel`` is zero, and the
+    process exits with 0. The engine process ends with this one whatever ends it (``robovlm.runtime.worker``).
     """
+    faulthandler.enable()
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
     limit_threads(1)  # this process's own tensor work is one resize per frame; the engine has engine_threads
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = RoboVLMNode()
-    except ParameterError as exc:  # a bad start-up value: name it and exit, never run on a default instead
-        get_logger("robovlm").error(f"refusing to start: {exc}")
+    except (ParameterError, ParameterException, NameValidationException) as exc:  # a bad start-up value (ours, or
+        # rclpy's own such as use_sim_time:=maybe, or a bad node name): name it and exit, never run on a default
+        get_logger("robovlm").error(f"refusing to start: {_start_error(exc)}")
         rclpy.try_shutdown()
         return 2
     # Single-threaded on purpose: inference has its own thread, and rclpy's MultiThreadedExecutor (9.1.x) stalls
@@ -359,8 +401,14 @@ def main(args: list[str] | None = None) -> int:
     executor.add_node(node)
     stop = node.shutdown_requested  # also abandons a model load in progress
     node.exit_on_error = node.get_parameter("autostart").value is True
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    for sig in stop_signals():
+        signal.signal(sig, on_signal)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     code = 0
@@ -377,6 +425,8 @@ def main(args: list[str] | None = None) -> int:
                 stop.set()
         while not stop.wait(0.1):
             pass
+        if received:
+            node.get_logger().info(f"{_signal_name(received[0])} received: stopping the robot and exiting")
         if node._fatal_reason:
             code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -391,6 +441,22 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def _start_error(exc: Exception) -> str:
+    """One line naming the bad start-up value; rclpy's type error is put in the words ours use."""
+    m = re.match(r"Trying to set parameter '(.+)' to '(.*)' of type '(\w+)', expecting type '(\w+)'", str(exc))
+    if m:
+        want = {"BOOL": "true or false", "INTEGER": "an integer", "DOUBLE": "a number", "STRING": "a string"}
+        return f"parameter '{m[1]}' must be {want.get(m[4], m[4].lower())}, got {m[2]!r}"
+    return str(exc).splitlines()[0]
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}" if hasattr(signal, "SIGRTMIN") else f"signal {signum}"
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import NameValidationException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.validate_topic_name import validate_topic_name
 
 from robovlm.data.roles import NODE_TOPICS
 from robovlm.runtime.engine import DTYPES, ENGINES
@@ -50,8 +51,8 @@ class Spec:
 
 
 PARAMETERS: dict[str, Spec] = {
-    "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json), or a "
-                                     "Hugging Face Hub id (owner/name) in the local Hub cache"),
+    "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json), or "
+                                     "hf://owner/name: a Hugging Face Hub model in the local Hub cache"),
     "device": Spec(T.STRING, "cpu", "cpu | cuda"),
     "engine": Spec(T.STRING, "torch", f"inference engine: {' | '.join(ENGINES)}"),
     "dtype": Spec(T.STRING, "float32", f"torch engine precision: {' | '.join(DTYPES)} (weights cast once at load); "
@@ -76,10 +77,20 @@ PARAMETERS: dict[str, Spec] = {
                                     (1.0, 86400.0)),
     "max_image_pixels": Spec(T.INTEGER, 4_194_304, "camera frames with more pixels (width x height) are refused "
                                                    "before decoding (default 4 MP)", (1, 1_000_000_000)),
-    "use_receive_time": Spec(T.BOOL, False, "time camera frames by arrival, ignoring header stamps (cameras whose "
-                                            "clocks are not synchronised with this computer); warns on configure"),
-    "max_stamp_lead_s": Spec(T.DOUBLE, 0.1, "a camera frame stamped further ahead of the node clock than this is a "
-                                            "future_stamp fault and stops the robot, s", (0.0, 60.0)),
+    "min_image_side_px": Spec(T.INTEGER, 32, "camera frames narrower or lower than this are refused "
+                                             "(image_too_small) and stop the robot until a usable frame arrives",
+                              (1, 65535)),
+    "min_image_contrast": Spec(T.DOUBLE, 2.0, "a frame whose luminance standard deviation (0-255) is below this is "
+                                              "one colour (covered lens, dead sensor: blank_image) and stops the "
+                                              "robot; 0: off", (0.0, 128.0)),
+    "max_saturated_fraction": Spec(T.DOUBLE, 0.95, "a frame with more than this share of pixels clipped to black or "
+                                                   "white (blown exposure: saturated_image) stops the robot; 1: off",
+                                   (0.01, 1.0)),
+    "use_receive_time": Spec(T.BOOL, False, "time camera frames and joint states by arrival, ignoring header "
+                                            "stamps (drivers whose clocks are not synchronised with this computer); "
+                                            "warns on configure"),
+    "max_stamp_lead_s": Spec(T.DOUBLE, 0.1, "a camera frame or joint state stamped further ahead of the node clock "
+                                            "than this is a future_stamp fault and stops the robot, s", (0.0, 60.0)),
     "clock_stall_timeout_s": Spec(T.DOUBLE, 1.0, "the node clock not advancing for this long (steady time) while "
                                                  "active, e.g. a stalled /clock under use_sim_time: one zero command, "
                                                  "an error log and diagnostics ERROR, s", (0.05, 600.0)),
@@ -198,6 +209,36 @@ def unknown_overrides(node: Node) -> list[str]:
     return lines
 
 
+def set_refusal(node: Node, param: Parameter) -> str | None:
+    """Why a runtime set of ``param`` (from ``ros2 param set`` or any parameter client) is refused, in words that
+    name the parameter, or None when rclpy's own checks and the node's callback should decide.
+
+    rclpy's descriptor checks run before any node callback and answer ``Wrong parameter type, expected '4' got '2'``
+    or ``Invalid access to undeclared parameter(s): []``; the node checks these cases first and says which parameter
+    and why."""
+    name = param.name
+    spec = PARAMETERS.get(name)
+    if spec is None and not node.has_parameter(name):
+        close = difflib.get_close_matches(name, list(PARAMETERS), n=1, cutoff=0.5)
+        return f"no parameter '{name}' on this node" + (f"; did you mean '{close[0]}'?" if close else "")
+    if spec is None:  # rclpy's own (use_sim_time, ...): its descriptor's type, then the node's callback
+        d = node.describe_parameter(name)
+        if d.dynamic_typing or param.type_.value == d.type:
+            return None
+        want = _TYPE_WORDS.get(T(d.type), T(d.type).name.lower())
+        return f"parameter '{name}' must be {want}, got {_shown(param)}"
+    if spec.read_only:
+        return (f"parameter '{name}' is read on configure and cannot change at runtime: set it at start-up "
+                f"(-p {name}:=VALUE or the params file) and restart the node")
+    if param.type_ != spec.type:
+        return f"parameter '{name}' must be {_TYPE_WORDS[spec.type]}, got {_shown(param)}"
+    return None
+
+
+def _shown(param: Parameter) -> str:
+    return "no value" if param.type_ == T.NOT_SET else f"{param.value!r} ({param.type_.name.lower()})"
+
+
 def read_parameters(node: Node) -> dict[str, Any]:
     """Current values; an unset list parameter reads as []."""
     out = {}
@@ -226,6 +267,9 @@ class Settings:
     engine_max_restarts: int
     engine_restart_window_s: float
     max_image_pixels: int
+    min_image_side_px: int
+    min_image_contrast: float
+    max_saturated_fraction: float
     use_receive_time: bool
     max_stamp_lead_s: float
     clock_stall_timeout_s: float
@@ -273,6 +317,11 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
     for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
         if not v[name].strip():
             raise ParameterError(f"parameter '{name}' is empty")
+        try:
+            validate_topic_name(v[name])
+        except NameValidationException as exc:
+            why = str(exc).splitlines()[0].split(": ", 1)[-1]
+            raise ParameterError(f"parameter '{name}' is not a valid ROS topic name ({v[name]!r}): {why}") from None
     fields = v["action_fields"]
     if not fields or any(f not in TWIST_FIELDS for f in fields) or len(set(fields)) != len(fields):
         raise ParameterError(f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, "

@@ -30,6 +30,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from robovlm.data.stats import NormStats  # noqa: E402
@@ -121,7 +122,8 @@ class Observer(Node):
         self.hand.publish(rgb_to_image(self.frames[(i + 1) % 4], stamp=stamp))
 
     def _joint_states(self, i: int) -> None:
-        self.js.publish(JointState(name=self.joints, position=[0.01 * (i % 10)] * len(self.joints)))
+        self.js.publish(JointState(header=Header(stamp=self.get_clock().now().to_msg()), name=self.joints,
+                                   position=[0.01 * (i % 10)] * len(self.joints)))
 
 
 def _counts(diag: dict[str, str]) -> tuple[int, dict[str, int]]:

@@ -106,13 +106,16 @@ class Harness:
         """A header stamp: now on the peer's clock (as a camera driver stamps its frames), plus ``offset_s``."""
         return (self.peer.get_clock().now() + Duration(nanoseconds=int(offset_s * 1e9))).to_msg()
 
-    def publish_inputs(self, i: int, *, head: bool = True, hand: bool = True, joints: bool = True) -> None:
+    def publish_inputs(self, i: int, *, head: bool = True, hand: bool = True, joints: bool = True,
+                       stamp=None) -> None:
+        """One message per input, stamped now on the peer's clock (or ``stamp``)."""
         if head:
-            self.head_pub.publish(rgb_to_image(self.frames[i % 4], stamp=self.stamp()))
+            self.head_pub.publish(rgb_to_image(self.frames[i % 4], stamp=stamp or self.stamp()))
         if hand:
-            self.hand_pub.publish(rgb_to_image(self.frames[(i + 1) % 4], encoding="bgr8", stamp=self.stamp()))
+            self.hand_pub.publish(rgb_to_image(self.frames[(i + 1) % 4], encoding="bgr8", stamp=stamp or self.stamp()))
         if joints:
             js = JointState(name=self.joint_names, position=[0.1 * i % 1.0] * len(self.joint_names))
+            js.header.stamp = stamp or self.stamp()
             self.joint_pub.publish(js)
 
     def start_feeding(self, rate_hz: float = 15.0, **which) -> None:

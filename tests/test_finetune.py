@@ -136,7 +136,7 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     assert not has_lora(merged)
     m = train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck",
               TrainSettings(steps=6, eval_every=6, **settings), resume=True, device="cpu")
-    assert m["steps"] == 6 and len(torch.load(tmp_path / "ck" / STATE_FILE, weights_only=False)["history"]) == 6
+    assert m["steps"] == 6 and len(json.loads((tmp_path / "ck" / STATE_FILE).read_text())["history"]) == 6
     from robovlm.hub import read_model_card
 
     card = read_model_card(tmp_path / "ck")

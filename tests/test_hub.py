@@ -38,16 +38,16 @@ def test_a_hub_id_loads_from_the_local_cache_offline(tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    code = ("from robovlm.model.policy import RoboVLM; m = RoboVLM.from_pretrained('acme/robovlm-demo'); "
+    code = ("from robovlm.model.policy import RoboVLM; m = RoboVLM.from_pretrained('hf://acme/robovlm-demo'); "
             "print(m.config.image_size, m.stats.action_fields)")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "56 ['linear.x', 'linear.y']" in proc.stdout
-    code = "from robovlm.model.policy import RoboVLM; RoboVLM.from_pretrained('acme/not-downloaded')"
+    code = "from robovlm.model.policy import RoboVLM; RoboVLM.from_pretrained('hf://acme/not-downloaded')"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "hf download acme/not-downloaded" in proc.stderr
 
 
 def test_a_missing_local_directory_is_named(tmp_path):
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         RoboVLM.from_pretrained(tmp_path / "nothing" / "here" / "ck")

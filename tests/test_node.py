@@ -168,13 +168,15 @@ def test_a_stale_required_input_is_an_error_and_counts_as_stopped(checkpoint, ha
     ({"engine": "tensorrt"}, "'engine'"),
     ({"engine": "onnxruntime"}, "no ONNX export"),  # a torch-only checkpoint: the fix is named
     ({"dtype": "int8"}, "'dtype'"),
-    ({"model_path": "acme/not-downloaded"}, "hf download acme/not-downloaded"),  # a Hub id not in the cache
+    ({"model_path": "hf://acme/not-downloaded"}, "hf download acme/not-downloaded"),  # a Hub model not in the cache
+    ({"model_path": "acme/not-downloaded"}, "write hf://acme/not-downloaded"),  # local unless it says otherwise
+    ({"head_camera_topic": "my camera"}, "'head_camera_topic' is not a valid ROS topic"),
     ({"engine": "onnxruntime", "dtype": "bfloat16"}, "'dtype'"),
     ({"onnx_tensorrt": True}, "'onnx_tensorrt'"),
     ({"device": "tpu"}, "'device'"),
     ({"instruction": "z" * 129}, "instruction has 129 tokens, more than max_instruction_tokens=128"),
     ({"instruction": "z" * 100_000}, "longer than max_instruction_tokens=128 tokens can hold"),
-    ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory not found: /nonexistent/ckpt"),
+    ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory '/nonexistent/ckpt' does not exist"),
 ])
 def test_bad_parameters_fail_configure_naming_them(checkpoint, harness_factory, capfd, params, needle):
     h = harness_factory(_params(checkpoint, **params))

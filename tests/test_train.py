@@ -52,7 +52,7 @@ def test_bag_episode_reader_aligns_by_stamp(sim_data, tmp_path):
 def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
     settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=40, val_fraction=0.5)
     m = train("models/configs/demo.json", sim_data, tmp_path / "ck", settings, device="cpu")
-    hist = torch.load(tmp_path / "ck" / "train_state.pt", weights_only=False)["history"]
+    hist = json.loads((tmp_path / "ck" / "train_progress.json").read_text())["history"]
     first = np.mean([h["loss"] for h in hist[:5]])
     last = np.mean([h["loss"] for h in hist[-5:]])
     assert last < 0.8 * first, (first, last)
@@ -64,7 +64,7 @@ def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
     m2 = train("models/configs/demo.json", sim_data, tmp_path / "ck", TrainSettings(
         steps=50, batch_size=8, warmup_steps=5, eval_every=50, val_fraction=0.5), resume=True, device="cpu")
     assert m2["steps"] == 50
-    assert len(torch.load(tmp_path / "ck" / "train_state.pt", weights_only=False)["history"]) == 50
+    assert len(json.loads((tmp_path / "ck" / "train_progress.json").read_text())["history"]) == 50
 
 
 def test_lr_schedule_and_bad_data_dir(tmp_path):
@@ -75,3 +75,4 @@ def test_lr_schedule_and_bad_data_dir(tmp_path):
         load_episodes(tmp_path)
     assert main(["train", "models/configs/demo.json", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--steps", "1"]) == 2
+    assert not (tmp_path / "o").exists(), "bad data must leave no empty output directory"

@@ -98,11 +98,21 @@ class LazyFrames:
                 raise IndexError(f"frame {index} of {len(self)}")
             i = int(index) % len(self)
             return self[i:i + 1][0]
-        return bgr_to_rgb(self._dataset()[index])
+        try:
+            return bgr_to_rgb(self._dataset()[index])
+        except (OSError, KeyError, ValueError) as exc:  # h5py: a damaged chunk, a file cut short or replaced
+            raise EpisodeError(f"{self.path}: cannot read frames {_rows(index)} of '{self.key}' ({exc}); the file "
+                               "is damaged: remove it from the data or record it again") from exc
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype)
+
+
+def _rows(index) -> str:
+    if isinstance(index, slice):
+        return f"{index.start or 0}:{'' if index.stop is None else index.stop}"
+    return str(index)
 
 
 def load_instructions(path: str | Path | None = None) -> dict[str, str]:

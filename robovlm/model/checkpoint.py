@@ -61,15 +61,13 @@ def save_checkpoint(model, path: str | Path, stats: NormStats | None = None,
 def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: str | torch.device = "cpu"):
     """Load a checkpoint directory; every file and key is checked and the problem is named.
 
-    ``path``: a directory, or a Hugging Face Hub id (``owner/name``) already in the local Hub cache.
+    ``path``: a directory, or a Hugging Face Hub reference (``hf://owner/name``) in the local Hub cache.
     ``load_clip`` also builds the frozen CLIP text encoder (training); inference never needs it.
     """
     try:
         path = resolve_checkpoint(path)
     except HubError as exc:
         raise CheckpointError(str(exc)) from exc
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint directory not found: {path}")
     for name in CHECKPOINT_FILES:
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {path} is missing {name}")

@@ -347,5 +347,6 @@ class RoboVLM(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, load_clip: bool = False,
                         device: str | torch.device = "cpu") -> "RoboVLM":
-        """Load a checkpoint directory or a Hub id from the local cache (``checkpoint.load_checkpoint``)."""
+        """Load a checkpoint directory or ``hf://owner/name`` from the local Hub cache
+        (``checkpoint.load_checkpoint``)."""
         return load_checkpoint(cls, path, load_clip=load_clip, device=device)

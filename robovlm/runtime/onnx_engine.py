@@ -79,16 +79,36 @@ def session_options(threads: int, *, fp16_on_cpu: bool = False):
     return opts
 
 
+def check_parity_report(onnx_dir: Path) -> dict:
+    """The export's parity report, or ``EngineError``: an export without one never finished its check."""
+    path = onnx_dir / "parity.json"
+    try:
+        report = json.loads(path.read_text())
+        float(report["end_to_end_max_abs_diff_physical"])
+    except FileNotFoundError:
+        raise EngineError(f"{onnx_dir}: the ONNX export is incomplete (no parity.json: it was interrupted before "
+                          "its parity check); export again with `robovlm export`") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise EngineError(f"{path}: unreadable parity report ({type(exc).__name__}: {exc}); export again") from exc
+    return report
+
+
 class OnnxEngine(EngineBase):
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu", tensorrt: bool = False,
-                 trt_cache_dir: str | None = None, threads: int | None = None) -> None:
+                 trt_cache_dir: str | None = None, threads: int | None = None, require_parity: bool = True) -> None:
+        """``require_parity``: refuse an export without its parity report (an export that was interrupted before
+        its check; only the exporter's own parity run passes False)."""
         path = Path(checkpoint)
         onnx_dir = path / ONNX_DIR
         if not (onnx_dir / "manifest.json").is_file():
             raise EngineError(f"{path} has no ONNX export ({onnx_dir / 'manifest.json'} is missing); write one with "
                               f"`robovlm export {path} --out DIR` and point model_path at DIR")
+        if require_parity:
+            check_parity_report(onnx_dir)
         try:
             manifest = json.loads((onnx_dir / "manifest.json").read_text())
+            if not isinstance(manifest, dict) or not all(name in manifest.get("graphs", {}) for name in GRAPHS):
+                raise KeyError(f"graphs {list(GRAPHS)}")
             doc = json.loads((path / "config.json").read_text())
             self.config = RoboVLMConfig.from_dict(doc["model"])
             self.stats = NormStats.load(path / "stats.json")

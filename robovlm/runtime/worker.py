@@ -9,6 +9,13 @@ The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads
 ``("step", head, hand, state, instruction)`` -> ``("ok", actions)`` | ``("error", text)``. Frames arrive already
 resized to the model's input size (``robovlm.runtime.preprocess.prepare_frame``), so a message is a few kB.
 
+The child never outlives the node: a thread in it waits on the parent's lifeline (``multiprocessing``'s parent
+sentinel, a pipe the kernel closes when the parent ends, SIGKILL included) and ends the child at once. This is
+``PR_SET_PDEATHSIG`` without its catch: that fires when the *thread* that started the child ends, and restarts
+start the engine from the inference thread, which ends on every deactivate. The child ignores the terminal's
+SIGINT, SIGHUP and SIGQUIT (sent to the whole process group): the node decides when the engine stops, after the
+final zero command.
+
 Thread budget: the child runs ``threads`` intra-op threads (torch, OpenMP and MKL; ``limit_threads``). On a
 2-core robot computer with other jobs running, torch's default of one thread per core oversubscribes the CPU and
 inference slows several-fold (measured in ``make soak --load``).
@@ -18,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import os
+import signal
 import threading
 import time
 from dataclasses import asdict
@@ -42,7 +51,23 @@ class EngineCancelled(EngineError):
     """Start-up was abandoned because the caller asked (SIGTERM during configure)."""
 
 
+def _exit_with_parent() -> None:
+    """End this process as soon as its parent has ended (however it ended)."""
+    parent = mp.parent_process()
+    if parent is None:  # not started by multiprocessing: nothing to watch
+        return
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])  # readable only when the parent's end of the lifeline is closed
+        os._exit(1)
+
+    threading.Thread(target=watch, name="robovlm-lifeline", daemon=True).start()
+
+
 def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: int, options: dict) -> None:
+    _exit_with_parent()
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):  # the terminal's signals go to the whole group
+        signal.signal(sig, signal.SIG_IGN)
     if nice:
         os.nice(nice)
     limit_threads(threads)
