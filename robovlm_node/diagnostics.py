@@ -65,18 +65,16 @@ class InputMonitor:
                          "last_fault": fault or "none"})
         stale = age is None or age > timeout_s
         recent_fault = fault_t is not None and now - fault_t <= FAULT_RECENT_S
+        problems = ([fault] if fault_now else []) + \
+            (["never received" if age is None else f"stale ({age:.2f} s)"] if stale else [])
         if not used:
             st.level, st.message = OK, "not used by the model"
-        elif stale and active and required:
-            st.level, st.message = ERROR, ("never received" if age is None else f"stale ({age:.2f} s)") + ": stopped"
-        elif stale and active:
-            st.level = WARN
-            st.message = ("never received" if age is None else f"stale ({age:.2f} s)") + \
-                ": the model runs on its missing-input marker"
-        elif fault_now and active and required:
-            st.level, st.message = ERROR, f"{fault}: stopped"
+        elif problems and active and required:
+            st.level, st.message = ERROR, "; ".join(problems) + ": stopped"
+        elif problems and active:
+            st.level, st.message = WARN, "; ".join(problems) + ": the model runs on its missing-input marker"
         elif fault_now:
-            st.level, st.message = WARN, f"{fault}" + (": the model runs on its missing-input marker" if active else "")
+            st.level, st.message = WARN, fault
         elif recent_fault:
             st.level, st.message = WARN, f"bad messages: {fault}"
         else:

@@ -51,3 +51,26 @@ def test_a_hub_id_loads_from_the_local_cache_offline(tmp_path):
 def test_a_missing_local_directory_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         RoboVLM.from_pretrained(tmp_path / "nothing" / "here" / "ck")
+
+
+def test_a_path_that_looks_like_a_hub_id_is_local_and_never_looked_up(tmp_path, monkeypatch):
+    """``models/demo`` from another directory is a missing directory, named with where it was looked for; the Hub
+    is only asked for an explicit hf:// reference."""
+    import huggingface_hub
+
+    from robovlm.hub import HubError, resolve_checkpoint
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"the Hub was asked for {args}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HubError, match=r"'models/demo' does not exist \(relative to the working directory: "
+                                       + str(tmp_path / "models" / "demo")):
+        resolve_checkpoint("models/demo")
+    with pytest.raises(AssertionError, match="the Hub was asked for"):
+        resolve_checkpoint("hf://acme/robovlm-demo")
+    with pytest.raises(HubError, match="not a Hub reference"):
+        resolve_checkpoint("hf://no-owner")
+    (tmp_path / "models" / "demo").mkdir(parents=True)
+    assert resolve_checkpoint("models/demo").resolve() == (tmp_path / "models" / "demo").resolve()

@@ -131,7 +131,7 @@ def test_oversized_frames_are_refused_before_decoding(checkpoint, harness_factor
                                     head_camera_compressed=True, head_camera_topic="head_camera/image_raw/compressed"))
     activate(h)
     h.start_feeding(head=False)
-    ok = rgb_to_compressed(np.zeros((480, 640, 3), np.uint8))
+    ok = rgb_to_compressed(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8))
     huge = rgb_to_compressed(np.zeros((3000, 4000, 3), np.uint8))  # 12 MP
     for i in range(40):
         msg = huge if i % 2 else ok
