@@ -172,46 +172,49 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
     bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=not main)
     epoch = step // max(1, len(loader) // settings.grad_accum)
     running = torch.zeros((), device=acc.device)
-    while step < settings.steps:
-        sampler.set_epoch(epoch)
-        epoch += 1
-        for batch in loader:
-            batch = {k: (v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            if acc.num_processes > 1:  # the global batch's mean, whatever share of it this process holds
-                batch["loss_normalizer"] = acc.reduce(batch["action_mask"].sum().float(), "sum") / acc.num_processes
-            with acc.accumulate(model):
-                with acc.autocast():
-                    out_ = model(batch)
-                loss = out_["loss"]
-                acc.backward(loss)
-                running += loss.detach() / settings.grad_accum
-                if acc.sync_gradients:
-                    acc.clip_grad_norm_(inner.trainable_parameters(), settings.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            if not acc.sync_gradients:
-                continue
-            mean_loss = float(acc.reduce(running, "mean").item())  # over the micro-steps and the processes
-            running.zero_()
-            if not np.isfinite(mean_loss):
-                raise FloatingPointError(f"loss is {mean_loss} at step {step}; lower the learning rate")
-            step += 1
-            rec = {"step": step, "loss": mean_loss, "lr": sched.get_last_lr()[0]}
-            if "clip_loss" in out_:
-                rec["clip_loss"] = float(out_["clip_loss"].item())
-            history.append(rec)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in ("loss", "clip_loss")})
-            if step % settings.eval_every == 0 or step == settings.steps:
-                if val_loader is not None:
-                    mae = validation_mae(inner, val_loader, acc.device)
-                    val_hist.append({"step": step, "mae": mae})
-                    log.info("step %d val MAE %s", step, {k: round(v, 4) for k, v in mae.items()})
-                _save(acc, model, step, history, val_hist, out)
-            if step >= settings.steps:
-                break
-    bar.close()
+    try:  # the bar ends its line before any error is printed
+        while step < settings.steps:
+            sampler.set_epoch(epoch)
+            epoch += 1
+            for batch in loader:
+                batch = {k: (v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v)
+                         for k, v in batch.items()}
+                if acc.num_processes > 1:  # the global batch's mean, whatever share of it this process holds
+                    batch["loss_normalizer"] = acc.reduce(batch["action_mask"].sum().float(), "sum") / acc.num_processes
+                with acc.accumulate(model):
+                    with acc.autocast():
+                        out_ = model(batch)
+                    loss = out_["loss"]
+                    acc.backward(loss)
+                    running += loss.detach() / settings.grad_accum
+                    if acc.sync_gradients:
+                        acc.clip_grad_norm_(inner.trainable_parameters(), settings.grad_clip)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                if not acc.sync_gradients:
+                    continue
+                mean_loss = float(acc.reduce(running, "mean").item())  # over the micro-steps and the processes
+                running.zero_()
+                if not np.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss is {mean_loss} at step {step}; lower the learning rate")
+                step += 1
+                rec = {"step": step, "loss": mean_loss, "lr": sched.get_last_lr()[0]}
+                if "clip_loss" in out_:
+                    rec["clip_loss"] = float(out_["clip_loss"].item())
+                history.append(rec)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in ("loss", "clip_loss")})
+                if step % settings.eval_every == 0 or step == settings.steps:
+                    if val_loader is not None:
+                        mae = validation_mae(inner, val_loader, acc.device)
+                        val_hist.append({"step": step, "mae": mae})
+                        log.info("step %d val MAE %s", step, {k: round(v, 4) for k, v in mae.items()})
+                    _save(acc, model, step, history, val_hist, out)
+                if step >= settings.steps:
+                    break
+    finally:
+        bar.close()
     metrics = {"steps": step, "train_seconds": time.perf_counter() - t0, "final_loss": history[-1]["loss"],
                "final_val_mae": val_hist[-1]["mae"] if val_hist else None, "processes": acc.num_processes,
                "train_episodes": len(train_eps), "val_episodes": len(val_eps), "settings": asdict(settings)}

@@ -131,3 +131,43 @@ def test_bad_config_is_a_clean_error(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"windw_size": 3}))
     assert main(["info", str(tmp_path / "c.json")]) == 2
     assert "did you mean 'window_size'" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "error:" in line or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_careless_cli_inputs_are_one_clear_line(tmp_path, capsys):
+    (tmp_path / "existing").write_text("")
+    assert main(["init-checkpoint", str(ROOT / "models" / "configs" / "demo.json"), str(tmp_path / "existing")]) == 2
+    assert "exists and is not a directory" in _one_error_line(capsys)
+    (tmp_path / "latin1.json").write_bytes(b"\xff\xfe{\"a\": 1}")
+    assert main(["import-robovlms-config", str(tmp_path / "latin1.json"), str(tmp_path / "out.json")]) == 2
+    assert "not a UTF-8 text file" in _one_error_line(capsys)
+    with pytest.raises(SystemExit) as exit_:
+        main(["collect-sim", str(tmp_path / "sim"), "--episodes-per-scenario", "-1"])
+    assert exit_.value.code == 2 and "must be at least 1, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()
+
+
+def test_training_on_a_file_damaged_mid_way_is_one_line_and_leaves_no_output(tmp_path, capsys):
+    """The frames of one episode are garbage half way through (a disk error, a copy cut short and patched): the
+    index reads fine, the loader meets the damage in a worker process during training."""
+    from robovlm.sim.collect import collect
+
+    data = tmp_path / "data"
+    collect(data, episodes_per_scenario=1, image_size=56, noise=0.05)
+    victim = sorted(data.glob("*.h5"))[0]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 7: len(raw) // 7 * 3] = bytes(len(raw) // 7 * 2)  # the gzip chunks of the camera frames
+    victim.write_bytes(bytes(raw))
+    out = tmp_path / "ck"
+    code = main(["train", str(ROOT / "models" / "configs" / "demo.json"), "--data", str(data), "--out", str(out),
+                 "--steps", "30", "--batch-size", "16", "--eval-every", "30"])
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert victim.name in line and "damaged" in line, line
+    assert not out.exists(), "a failed run must leave no empty output directory"

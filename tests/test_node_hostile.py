@@ -264,3 +264,15 @@ def test_a_model_path_that_looks_like_a_hub_id_never_reaches_the_network(checkpo
     assert f"checkpoint directory 'models/demo' does not exist (relative to the working directory: " \
            f"{tmp_path / 'models' / 'demo'})" in out, out
     assert not accepted, "configure contacted the Hub for a local path"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("use_sim_time:=maybe", "refusing to start: parameter 'use_sim_time' must be true or false, got 'maybe'"),
+    ("control_rate_hz:=fast", "refusing to start: parameter 'control_rate_hz' must be a number, got 'fast'"),
+])
+def test_a_bad_start_up_value_of_rclpy_or_ours_is_one_line(checkpoint, override, needle):
+    proc = subprocess.run([sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", f"model_path:={checkpoint}",
+                           "-p", override, "-r", "__node:=robovlm_badstart"],
+                          env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and needle in out and "Traceback" not in out, out

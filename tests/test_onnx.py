@@ -133,6 +133,57 @@ def test_engine_errors_name_the_fix(tmp_path, exported):
         build_engine("onnxruntime", exported.parent / "broken")
 
 
+def test_an_export_that_fails_or_is_killed_leaves_nothing_the_engine_would_load(tmp_path, monkeypatch, exported):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import robovlm.export as export_module
+
+    ckpt = _checkpoint(tmp_path, "kosmos2")
+    # A copy of a finished export without its parity report (killed between the graphs and the check): refused.
+    partial = tmp_path / "partial"
+    shutil.copytree(exported, partial)
+    (partial / "onnx" / "parity.json").unlink()
+    with pytest.raises(EngineError, match="no parity.json: it was interrupted before its parity check"):
+        build_engine("onnxruntime", partial)
+    # A failure during the parity run, to a new directory and in place: nothing appears, no staging is left.
+    monkeypatch.setattr(export_module, "parity_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    for out in (tmp_path / "new", ckpt):
+        with pytest.raises(RuntimeError, match="boom"):
+            export_checkpoint(ckpt, out)
+        assert not (out / "onnx").exists()
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".export-*"))
+    monkeypatch.undo()
+    # The real thing: `robovlm export` killed while it writes its graphs.
+    proc = subprocess.Popen([sys.executable, "-m", "robovlm.cli", "export", str(ckpt), "--out", str(tmp_path / "k")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not list(tmp_path.glob(".export-k.*/onnx/vision.onnx")):
+        time.sleep(0.01)
+    assert list(tmp_path.glob(".export-k.*/onnx/vision.onnx")), "the export never started writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "k").exists()
+    with pytest.raises(EngineError):
+        build_engine("onnxruntime", tmp_path / "k")
+    export_checkpoint(ckpt, tmp_path / "k", parity_steps=2)  # the next export clears the dead one's staging
+    assert not list(tmp_path.glob(".export-*")) and build_engine("onnxruntime", tmp_path / "k").name == "onnxruntime"
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    from robovlm.cli import main
+
+    ckpt = _checkpoint(tmp_path, "kosmos2")
+    (tmp_path / "a_file").write_text("")
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "a_file" / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "a_file" in err, err
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_torch_engine_dtype_smoke(checkpoint, dtype):
     """Weights cast once at load; a warm-up step on build; finite chunks close to float32."""

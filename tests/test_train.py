@@ -65,6 +65,25 @@ def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
         steps=50, batch_size=8, warmup_steps=5, eval_every=50, val_fraction=0.5), resume=True, device="cpu")
     assert m2["steps"] == 50
     assert len(json.loads((tmp_path / "ck" / "train_progress.json").read_text())["history"]) == 50
+    # A crafted progress file in the output directory (the old pickle name) must not run code on --resume.
+    marker = tmp_path / "pwned"
+    (tmp_path / "ck" / "train_progress.json").unlink()
+    torch.save(_Payload(str(marker)), tmp_path / "ck" / "train_state.pt")
+    assert main(["train", "models/configs/demo.json", "--data", str(sim_data), "--out", str(tmp_path / "ck"),
+                 "--steps", "60", "--resume"]) == 2
+    assert not marker.exists(), "--resume executed code from train_state.pt"
+
+
+class _Payload:
+    """A pickle that runs a command when loaded without weights_only (what the probe put in train_state.pt)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
 
 
 def test_lr_schedule_and_bad_data_dir(tmp_path):
