@@ -75,7 +75,7 @@ setup(
     },
     entry_points={"console_scripts": [
         "robovlm = robovlm.cli:main",
-        "robovlm_node = robovlm_node.node:main",
+        "robovlm_node = robovlm_node.process:main",
         "robovlm_sim = robovlm_node.sim_bridge:main",
     ]},
     data_files=[

@@ -45,7 +45,7 @@ HELD_OUT_SEED = 900_000  # never used for training data (make train-demo collect
 
 def bringup_command(model_path: Path, *, params_file: Path, use_sim_time: bool, node_name: str = "robovlm") -> list[str]:
     """The command line bringup.launch.py produces for the node (executable, params file, overrides)."""
-    return [sys.executable, "-m", "robovlm_node.node", "--ros-args", "-r", f"__node:={node_name}",
+    return [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-r", f"__node:={node_name}",
             "--params-file", str(params_file), "-p", f"model_path:={model_path}",
             "-p", f"use_sim_time:={'true' if use_sim_time else 'false'}", "-p", "autostart:=false"]
 

@@ -1,8 +1,8 @@
 """RoboVLMNode: a lifecycle node that turns cameras, joint states and an instruction into safe velocity commands.
 
 Files: parameters (``parameters.py``), inputs and the instruction (``inputs.py``), the inference, control and
-watchdog loops (``loops.py``), engine start and restart (``supervision.py``), diagnostics (``diagnostics.py``);
-this file holds the lifecycle and the entry point. Two loops, decoupled: the model refreshes
+watchdog loops (``loops.py``), engine start and restart (``supervision.py``), diagnostics (``diagnostics.py``),
+the process and its signals (``process.py``); this file holds the lifecycle. Two loops, decoupled: the model refreshes
 the action chunk as fast as it can; the control loop publishes at ``control_rate_hz`` whatever the model's speed.
 
 Lifecycle (ros2/demos lifecycle_py, Nav2): parameters are validated and the checkpoint loaded on configure
@@ -15,26 +15,18 @@ All times come from the node clock, so ``use_sim_time`` works.
 
 from __future__ import annotations
 
-import faulthandler
 import math
-import re
-import signal
-import sys
 import threading
 import time
 import traceback
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import NameValidationException, ParameterException
-from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
@@ -42,13 +34,11 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from robovlm.hub import HubError, resolve_checkpoint
 from robovlm.model.tokenizer import checkpoint_tokenizer
-from robovlm.runtime.engine import limit_threads
 from robovlm.runtime.frame_check import FrameCheck
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.safety import SafetyFilter, SafetyLimits
@@ -360,104 +350,3 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             self._inputs.clear()
             self._frames.clear()
             self._frame_faults.clear()
-
-
-def stop_signals() -> list[int]:
-    """Every signal whose default action ends the process and that a handler can catch without a fault in progress:
-    SIGINT and SIGTERM, a closed terminal (SIGHUP), SIGQUIT, the user signals, a broken log pipe (SIGPIPE, which
-    Python ignores, so a closed pipe would otherwise leave the node running deaf), timers, resource limits and the
-    real-time signals. The synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to
-    the kernel: a handler cannot run safely inside them (``faulthandler`` prints their traceback)."""
-    names = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-             "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR")
-    sigs = [int(getattr(signal, n)) for n in names if hasattr(signal, n)]
-    if hasattr(signal, "SIGRTMIN"):
-        sigs += list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
-    return sigs
-
-
-def main(args: list[str] | None = None) -> int:
-    """Console entry point. ``autostart:=true`` configures and activates without a lifecycle manager.
-
-    Every catchable signal that would end the process (``stop_signals``: SIGINT, SIGTERM, SIGHUP from a closed
-    terminal, SIGQUIT, SIGUSR1, ...) deactivates the node first, so the last command on ``cmd_vel`` is zero, and the
-    process exits with 0. The engine process ends with this one whatever ends it (``robovlm.runtime.worker``).
-    """
-    faulthandler.enable()
-    sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
-    limit_threads(1)  # this process's own tensor work is one resize per frame; the engine has engine_threads
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = RoboVLMNode()
-    except (ParameterError, ParameterException, NameValidationException) as exc:  # a bad start-up value (ours, or
-        # rclpy's own such as use_sim_time:=maybe, or a bad node name): name it and exit, never run on a default
-        get_logger("robovlm").error(f"refusing to start: {_start_error(exc)}")
-        rclpy.try_shutdown()
-        return 2
-    # Single-threaded on purpose: inference has its own thread, and rclpy's MultiThreadedExecutor (9.1.x) stalls
-    # every Python thread for up to a timer period when a subscription and a publisher share the process
-    # (ros2/rclpy#1452, fixed upstream by ros2/rclpy#1547).
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = node.shutdown_requested  # also abandons a model load in progress
-    node.exit_on_error = node.get_parameter("autostart").value is True
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        stop.set()
-
-    for sig in stop_signals():
-        signal.signal(sig, on_signal)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    code = 0
-    try:
-        if node.get_parameter("autostart").value is True:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                if not stop.is_set():  # a signal during loading is a normal stop, not a failure
-                    node.get_logger().error("autostart: configure failed; exiting")
-                    code = 1
-                stop.set()
-            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("autostart: activate failed; exiting")
-                code = 1
-                stop.set()
-        while not stop.wait(0.1):
-            pass
-        if received:
-            node.get_logger().info(f"{_signal_name(received[0])} received: stopping the robot and exiting")
-        if node._fatal_reason:
-            code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        try:
-            node.trigger_shutdown()  # publishes zero first when active
-        except Exception as exc:  # already finalized or mid-transition: nothing left to stop
-            node.get_logger().debug(f"shutdown transition: {exc}")
-        executor.shutdown()
-        spinner.join(timeout=5.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
-def _start_error(exc: Exception) -> str:
-    """One line naming the bad start-up value; rclpy's type error is put in the words ours use."""
-    m = re.match(r"Trying to set parameter '(.+)' to '(.*)' of type '(\w+)', expecting type '(\w+)'", str(exc))
-    if m:
-        want = {"BOOL": "true or false", "INTEGER": "an integer", "DOUBLE": "a number", "STRING": "a string"}
-        return f"parameter '{m[1]}' must be {want.get(m[4], m[4].lower())}, got {m[2]!r}"
-    return str(exc).splitlines()[0]
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:  # a real-time signal
-        return f"SIGRTMIN+{signum - signal.SIGRTMIN}" if hasattr(signal, "SIGRTMIN") else f"signal {signum}"
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -140,7 +140,7 @@ def _counts(diag: dict[str, str]) -> tuple[int, dict[str, int]]:
 
 def soak(duration: float, load: int, model: str, engine_threads: int | None, engine: str = "torch") -> int:
     stats = NormStats.load(Path(model) / "stats.json")
-    cmd = [sys.executable, "-m", "robovlm_node.node", "--ros-args", "-r", f"__node:={NODE_NAME}",
+    cmd = [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-r", f"__node:={NODE_NAME}",
            "--params-file", str(find_resource("config", "robovlm.yaml")),
            "-p", f"model_path:={model}", "-p", "autostart:=true", "-p", "instruction:=go around the box to the cup"]
     cmd += ["-p", f"engine:={engine}"]

@@ -71,7 +71,7 @@ class Harness:
                                                        qos_profile_sensor_data)
         self.hand_pub = self.peer.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
         self.joint_pub = self.peer.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
-        self.executor = SingleThreadedExecutor(context=self.context)  # see robovlm_node.node.main
+        self.executor = SingleThreadedExecutor(context=self.context)  # see robovlm_node.process.main
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self._spinning = threading.Event()

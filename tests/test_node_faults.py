@@ -223,7 +223,7 @@ def test_a_hand_camera_that_stops_is_logged_once_each_way_and_warns(checkpoint, 
 
 
 def test_sigterm_during_model_loading_ends_the_process_promptly(checkpoint):
-    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", f"model_path:={checkpoint}",
+    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", f"model_path:={checkpoint}",
                              "-p", "autostart:=true", "-p", "engine_process:=true", "-p", "instruction:=go",
                              "-r", "__node:=robovlm_sigterm"], env=os.environ.copy(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -251,7 +251,7 @@ def test_a_model_path_that_looks_like_a_hub_id_never_reaches_the_network(checkpo
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_CACHE=str(tmp_path / "hub"))
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", "model_path:=models/demo",
+            [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", "model_path:=models/demo",
              "-p", "autostart:=true", "-p", "instruction:=go", "-p", "engine_process:=false",
              "-r", "__node:=robovlm_hubprobe"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -271,7 +271,7 @@ def test_a_model_path_that_looks_like_a_hub_id_never_reaches_the_network(checkpo
     ("control_rate_hz:=fast", "refusing to start: parameter 'control_rate_hz' must be a number, got 'fast'"),
 ])
 def test_a_bad_start_up_value_of_rclpy_or_ours_is_one_line(checkpoint, override, needle):
-    proc = subprocess.run([sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", f"model_path:={checkpoint}",
+    proc = subprocess.run([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", f"model_path:={checkpoint}",
                            "-p", override, "-r", "__node:=robovlm_badstart"],
                           env=os.environ.copy(), capture_output=True, text=True, timeout=60)
     out = proc.stdout + proc.stderr

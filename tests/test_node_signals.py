@@ -9,24 +9,21 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from robovlm_node.node import stop_signals
+from robovlm_node.process import stop_signals
 
 
 def _start(checkpoint: str, name: str, *, engine_process: bool) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", f"model_path:={checkpoint}",
+        [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", f"model_path:={checkpoint}",
          "-p", "autostart:=true", "-p", "instruction:=go to the cup", "-p", "max_velocity:=[0.3]",
          "-p", f"engine_process:={'true' if engine_process else 'false'}", "-r", f"__node:={name}"],
         env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _moving(h, timeout: float = 60.0) -> bool:
-    return h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), timeout)
 
 
 def _children(pid: int) -> list[int]:
@@ -61,40 +58,44 @@ def test_every_catchable_terminating_signal_is_handled():
         assert fault not in sigs  # synchronous faults are the kernel's (faulthandler prints them); SIGKILL can't be
 
 
-@pytest.mark.parametrize("sig", ["SIGQUIT", "SIGUSR1", "SIGPIPE", "SIGALRM", "SIGRTMIN"])  # SIGHUP: below
-def test_a_signal_that_would_end_the_process_leaves_zero_last(checkpoint, harness_factory, sig):
-    h = harness_factory({"model_path": checkpoint})  # the peer alone (its RoboVLMNode stays unconfigured)
-    proc = _start(checkpoint, f"robovlm_{sig.lower()}", engine_process=False)
+@contextmanager
+def _driving(h, checkpoint: str, name: str, *, engine_process: bool):
+    """The node process, fed by the harness's peer until it drives; killed afterwards if the test left it running."""
+    proc = _start(checkpoint, name, engine_process=engine_process)
     try:
         h.start_feeding()
-        assert _moving(h), "no command from the node process"
-        proc.send_signal(getattr(signal, sig))
-        out, _ = proc.communicate(timeout=30)
+        assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 60), "no command from the process"
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _ended_with_zero(h, proc: subprocess.Popen, sig: str) -> str:
+    out, _ = proc.communicate(timeout=30)
     time.sleep(0.3)
     assert proc.returncode == 0, out
-    assert f"{sig} received: stopping the robot and exiting" in out, out
     assert np.all(h.commands()[-1][1] == 0), f"the last command after {sig} must be zero"
+    assert max(abs(v[0]) for _, v in h.commands()) <= 0.3 + 1e-9
+    return out
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGQUIT", "SIGUSR1", "SIGPIPE", "SIGALRM", "SIGRTMIN"])  # SIGHUP: below
+def test_a_signal_that_would_end_the_process_leaves_zero_last(checkpoint, harness_factory, sig):
+    h = harness_factory({"model_path": checkpoint})  # the peer alone (its RoboVLMNode stays unconfigured)
+    with _driving(h, checkpoint, f"robovlm_{sig.lower()}", engine_process=False) as proc:
+        proc.send_signal(getattr(signal, sig))
+        out = _ended_with_zero(h, proc, sig)
+    assert f"{sig} received: stopping the robot and exiting" in out, out
 
 
 def test_a_closed_terminal_stops_the_robot_and_the_engine_process(checkpoint, harness_factory):
     h = harness_factory({"model_path": checkpoint})
-    proc = _start(checkpoint, "robovlm_hup", engine_process=True)
-    try:
-        h.start_feeding()
-        assert _moving(h), "no command from the node process"
+    with _driving(h, checkpoint, "robovlm_hup", engine_process=True) as proc:
         engines = _children(proc.pid)
         assert engines, "the engine process was not found"
         proc.send_signal(signal.SIGHUP)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    time.sleep(0.3)
-    assert proc.returncode == 0, out
-    assert np.all(h.commands()[-1][1] == 0), "the last command after SIGHUP must be zero"
+        _ended_with_zero(h, proc, "SIGHUP")
     assert all(_gone(pid) for pid in engines), "the engine process outlived the node"
 
 
@@ -102,10 +103,7 @@ def test_the_engine_process_dies_with_a_killed_node(checkpoint, harness_factory)
     """SIGKILL cannot be caught (no final zero is possible: the base's own cmd_vel timeout is the guard), but the
     engine must not stay behind holding the GPU and the model's memory."""
     h = harness_factory({"model_path": checkpoint})
-    proc = _start(checkpoint, "robovlm_kill", engine_process=True)
-    try:
-        h.start_feeding()
-        assert _moving(h), "no command from the node process"
+    with _driving(h, checkpoint, "robovlm_kill", engine_process=True) as proc:
         engines = _children(proc.pid)
         assert engines, "the engine process was not found"
         proc.kill()
@@ -113,7 +111,4 @@ def test_the_engine_process_dies_with_a_killed_node(checkpoint, harness_factory)
         end = time.monotonic() + 10
         while time.monotonic() < end and not all(_gone(pid) for pid in engines):
             time.sleep(0.05)
-        assert all(_gone(pid) for pid in engines), "the engine process outlived a killed node"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert all(_gone(pid) for pid in engines), "the engine process outlived a killed node"

@@ -29,7 +29,7 @@ def test_bringup_declares_the_documented_arguments_and_starts_our_executable():
         "model_path", "params_file", "namespace", "use_sim_time", "instruction", "log_level", "autostart"}
     assert 'package="robovlm"' in src and 'executable="robovlm_node"' in src and "LifecycleNode(" in src
     assert "TRANSITION_CONFIGURE" in src and "TRANSITION_ACTIVATE" in src
-    assert '"robovlm_node = robovlm_node.node:main"' in (ROOT / "setup.py").read_text()
+    assert '"robovlm_node = robovlm_node.process:main"' in (ROOT / "setup.py").read_text()
 
 
 def test_replay_launch_compiles_and_plays_with_clock():

@@ -89,11 +89,11 @@ def test_the_shipped_yaml_needs_no_placeholders():
 
 def test_the_console_script_refuses_a_bad_value_and_warns_about_an_unknown_one(tmp_path):
     env = {**os.environ, "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "7")}
-    proc = subprocess.run([sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", "model_path:=/x",
+    proc = subprocess.run([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", "model_path:=/x",
                            "-p", "control_rate_hz:=fast"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "parameter 'control_rate_hz' must be a number, got 'fast'" in proc.stderr + proc.stdout
-    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.node", "--ros-args", "-p", "model_path:=/x",
+    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", "model_path:=/x",
                              "-p", "control_rate:=50.0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:

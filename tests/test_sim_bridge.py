@@ -70,5 +70,5 @@ def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
 
 def test_demo_starts_the_node_like_bringup(tmp_path):
     cmd = bringup_command(tmp_path, params_file=tmp_path / "p.yaml", use_sim_time=True)
-    assert cmd[1:3] == ["-m", "robovlm_node.node"] and "--ros-args" in cmd
+    assert cmd[1:3] == ["-m", "robovlm_node.process"] and "--ros-args" in cmd
     assert f"model_path:={tmp_path}" in cmd and "use_sim_time:=true" in cmd and "__node:=robovlm" in cmd
