@@ -23,6 +23,10 @@ from robovlm.runtime.scheduler import ActionChunk
 from robovlm.runtime.timecheck import ClockWatch
 
 from .convert import make_twist
+from .inputs import INPUT_LABELS
+
+STARTUP_GRACE_S = 5.0
+"""After activation, missing inputs and the missing first chunk are the normal start (INFO) for this long."""
 
 
 class NodeLoops:
@@ -96,7 +100,29 @@ class NodeLoops:
                 self.get_logger().info("the node clock advances again")
             self._log_input_health()
 
+    def _still_waiting(self, cause: str | None, ages: dict[str, float | None], now: float) -> bool:
+        """Whether the node is still starting (activated, the robot held until every required input has arrived
+        and the model has given its first chunk). What it waits for is logged at INFO when it changes, and once at
+        WARN if it still waits after ``STARTUP_GRACE_S``; the first command that is not held ends the start."""
+        if cause not in ("stale_input", "no_fresh_chunk"):  # driving, or held by a fault that reports itself
+            self._waiting_since, self._waiting_for = None, ""
+            if cause not in STOP_CAUSES:
+                self.get_logger().info("inputs and model ready: driving")
+            return False
+        timeout = self.settings.input_timeout_s
+        missing = [INPUT_LABELS[k] for k, age in ages.items() if age is None or age > timeout]
+        what = ", ".join(missing) if missing else "the model's first action chunk"
+        if what != self._waiting_for:
+            self._waiting_for = what
+            self.get_logger().info(f"waiting for {what}")
+        if now - self._waiting_since > STARTUP_GRACE_S and self._flipped("startup_slow", True):
+            self.get_logger().warning(f"still waiting for {what} {STARTUP_GRACE_S:g} s after activation; robot "
+                                      "stopped")
+        return True
+
     def _log_input_health(self) -> None:
+        if self._waiting_since is not None:  # starting: the control loop says what it waits for
+            return
         now, timeout = self.now(), self.settings.input_timeout_s
         required = self.required_inputs()
         used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
@@ -144,16 +170,19 @@ class NodeLoops:
                                       "(/etc/security/limits.conf) or CAP_SYS_NICE, or set control_rt_priority 0")
 
     def _control_loop(self, stop: threading.Event) -> None:
-        """Tick at absolute deadlines (no drift); after an overrun of more than a period, resynchronize."""
+        """Tick at absolute deadlines (no drift); after an overrun of more than a period, resynchronize. The first
+        tick is a start, not an overrun: it may wake late when a paused sim clock resumes."""
         self._set_control_scheduling()
         clock = self.get_clock()
         period = Duration(nanoseconds=int(1e9 / self.settings.control_rate_hz))
         deadline = clock.now()
+        ticks = 0
         while not stop.is_set():
             deadline = deadline + period
             now = clock.now()
             if now > deadline + period:
-                self._count("control_overrun", "control tick more than one period late; resynchronizing")
+                if ticks > 1:
+                    self._count("control_overrun", "control tick more than one period late; resynchronizing")
                 deadline = now
             try:
                 reached = clock.sleep_until(deadline, context=self.context)
@@ -167,6 +196,7 @@ class NodeLoops:
                                              "restart on the new clock")
                 deadline = clock.now()
                 continue
+            ticks += 1
             try:
                 self._on_control()
             except Exception as exc:  # the control loop must outlive any bug in one tick: stop the robot, go on
@@ -182,7 +212,9 @@ class NodeLoops:
         action = self.scheduler.action_at(now) if self._active else None
         ages = self.input_ages(now)
         decision = self.safety.apply(action, now=now, active=self._active, input_ages=ages, hold=self.hold_cause())
-        if decision.cause == "stale_input":
+        if self._waiting_since is not None and self._still_waiting(decision.cause, ages, now):
+            pass  # after activation, before the inputs and the first chunk: said once at INFO (_still_waiting)
+        elif decision.cause == "stale_input":
             self._count("stale_input", f"input older than {self.settings.input_timeout_s}s or missing: {ages}; stopping")
         elif decision.cause == "no_fresh_chunk":
             self._count("no_fresh_chunk", "no fresh action chunk (model slow or stalled); stopping")

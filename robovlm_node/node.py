@@ -106,6 +106,8 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._infer_events = EventWindow(200)
         self._e2e_events = EventWindow(200)
         self._pending_frame_stamp: float | None = None
+        self._waiting_since: float | None = None  # activation time until the first command that is not held
+        self._waiting_for = ""  # what the start waits for, as last logged
         self._frame_check = FrameCheck()
         self._frame_faults: dict[str, str] = {}  # camera -> why its newest checked frame cannot drive the robot
         self.last_command: np.ndarray | None = None
@@ -270,6 +272,8 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         # A fresh stop event per activation: a thread of an earlier activation that is still waiting (for sim time
         # that does not advance, say) can never resume alongside the new ones.
         self._stop = threading.Event()
+        self._waiting_since, self._waiting_for = self.now(), ""
+        self._transitions.discard("startup_slow")
         self._active = True
         self._thread = threading.Thread(target=self._inference_loop, args=(self._stop,), name="robovlm-inference",
                                         daemon=True)

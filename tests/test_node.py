@@ -262,3 +262,18 @@ def test_an_overlong_instruction_is_refused_and_the_robot_stops_until_a_valid_on
     pub.publish(String(data="go around the box to the cup"))
     t = time.monotonic()
     assert h.wait_for(lambda: any(abs(v[0]) > 0 for ts, v in h.commands(since=t)), 10), "a valid one resumes"
+
+
+def test_a_quiet_start_says_what_it_waits_for_then_faults_are_reported_as_before(checkpoint, harness_factory, capfd):
+    h = harness_factory(_params(checkpoint))
+    _activate(h)
+    time.sleep(1.0)  # nothing published yet: the normal start, not a fault
+    h.start_feeding()
+    assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
+    time.sleep(0.2)
+    err = capfd.readouterr().err
+    assert "waiting for head camera, joint states" in err and "inputs and model ready: driving" in err, err
+    assert "[WARN]" not in err, err
+    assert h.node.stops["stale_input"] > 0  # held all the same, and counted
+    h.stop_feeding()  # after the start, a stale input is the fault it always was
+    assert h.wait_for(lambda: "[stale_input]" in capfd.readouterr().err, 5)
