@@ -25,15 +25,25 @@ def tree(folder: str) -> list[tuple[str, list[str]]]:
     return sorted(by_dir.items())
 
 
-ROS = ["ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-geometry-msgs", "ros-std-msgs",
-       "ros-diagnostic-msgs", "ros-lifecycle-msgs", "ros-rosgraph-msgs", "ros-rcl-interfaces",
-       "ros-builtin-interfaces", "ros-ament-index-python"]
+ROS = [
+    "ros-rclpy",
+    "ros-rmw-fastrtps-cpp",
+    "ros-sensor-msgs",
+    "ros-geometry-msgs",
+    "ros-std-msgs",
+    "ros-diagnostic-msgs",
+    "ros-lifecycle-msgs",
+    "ros-rosgraph-msgs",
+    "ros-rcl-interfaces",
+    "ros-builtin-interfaces",
+    "ros-ament-index-python",
+]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     description="RoboVLMs-style vision-language-action model and its ROS 2 inference node for a language-driven "
-                "mobile robot",
+    "mobile robot",
     # resolve(): colcon --symlink-install runs a symlink of this file from its build directory
     long_description=(Path(__file__).resolve().parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -73,11 +83,13 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.17"],
         "dev": ["pytest>=8", "hypothesis>=6.100", "colcon-common-extensions>=0.3"],
     },
-    entry_points={"console_scripts": [
-        "robovlm = robovlm.cli:main",
-        "robovlm_node = robovlm_node.process:main",
-        "robovlm_sim = robovlm_node.sim_bridge:main",
-    ]},
+    entry_points={
+        "console_scripts": [
+            "robovlm = robovlm.cli:main",
+            "robovlm_node = robovlm_node.process:main",
+            "robovlm_sim = robovlm_node.sim_bridge:main",
+        ]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -6,7 +6,6 @@ autostart:=true (default) lets the node configure and activate itself; autostart
 the configure transition, then activate once the node reports 'inactive' (a lifecycle manager's job).
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
 from launch.conditions import UnlessCondition
 from launch.events import matches_action
@@ -18,19 +17,26 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
+from launch import LaunchDescription
+
 
 def generate_launch_description() -> LaunchDescription:
     args = [
         DeclareLaunchArgument("model_path", default_value="", description="checkpoint directory"),
-        DeclareLaunchArgument("params_file",
-                              default_value=PathJoinSubstitution([FindPackageShare("robovlm"), "config", "robovlm.yaml"]),
-                              description="node parameter YAML"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([FindPackageShare("robovlm"), "config", "robovlm.yaml"]),
+            description="node parameter YAML",
+        ),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (sim, rosbag --clock)"),
         DeclareLaunchArgument("instruction", default_value="", description="language instruction"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug | info | warn | error"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="node configures and activates itself (false: this launch file does it)"),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="node configures and activates itself (false: this launch file does it)",
+        ),
     ]
     autostart = LaunchConfiguration("autostart")
     node = LifecycleNode(
@@ -60,8 +66,13 @@ def generate_launch_description() -> LaunchDescription:
             target_lifecycle_node=node,
             start_state="configuring",
             goal_state="inactive",
-            entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                  transition_id=Transition.TRANSITION_ACTIVATE))],
+            entities=[
+                EmitEvent(
+                    event=ChangeState(
+                        lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_ACTIVATE
+                    )
+                )
+            ],
         ),
         condition=UnlessCondition(autostart),
     )

@@ -29,26 +29,47 @@ from torch.utils._pytree import tree_flatten
 from .config import RoboVLMConfig, load_config
 from .resources import find_resource
 
-
 PALIGEMMA_SHAPED = {
-    "text_config": {"model_type": "gemma", "hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 2,
-                    "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 259},
-    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
-                      "num_hidden_layers": 2, "num_attention_heads": 16, "image_size": 224, "patch_size": 14,
-                      "projection_dim": 2048},
+    "text_config": {
+        "model_type": "gemma",
+        "hidden_size": 2048,
+        "intermediate_size": 16384,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+        "vocab_size": 259,
+    },
+    "vision_config": {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "projection_dim": 2048,
+    },
     "projection_dim": 2048,
 }
 
 
 def paligemma_shaped(*, resampler: bool) -> RoboVLMConfig:
-    return RoboVLMConfig.from_dict({
-        "backbone": {"type": "paligemma", "tokenizer": "bytes", "config": copy.deepcopy(PALIGEMMA_SHAPED)},
-        "image_size": 224, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "use_vision_resampler": resampler,
-        "vision_resampler": {"vis_dim": 1152, "depth": 6, "dim_head": 64, "heads": 8, "num_latents": 64},
-        "use_hand_rgb": True, "use_state": True, "window_size": 8, "fwd_pred_next_n": 10,
-        "act_head": {"type": "lstm", "hidden_size": 1024, "num_layers": 4},
-    })
+    return RoboVLMConfig.from_dict(
+        {
+            "backbone": {"type": "paligemma", "tokenizer": "bytes", "config": copy.deepcopy(PALIGEMMA_SHAPED)},
+            "image_size": 224,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "use_vision_resampler": resampler,
+            "vision_resampler": {"vis_dim": 1152, "depth": 6, "dim_head": 64, "heads": 8, "num_latents": 64},
+            "use_hand_rgb": True,
+            "use_state": True,
+            "window_size": 8,
+            "fwd_pred_next_n": 10,
+            "act_head": {"type": "lstm", "hidden_size": 1024, "num_layers": 4},
+        }
+    )
 
 
 def _inputs(cfg: RoboVLMConfig, device: torch.device, seed: int):
@@ -122,8 +143,11 @@ def bench_resampler(resampler: bool, steps: int, device: torch.device) -> dict:
         with PeakTensorMemory() as mem:
             model.step(head, hand, state, instruction)
         peak = mem.peak
-    return {"tokens_per_frame": model.tokens_per_frame, "latency_ms": statistics.median(times) * 1e3,
-            "step_memory_mib": peak / 2**20}
+    return {
+        "tokens_per_frame": model.tokens_per_frame,
+        "latency_ms": statistics.median(times) * 1e3,
+        "step_memory_mib": peak / 2**20,
+    }
 
 
 def bench_streaming(window: int, rounds: int, device: torch.device) -> dict:
@@ -139,9 +163,12 @@ def bench_streaming(window: int, rounds: int, device: torch.device) -> dict:
     model = RoboVLM(cfg, with_clip=False).to(device).eval()
     instruction = "go around the box on the left to the cup"
     frames = [_inputs(cfg, device, i) for i in range(window)]
-    batch = {"head_images": torch.stack([f[0][0] for f in frames])[None],
-             "hand_images": torch.stack([f[1][0] for f in frames])[None],
-             "states": torch.stack([f[2][0] for f in frames])[None], "instructions": [instruction]}
+    batch = {
+        "head_images": torch.stack([f[0][0] for f in frames])[None],
+        "hand_images": torch.stack([f[1][0] for f in frames])[None],
+        "states": torch.stack([f[2][0] for f in frames])[None],
+        "instructions": [instruction],
+    }
 
     def timed(fn) -> float:
         _sync(device)
@@ -161,19 +188,23 @@ def bench_streaming(window: int, rounds: int, device: torch.device) -> dict:
                 stream.append(timed(lambda: model.step(*frames[(r * 4 + k) % window], instruction)))
             rerun.append(timed(lambda: model(batch)["actions"][:, -1]))
     third = max(1, rounds // 3)
-    blocks = [statistics.median(rerun[j:j + third]) / statistics.median(stream[4 * j:4 * (j + third)])
-              for j in range(0, third * 3, third)]
+    blocks = [
+        statistics.median(rerun[j : j + third]) / statistics.median(stream[4 * j : 4 * (j + third)])
+        for j in range(0, third * 3, third)
+    ]
     ms_rerun, ms_stream = statistics.median(rerun) * 1e3, statistics.median(stream) * 1e3
     return {"rerun_ms": ms_rerun, "stream_ms": ms_stream, "ratio": ms_rerun / ms_stream, "blocks": blocks}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robovlm.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m robovlm.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=5, help="timed steps per resampler configuration")
-    p.add_argument("--rounds", type=int, default=12, help="interleaved rounds (4 streaming steps + 1 re-run) per "
-                                                          "window size")
+    p.add_argument(
+        "--rounds", type=int, default=12, help="interleaved rounds (4 streaming steps + 1 re-run) per window size"
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     print(f"device: {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
@@ -181,20 +212,34 @@ def main(argv: list[str] | None = None) -> int:
     on = bench_resampler(True, args.steps, device)
     rows = [
         ("resampler off vs on: PaliGemma-shaped (SigLIP 1152 / Gemma 2048, 2+2 layers), 2 cameras", None),
-        ("  LM tokens per frame", (off["tokens_per_frame"], on["tokens_per_frame"],
-                                   off["tokens_per_frame"] / on["tokens_per_frame"], "")),
-        ("  step latency, median ms", (off["latency_ms"], on["latency_ms"], off["latency_ms"] / on["latency_ms"],
-                                       ">= 1.5x faster")),
-        ("  peak memory of one step, MiB", (off["step_memory_mib"], on["step_memory_mib"],
-                                              on["step_memory_mib"] / max(off["step_memory_mib"], 1e-9),
-                                              "<= 0.6x (on/off)")),
+        (
+            "  LM tokens per frame",
+            (off["tokens_per_frame"], on["tokens_per_frame"], off["tokens_per_frame"] / on["tokens_per_frame"], ""),
+        ),
+        (
+            "  step latency, median ms",
+            (off["latency_ms"], on["latency_ms"], off["latency_ms"] / on["latency_ms"], ">= 1.5x faster"),
+        ),
+        (
+            "  peak memory of one step, MiB",
+            (
+                off["step_memory_mib"],
+                on["step_memory_mib"],
+                on["step_memory_mib"] / max(off["step_memory_mib"], 1e-9),
+                "<= 0.6x (on/off)",
+            ),
+        ),
         ("streaming step() vs re-running the window (RoboVLMs), kosmos2_small", None),
     ]
     spreads = []
     for window in (8, 16):
         r = bench_streaming(window, args.rounds, device)
-        rows.append((f"  window {window}: ms per control step", (r["rerun_ms"], r["stream_ms"], r["ratio"],
-                                                                  f">= {0.8 * window:.1f}x faster")))
+        rows.append(
+            (
+                f"  window {window}: ms per control step",
+                (r["rerun_ms"], r["stream_ms"], r["ratio"], f">= {0.8 * window:.1f}x faster"),
+            )
+        )
         spreads.append(f"window {window}: " + " / ".join(f"{b:.2f}x" for b in r["blocks"]))
     print(f"\n{'measurement':<44}{'A (off / re-run)':>18}{'B (on / stream)':>18}{'ratio':>9}   goal")
     for name, vals in rows:
@@ -203,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         a, b, r, goal = vals
         print(f"{name:<44}{a:>18.1f}{b:>18.1f}{r:>8.2f}x   {goal}")
-    print("\nratio: A/B for tokens and latency (higher is better); B/A for memory (lower is better)."
-          "\nmemory: peak tensor memory one step allocates above the loaded model and the cached instruction."
-          f"\nstreaming ratio in each third of the {args.rounds} interleaved rounds (stability): " + "; ".join(spreads))
+    print(
+        "\nratio: A/B for tokens and latency (higher is better); B/A for memory (lower is better)."
+        "\nmemory: peak tensor memory one step allocates above the loaded model and the cached instruction."
+        f"\nstreaming ratio in each third of the {args.rounds} interleaved rounds (stability): " + "; ".join(spreads)
+    )
     return 0
 
 

@@ -38,7 +38,8 @@ def _checkpoint(name: str, tmp: Path) -> Path:
     cfg = load_config(find_resource("models", "configs", f"{name}.json"))
     path = tmp / name
     RoboVLM(cfg, with_clip=False).save_pretrained(
-        path, NormStats.identity(state_dim=cfg.state_dim, action_dim=cfg.action_dim))
+        path, NormStats.identity(state_dim=cfg.state_dim, action_dim=cfg.action_dim)
+    )
     return path
 
 
@@ -47,8 +48,10 @@ def bench_engines(name: str, *, steps: int, device: str, tmp: Path) -> dict:
     ckpt = _checkpoint(name, tmp)
     exported = tmp / f"{name}_onnx"
     export_checkpoint(ckpt, exported, parity_steps=2)
-    engines = {"torch": build_engine("torch", ckpt, device=device),
-               "onnxruntime": build_engine("onnxruntime", exported, device=device)}
+    engines = {
+        "torch": build_engine("torch", ckpt, device=device),
+        "onnxruntime": build_engine("onnxruntime", exported, device=device),
+    }
     inputs = list(streaming_inputs(engines["torch"].config, 8, seed=1))
     instruction = "go around the box on the left to the cup"
     times: dict[str, list[float]] = {k: [] for k in engines}
@@ -66,12 +69,16 @@ def bench_engines(name: str, *, steps: int, device: str, tmp: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robovlm.bench_engines", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m robovlm.bench_engines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=40, help="timed steps per engine and checkpoint")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                   help="CPU threads of both engines (the node's engine_threads)")
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="CPU threads of both engines (the node's engine_threads)"
+    )
     p.add_argument("--models", nargs="+", default=["demo", "kosmos2_small"])
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -85,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.models:
                 r = bench_engines(name, steps=args.steps, device=args.device, tmp=Path(tmp))
                 rows.append((f"{name}, {threads} thread{'s' * (threads > 1)}", r))
-    print(f"\n{'engines: ms per control step (median)':<44}{'torch eager':>14}{'onnxruntime':>14}{'ratio':>9}"
-          f"{'max |diff|':>12}   goal")
+    print(
+        f"\n{'engines: ms per control step (median)':<44}{'torch eager':>14}{'onnxruntime':>14}{'ratio':>9}"
+        f"{'max |diff|':>12}   goal"
+    )
     for label, r in rows:
-        print(f"  {label:<42}{r['torch']:>14.2f}{r['onnxruntime']:>14.2f}{r['torch'] / r['onnxruntime']:>8.2f}x"
-              f"{r['max_abs_diff']:>12.2g}   >= 1.3x faster")
+        print(
+            f"  {label:<42}{r['torch']:>14.2f}{r['onnxruntime']:>14.2f}{r['torch'] / r['onnxruntime']:>8.2f}x"
+            f"{r['max_abs_diff']:>12.2g}   >= 1.3x faster"
+        )
     print("\nratio: torch / onnxruntime (higher: ONNX Runtime faster); max |diff|: action chunk, physical units.")
     return 0
 

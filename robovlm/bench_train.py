@@ -35,8 +35,7 @@ def _peak_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch: int, config: str,
-             dtype: str) -> dict:
+def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch: int, config: str, dtype: str) -> dict:
     """One mode in this process: build, train ``steps`` steps on synthetic batches, report."""
     import torch
 
@@ -54,13 +53,15 @@ def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch
     opt = torch.optim.AdamW(params, lr=1e-4)
     g = torch.Generator().manual_seed(0)
     t, s = cfg.window_size, cfg.image_size
-    b = {"head_images": torch.randn(batch, t, 3, s, s, generator=g),
-         "hand_images": torch.randn(batch, t, 3, s, s, generator=g),
-         "hand_valid": torch.ones(batch, t, dtype=torch.bool),
-         "states": torch.randn(batch, t, cfg.state_dim, generator=g),
-         "instructions": ["go around the box on the left to the cup"] * batch,
-         "actions": torch.rand(batch, t, cfg.fwd_pred_next_n, cfg.action_dim, generator=g) * 2 - 1,
-         "action_mask": torch.ones(batch, t, cfg.fwd_pred_next_n, dtype=torch.bool)}
+    b = {
+        "head_images": torch.randn(batch, t, 3, s, s, generator=g),
+        "hand_images": torch.randn(batch, t, 3, s, s, generator=g),
+        "hand_valid": torch.ones(batch, t, dtype=torch.bool),
+        "states": torch.randn(batch, t, cfg.state_dim, generator=g),
+        "instructions": ["go around the box on the left to the cup"] * batch,
+        "actions": torch.rand(batch, t, cfg.fwd_pred_next_n, cfg.action_dim, generator=g) * 2 - 1,
+        "action_mask": torch.ones(batch, t, cfg.fwd_pred_next_n, dtype=torch.bool),
+    }
     b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}
     amp = getattr(torch, dtype) if dtype != "float32" else None
     times = []
@@ -77,8 +78,12 @@ def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t0)
-    return {"trainable": sum(p.numel() for p in params), "total": sum(p.numel() for p in model.parameters()),
-            "step_s": statistics.median(times), "peak_mib": _peak_mib(device)}
+    return {
+        "trainable": sum(p.numel() for p in params),
+        "total": sum(p.numel() for p in model.parameters()),
+        "step_s": statistics.median(times),
+        "peak_mib": _peak_mib(device),
+    }
 
 
 def make_episodes(root: Path, n: int, *, frames: int = 40, size: int = 56) -> Path:
@@ -94,12 +99,19 @@ def make_episodes(root: Path, n: int, *, frames: int = 40, size: int = 56) -> Pa
             f["images"] = np.roll(img, i, axis=0)
             f["hand_images"] = np.roll(img, i + 1, axis=0)
             f["actions"] = rng.normal(0, 0.1, (frames, 3)).astype(np.float32)
-            f["action_event_types"] = np.array(["episode_start"] + ["start_action"] * (frames - 1),
-                                               dtype=h5py.string_dtype("utf-8"))
+            f["action_event_types"] = np.array(
+                ["episode_start"] + ["start_action"] * (frames - 1), dtype=h5py.string_dtype("utf-8")
+            )
             js = f.create_dataset("joint_positions", data=rng.normal(0, 0.1, (frames, 2)).astype(np.float32))
             js.attrs["joint_names"] = ["arm_pan", "arm_lift"]
-            f.attrs.update({"episode_name": f"synthetic_1box_vert_left_{i}", "total_duration": frames * 0.1,
-                            "num_frames": frames, "action_chunk_size": 10})
+            f.attrs.update(
+                {
+                    "episode_name": f"synthetic_1box_vert_left_{i}",
+                    "total_duration": frames * 0.1,
+                    "num_frames": frames,
+                    "action_chunk_size": 10,
+                }
+            )
     return root
 
 
@@ -126,20 +138,29 @@ def run_data(data: str, lazy: bool, batches: int, workers: int) -> dict:
         if i + 1 >= batches:
             break
     del loader
-    return {"episodes": len(eps), "index_s": index_s, "rss_after_index_mib": after_index,
-            "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {
+        "episodes": len(eps),
+        "index_s": index_s,
+        "rss_after_index_mib": after_index,
+        "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def _child(kind: str, **kw) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "robovlm.bench_train", "--child", json.dumps({"kind": kind, **kw})],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "robovlm.bench_train", "--child", json.dumps({"kind": kind, **kw})],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robovlm.bench_train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m robovlm.bench_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--config", default=None, help="model config (default: models/configs/kosmos2_small.json)")
     p.add_argument("--batch", type=int, default=2)
@@ -157,21 +178,39 @@ def main(argv: list[str] | None = None) -> int:
     from .resources import find_resource
 
     config = args.config or str(find_resource("models", "configs", "kosmos2_small.json"))
-    print(f"fine-tuning modes: {Path(config).stem}, batch {args.batch}, {args.device}, {args.dtype}; "
-          f"{args.steps} timed steps each, a fresh process per mode", flush=True)
+    print(
+        f"fine-tuning modes: {Path(config).stem}, batch {args.batch}, {args.device}, {args.dtype}; "
+        f"{args.steps} timed steps each, a fresh process per mode",
+        flush=True,
+    )
     print(f"{'mode':<28}{'checkpointing':>14}{'trainable':>14}{'of total':>9}{'s/step':>9}{'peak MiB':>10}")
     for name, setup in MODES.items():
         for ckpt in (False, True):
-            r = _child("mode", setup=setup, checkpointing=ckpt, device=args.device, steps=args.steps,
-                       batch=args.batch, config=config, dtype=args.dtype)
-            print(f"{name:<28}{'on' if ckpt else 'off':>14}{r['trainable']:>14,}{r['trainable'] / r['total']:>8.1%}"
-                  f"{r['step_s']:>9.2f}{r['peak_mib']:>10.0f}", flush=True)
-    print("peak MiB: the process's peak RSS (CPU: weights, optimizer state, activations, allocator) or the CUDA "
-          "allocator's peak")
+            r = _child(
+                "mode",
+                setup=setup,
+                checkpointing=ckpt,
+                device=args.device,
+                steps=args.steps,
+                batch=args.batch,
+                config=config,
+                dtype=args.dtype,
+            )
+            print(
+                f"{name:<28}{'on' if ckpt else 'off':>14}{r['trainable']:>14,}{r['trainable'] / r['total']:>8.1%}"
+                f"{r['step_s']:>9.2f}{r['peak_mib']:>10.0f}",
+                flush=True,
+            )
+    print(
+        "peak MiB: the process's peak RSS (CPU: weights, optimizer state, activations, allocator) or the CUDA "
+        "allocator's peak"
+    )
     if args.skip_data:
         return 0
-    print("\nlazy data: synthetic episodes (40 frames, two 56 px cameras), 20 batches of 32 windows, 2 workers",
-          flush=True)
+    print(
+        "\nlazy data: synthetic episodes (40 frames, two 56 px cameras), 20 batches of 32 windows, 2 workers",
+        flush=True,
+    )
     print(f"{'episodes':>9}{'loading':>10}{'index s':>9}{'RSS after index':>17}{'peak RSS':>10}{'worker peak':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in sorted(args.episodes):
@@ -179,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             modes = (True, False) if n == min(args.episodes) else (True,)
             for lazy in modes:
                 r = _child("data", data=str(data), lazy=lazy, batches=20, workers=2)
-                print(f"{n:>9}{'lazy' if lazy else 'in memory':>10}{r['index_s']:>9.1f}"
-                      f"{r['rss_after_index_mib']:>13.0f} MiB{r['rss_peak_mib']:>6.0f} MiB"
-                      f"{r['worker_peak_mib']:>9.0f} MiB", flush=True)
+                print(
+                    f"{n:>9}{'lazy' if lazy else 'in memory':>10}{r['index_s']:>9.1f}"
+                    f"{r['rss_after_index_mib']:>13.0f} MiB{r['rss_peak_mib']:>6.0f} MiB"
+                    f"{r['worker_peak_mib']:>9.0f} MiB",
+                    flush=True,
+                )
     return 0
 
 

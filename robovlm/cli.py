@@ -59,15 +59,26 @@ def module_parameter_counts(model) -> list[tuple[str, int, bool]]:
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     bb = model.backbone
     if bb.type == "kosmos2":
-        parts = [("backbone.vision_encoder", bb.model.vision_model), ("backbone.projector", bb.model.image_to_text_projection),
-                 ("backbone.language_model", bb.model.text_model)]
+        parts = [
+            ("backbone.vision_encoder", bb.model.vision_model),
+            ("backbone.projector", bb.model.image_to_text_projection),
+            ("backbone.language_model", bb.model.text_model),
+        ]
     else:
-        parts = [("backbone.vision_encoder", bb.model.vision_tower), ("backbone.projector", bb.model.multi_modal_projector),
-                 ("backbone.language_model", bb.model.language_model)]
+        parts = [
+            ("backbone.vision_encoder", bb.model.vision_tower),
+            ("backbone.projector", bb.model.multi_modal_projector),
+            ("backbone.language_model", bb.model.language_model),
+        ]
     used_native = not model.config.use_vision_resampler
     for name, mod in parts:
-        rows.append((name + ("" if used_native or name != "backbone.projector" else " (unused: resampler on)"),
-                     count(mod), True))
+        rows.append(
+            (
+                name + ("" if used_native or name != "backbone.projector" else " (unused: resampler on)"),
+                count(mod),
+                True,
+            )
+        )
     for name, mod in model.named_children():
         if name == "backbone":
             continue
@@ -85,11 +96,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     model, what, tok_note = _load_any(args.target, meta=True)
     cfg = model.config
     print(f"RoboVLM {what}")
-    print(f"backbone: {cfg.backbone.type}; LM width {model.dim}; vision width {model.backbone.vision_width}; "
-          f"image {cfg.image_size} px")
-    print(f"features: resampler={cfg.use_vision_resampler} hand_rgb={cfg.use_hand_rgb} state={cfg.use_state} "
-          f"clip_norm={cfg.use_clip_norm} claw_matrix={cfg.use_claw_matrix} hierarchical={cfg.use_hierarchical} "
-          f"advanced_attention={cfg.use_advanced_attention} head={cfg.act_head.type}")
+    print(
+        f"backbone: {cfg.backbone.type}; LM width {model.dim}; vision width {model.backbone.vision_width}; "
+        f"image {cfg.image_size} px"
+    )
+    print(
+        f"features: resampler={cfg.use_vision_resampler} hand_rgb={cfg.use_hand_rgb} state={cfg.use_state} "
+        f"clip_norm={cfg.use_clip_norm} claw_matrix={cfg.use_claw_matrix} hierarchical={cfg.use_hierarchical} "
+        f"advanced_attention={cfg.use_advanced_attention} head={cfg.act_head.type}"
+    )
     print("\nparameters per module:")
     rows = module_parameter_counts(model)
     width = max(len(r[0]) for r in rows)
@@ -105,8 +120,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     via = "resampler" if cfg.use_vision_resampler else "backbone projector"
     print(f"  after {via}: {counts['vision_tokens_per_camera']} tokens per camera x {counts['cameras']} camera(s)")
     print(f"  state: {counts['state_tokens']}, action (LRN): {counts['action_tokens']}")
-    print(f"  per frame into the LM: {counts['frame_tokens']} (+ instruction {counts['instruction_tokens']}, "
-          "computed once per instruction)")
+    print(
+        f"  per frame into the LM: {counts['frame_tokens']} (+ instruction {counts['instruction_tokens']}, "
+        "computed once per instruction)"
+    )
     print(f"  LM sequence per frame: {counts['lm_sequence']}")
     print(f"  policy head: window {cfg.window_size} -> chunk ({cfg.fwd_pred_next_n}, {cfg.action_dim})")
     return 0
@@ -144,22 +161,29 @@ def cmd_import(args: argparse.Namespace) -> int:
     save_config(cfg, args.dst)
     print(report.format())
     print(f"wrote {args.dst}")
-    print(f"train it as RoboVLMs would: robovlm train {args.dst} --data DATA --out CHECKPOINT "
-          + " ".join(report.train_flags))
+    print(
+        f"train it as RoboVLMs would: robovlm train {args.dst} --data DATA --out CHECKPOINT "
+        + " ".join(report.train_flags)
+    )
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_checkpoint
 
-    report = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, opset=args.opset,
-                               parity_steps=args.parity_steps)
-    print(f"wrote {Path(args.out) / 'onnx'} ({args.dtype}, opset {args.opset}); parity against torch "
-          f"({report['provider']}):")
+    report = export_checkpoint(
+        args.checkpoint, args.out, dtype=args.dtype, opset=args.opset, parity_steps=args.parity_steps
+    )
+    print(
+        f"wrote {Path(args.out) / 'onnx'} ({args.dtype}, opset {args.opset}); parity against torch "
+        f"({report['provider']}):"
+    )
     for name, diff in report["graphs_max_abs_diff"].items():
         print(f"  {name:<12} max abs diff {diff:.3g}")
-    print(f"  end to end   max abs diff {report['end_to_end_max_abs_diff_physical']:.3g} (action chunk, physical "
-          f"units, {report['end_to_end_steps']} steps)")
+    print(
+        f"  end to end   max abs diff {report['end_to_end_max_abs_diff_physical']:.3g} (action chunk, physical "
+        f"units, {report['end_to_end_steps']} steps)"
+    )
     print(f"run it: robovlm_node --ros-args -p model_path:={args.out} -p engine:=onnxruntime")
     return 0
 
@@ -179,13 +203,16 @@ def cmd_make_bag(args: argparse.Namespace) -> int:
         try:
             static = {k: float(v) for k, v in (item.split("=", 1) for item in args.static_joints.split(","))}
         except ValueError:
-            print(f"error: --static-joints must look like name=0.1,other=0.2, got {args.static_joints!r}",
-                  file=sys.stderr)
+            print(
+                f"error: --static-joints must look like name=0.1,other=0.2, got {args.static_joints!r}", file=sys.stderr
+            )
             return 2
     ep = read_hdf5_episode(args.episode, load_instructions(args.instructions))
     counts = episode_to_bag(ep, args.out_bag, storage=args.storage, static_joints=static)
-    print(f"episode {ep.name}: {len(ep)} frames at {1.0 / ep.frame_dt:.1f} Hz, scenario {ep.scenario}, "
-          f"instruction {ep.instruction!r}")
+    print(
+        f"episode {ep.name}: {len(ep)} frames at {1.0 / ep.frame_dt:.1f} Hz, scenario {ep.scenario}, "
+        f"instruction {ep.instruction!r}"
+    )
     for topic, n in counts.items():
         print(f"  {topic}: {n} messages")
     print(f"wrote {args.out_bag} ({args.storage})")
@@ -214,6 +241,7 @@ def cmd_inspect_bag(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     # The replay drives the ROS node, so it lives in the ROS layer (robovlm_node); imported only here.
     import yaml
+
     from robovlm_node.replay import ReplayError, replay
 
     from .data.roles import TopicMap
@@ -226,8 +254,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return 2
         params[key] = yaml.safe_load(value)  # the same typing as ROS's own `-p name:=value`
     try:
-        report = replay(args.bag, args.model, topics=TopicMap.from_flags(args.topic), rate=args.rate, out=args.out,
-                        instruction=args.instruction, params=params)
+        report = replay(
+            args.bag,
+            args.model,
+            topics=TopicMap.from_flags(args.topic),
+            rate=args.rate,
+            out=args.out,
+            instruction=args.instruction,
+            params=params,
+        )
     except ReplayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -241,10 +276,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_collect_sim(args: argparse.Namespace) -> int:
     from .sim.collect import collect
 
-    r = collect(args.out, episodes_per_scenario=args.episodes_per_scenario, seed_offset=args.seed_offset,
-                image_size=args.image_size, noise=args.noise, bags=args.bags)
-    print(f"wrote {r.episodes} expert episodes ({r.frames} frames) to {args.out}; expert failures skipped: "
-          f"{r.failures}")
+    r = collect(
+        args.out,
+        episodes_per_scenario=args.episodes_per_scenario,
+        seed_offset=args.seed_offset,
+        image_size=args.image_size,
+        noise=args.noise,
+        bags=args.bags,
+    )
+    print(
+        f"wrote {r.episodes} expert episodes ({r.frames} frames) to {args.out}; expert failures skipped: {r.failures}"
+    )
     return 0
 
 
@@ -262,27 +304,48 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra["weight_decay"] = args.weight_decay
     extra.update(grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, num_workers=args.num_workers)
     try:
-        settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                 eval_every=args.eval_every, warmup_steps=args.warmup_steps, **extra)
+        settings = TrainSettings(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            warmup_steps=args.warmup_steps,
+            **extra,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     existed = out.exists()
     try:
-        m = train(args.config, args.data, out, settings, resume=args.resume, device=args.device,
-                  topics=TopicMap.from_flags(args.topic), joint_names=_joints(args.joints))
+        m = train(
+            args.config,
+            args.data,
+            out,
+            settings,
+            resume=args.resume,
+            device=args.device,
+            topics=TopicMap.from_flags(args.topic),
+            joint_names=_joints(args.joints),
+        )
     except BaseException:  # bad data found mid-run (a damaged file), Ctrl-C: no empty output directory stays
         if not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate launch: the main process reports
         return 0
-    print(f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
-          f"final loss {m['final_loss']:.4f}")
+    print(
+        f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
+        f"final loss {m['final_loss']:.4f}"
+    )
     if m["final_val_mae"]:
-        print("validation MAE (held-out episodes): " + ", ".join(
-            f"{k} {v:.4f} {'rad/s' if k.startswith('angular') else 'm/s'}" for k, v in m["final_val_mae"].items()))
+        print(
+            "validation MAE (held-out episodes): "
+            + ", ".join(
+                f"{k} {v:.4f} {'rad/s' if k.startswith('angular') else 'm/s'}" for k, v in m["final_val_mae"].items()
+            )
+        )
     print(f"checkpoint, loss_curve.png and metrics.json in {args.out}")
     return 0
 
@@ -290,14 +353,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval_sim(args: argparse.Namespace) -> int:
     from .sim.evaluate import evaluate
 
-    report = evaluate(args.checkpoint, episodes=args.episodes, seed_offset=args.seed_offset, ablate=args.ablate,
-                      chunk_mode=args.chunk_mode, device=args.device)
+    report = evaluate(
+        args.checkpoint,
+        episodes=args.episodes,
+        seed_offset=args.seed_offset,
+        ablate=args.ablate,
+        chunk_mode=args.chunk_mode,
+        device=args.device,
+    )
     print(report.format())
     return 0
 
 
-TOPIC_HELP = ("bag topic of a role (repeatable): head, hand, joint_states, cmd_vel, instruction; defaults are the "
-              "node's topics (/head_camera/image_raw, ...); message types are read from the bag")
+TOPIC_HELP = (
+    "bag topic of a role (repeatable): head, hand, joint_states, cmd_vel, instruction; defaults are the "
+    "node's topics (/head_camera/image_raw, ...); message types are read from the bag"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write (may be CHECKPOINT)")
     s.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     s.add_argument("--opset", type=int, default=17)
-    s.add_argument("--parity-steps", type=at_least(1), default=20, help="control steps compared with torch after export")
+    s.add_argument(
+        "--parity-steps", type=at_least(1), default=20, help="control steps compared with torch after export"
+    )
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("make-bag", help="turn one HDF5 teleop episode into a rosbag2 for replay")
@@ -365,25 +438,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_collect_sim)
 
     d = TrainSettings()
-    s = sub.add_parser("train", help="train a checkpoint on HDF5 episodes and rosbag2 recordings (one process, or "
-                                     "several under torchrun / accelerate launch)")
+    s = sub.add_parser(
+        "train",
+        help="train a checkpoint on HDF5 episodes and rosbag2 recordings (one process, or "
+        "several under torchrun / accelerate launch)",
+    )
     s.add_argument("config")
     s.add_argument("--data", required=True, help="directory of *.h5 episodes and/or rosbag2 directories (or one)")
     s.add_argument("--out", required=True, help="checkpoint directory")
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
-    s.add_argument("--action-fields", metavar="FIELD,FIELD",
-                   help=f"Twist fields the model predicts, in order (default: {','.join(d.action_fields)}; the "
-                        "config's action_dim must match)")
+    s.add_argument(
+        "--action-fields",
+        metavar="FIELD,FIELD",
+        help=f"Twist fields the model predicts, in order (default: {','.join(d.action_fields)}; the "
+        "config's action_dim must match)",
+    )
     s.add_argument("--steps", type=at_least(1), default=d.steps)
     s.add_argument("--batch-size", type=at_least(1), default=d.batch_size)
     s.add_argument("--lr", type=float, default=d.lr)
     s.add_argument("--warmup-steps", type=at_least(0), default=d.warmup_steps)
     s.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay})")
-    s.add_argument("--grad-accum", type=at_least(1), default=d.grad_accum,
-                   help="micro-batches per optimizer step (--batch-size stays the global batch)")
-    s.add_argument("--mixed-precision", default=d.mixed_precision, choices=["auto", "no", "bf16", "fp16"],
-                   help="auto: bf16 on CUDA, full precision on the CPU")
+    s.add_argument(
+        "--grad-accum",
+        type=at_least(1),
+        default=d.grad_accum,
+        help="micro-batches per optimizer step (--batch-size stays the global batch)",
+    )
+    s.add_argument(
+        "--mixed-precision",
+        default=d.mixed_precision,
+        choices=["auto", "no", "bf16", "fp16"],
+        help="auto: bf16 on CUDA, full precision on the CPU",
+    )
     s.add_argument("--num-workers", type=at_least(0), default=d.num_workers, help="DataLoader worker processes")
     s.add_argument("--eval-every", type=at_least(1), default=d.eval_every)
     s.add_argument("--seed", type=int, default=d.seed)
@@ -411,20 +498,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     from .config import ConfigError
-    from .model.backbone import BackboneError
     from .data.bag import BagError
     from .data.hdf5 import EpisodeError
     from .data.roles import RoleError
     from .export import ExportError
+    from .model.backbone import BackboneError
     from .model.policy import CheckpointError
     from .resources import ResourceNotFound
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, BackboneError, EpisodeError, BagError, RoleError, ResourceNotFound,
-            ExportError, OSError) as exc:  # OSError: a file or directory the user named cannot be read or written
+    except (
+        ConfigError,
+        CheckpointError,
+        BackboneError,
+        EpisodeError,
+        BagError,
+        RoleError,
+        ResourceNotFound,
+        ExportError,
+        OSError,
+    ) as exc:  # OSError: a file or directory the user named cannot be read or written
         if args.verbose:
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)

@@ -43,8 +43,11 @@ def _check(cond: bool, where: str, msg: str) -> None:
 
 
 def _positive_int(value: Any, where: str) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, where,
-           f"must be a positive integer, got {value!r}")
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        where,
+        f"must be a positive integer, got {value!r}",
+    )
 
 
 def _one_of(value: Any, choices: tuple[str, ...], where: str) -> None:
@@ -78,19 +81,33 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.type, ("kosmos2", "paligemma"), "backbone.type")
-        _check((self.path is None) != (self.config is None), "backbone",
-               "set exactly one of 'path' (pretrained weights) and 'config' (random init); "
-               f"got path={self.path!r}, config={'set' if self.config is not None else None}")
+        _check(
+            (self.path is None) != (self.config is None),
+            "backbone",
+            "set exactly one of 'path' (pretrained weights) and 'config' (random init); "
+            f"got path={self.path!r}, config={'set' if self.config is not None else None}",
+        )
         if self.path is not None:
-            _check(isinstance(self.path, str) and self.path != "", "backbone.path",
-                   f"must be a non-empty string, got {self.path!r}")
+            _check(
+                isinstance(self.path, str) and self.path != "",
+                "backbone.path",
+                f"must be a non-empty string, got {self.path!r}",
+            )
         if self.config is not None:
-            _check(isinstance(self.config, dict), "backbone.config", f"must be an object, got {type(self.config).__name__}")
+            _check(
+                isinstance(self.config, dict), "backbone.config", f"must be an object, got {type(self.config).__name__}"
+            )
         _one_of(self.tokenizer, ("auto", "bytes", "checkpoint"), "backbone.tokenizer")
-        _check(self.tokenizer != "auto" or self.path is not None, "backbone.tokenizer",
-               "'auto' loads the tokenizer from backbone.path, which is not set; use 'bytes' for a random-init backbone")
-        _check(isinstance(self.prompt, str) and "{instruction}" in self.prompt, "backbone.prompt",
-               f"must contain '{{instruction}}', got {self.prompt!r}")
+        _check(
+            self.tokenizer != "auto" or self.path is not None,
+            "backbone.tokenizer",
+            "'auto' loads the tokenizer from backbone.path, which is not set; use 'bytes' for a random-init backbone",
+        )
+        _check(
+            isinstance(self.prompt, str) and "{instruction}" in self.prompt,
+            "backbone.prompt",
+            f"must contain '{{instruction}}', got {self.prompt!r}",
+        )
         _positive_int(self.max_instruction_tokens, "backbone.max_instruction_tokens")
 
 
@@ -137,10 +154,16 @@ class ActHeadConfig:
         _positive_int(self.num_layers, "act_head.num_layers")
         _positive_int(self.num_heads, "act_head.num_heads")
         if self.type == "gpt":
-            _check(self.hidden_size % self.num_heads == 0, "act_head",
-                   f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
-        _check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0, "act_head.dropout",
-               f"must be in [0, 1), got {self.dropout!r}")
+            _check(
+                self.hidden_size % self.num_heads == 0,
+                "act_head",
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}",
+            )
+        _check(
+            isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+            "act_head.dropout",
+            f"must be in [0, 1), got {self.dropout!r}",
+        )
 
 
 @dataclass
@@ -155,11 +178,13 @@ class ClipTextConfig:
     """``auto``: the tokenizer saved at ``path``; ``bytes``: the built-in byte tokenizer."""
 
     def __post_init__(self) -> None:
-        _check((self.path is None) != (self.config is None), "clip_text",
-               "set exactly one of 'path' and 'config'")
+        _check((self.path is None) != (self.config is None), "clip_text", "set exactly one of 'path' and 'config'")
         _one_of(self.tokenizer, ("auto", "bytes"), "clip_text.tokenizer")
-        _check(self.tokenizer == "bytes" or self.path is not None, "clip_text.tokenizer",
-               "'auto' loads the tokenizer from clip_text.path, which is not set; use 'bytes'")
+        _check(
+            self.tokenizer == "bytes" or self.path is not None,
+            "clip_text.tokenizer",
+            "'auto' loads the tokenizer from clip_text.path, which is not set; use 'bytes'",
+        )
 
 
 @dataclass
@@ -176,8 +201,11 @@ class FusionConfig:
     def __post_init__(self) -> None:
         _positive_int(self.heads, "fusion.heads")
         _positive_int(self.num_subgoals, "fusion.num_subgoals")
-        _check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0, "fusion.dropout",
-               f"must be in [0, 1), got {self.dropout!r}")
+        _check(
+            isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+            "fusion.dropout",
+            f"must be in [0, 1), got {self.dropout!r}",
+        )
 
 
 @dataclass
@@ -199,13 +227,26 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         _positive_int(self.r, "train_setup.lora.r")
-        _check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "train_setup.lora.alpha",
-               f"must be positive, got {self.alpha!r}")
-        _check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0, "train_setup.lora.dropout",
-               f"must be in [0, 1), got {self.dropout!r}")
-        _check(self.target_modules is None or (isinstance(self.target_modules, list) and self.target_modules
-                                               and all(isinstance(t, str) and t for t in self.target_modules)),
-               "train_setup.lora.target_modules", f"must be a non-empty list of names, got {self.target_modules!r}")
+        _check(
+            isinstance(self.alpha, (int, float)) and self.alpha > 0,
+            "train_setup.lora.alpha",
+            f"must be positive, got {self.alpha!r}",
+        )
+        _check(
+            isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+            "train_setup.lora.dropout",
+            f"must be in [0, 1), got {self.dropout!r}",
+        )
+        _check(
+            self.target_modules is None
+            or (
+                isinstance(self.target_modules, list)
+                and self.target_modules
+                and all(isinstance(t, str) and t for t in self.target_modules)
+            ),
+            "train_setup.lora.target_modules",
+            f"must be a non-empty list of names, got {self.target_modules!r}",
+        )
         _bool(self.vision, "train_setup.lora.vision")
 
 
@@ -283,32 +324,50 @@ class RoboVLMConfig:
         _positive_int(self.image_size, "image_size")
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
-            _check(isinstance(value, (list, tuple)) and len(value) == 3
-                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value), name,
-                   f"must be 3 finite numbers (R, G, B), got {value!r}")
+            _check(
+                isinstance(value, (list, tuple))
+                and len(value) == 3
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value),
+                name,
+                f"must be 3 finite numbers (R, G, B), got {value!r}",
+            )
             setattr(self, name, tuple(float(v) for v in value))
         _check(all(v > 0 for v in self.image_std), "image_std", f"must be positive, got {self.image_std!r}")
-        for name in ("use_vision_resampler", "use_hand_rgb", "use_state", "use_clip_norm",
-                     "use_claw_matrix", "use_hierarchical", "use_advanced_attention"):
+        for name in (
+            "use_vision_resampler",
+            "use_hand_rgb",
+            "use_state",
+            "use_clip_norm",
+            "use_claw_matrix",
+            "use_hierarchical",
+            "use_advanced_attention",
+        ):
             _bool(getattr(self, name), name)
         _one_of(self.missing_hand, ("zero", "error"), "missing_hand")
         _positive_int(self.state_dim, "state_dim")
         _positive_int(self.action_dim, "action_dim")
         _positive_int(self.window_size, "window_size")
         _positive_int(self.fwd_pred_next_n, "fwd_pred_next_n")
-        _check(isinstance(self.clip_norm_ratio, (int, float)) and math.isfinite(self.clip_norm_ratio)
-               and self.clip_norm_ratio >= 0, "clip_norm_ratio",
-               f"must be a finite number >= 0, got {self.clip_norm_ratio!r}")
+        _check(
+            isinstance(self.clip_norm_ratio, (int, float))
+            and math.isfinite(self.clip_norm_ratio)
+            and self.clip_norm_ratio >= 0,
+            "clip_norm_ratio",
+            f"must be a finite number >= 0, got {self.clip_norm_ratio!r}",
+        )
         if self.use_clip_norm:
-            _check(self.clip_text is not None, "clip_text",
-                   "use_clip_norm is true but no clip_text encoder is configured (set clip_text.path)")
+            _check(
+                self.clip_text is not None,
+                "clip_text",
+                "use_clip_norm is true but no clip_text encoder is configured (set clip_text.path)",
+            )
 
     # -- JSON ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return _to_jsonable(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RoboVLMConfig":
+    def from_dict(cls, data: dict) -> RoboVLMConfig:
         return _from_dict(cls, data, "")
 
 
@@ -361,7 +420,9 @@ def load_config(path: str | Path) -> RoboVLMConfig:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a config is JSON") from exc
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a config is JSON"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if isinstance(data, dict) and "robovlm_config_version" in data:  # checkpoint config.json

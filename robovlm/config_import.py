@@ -28,19 +28,56 @@ _HEADS = {"LSTMDecoder": "lstm", "FCDecoder": "mlp", "MLPDecoder": "mlp", "GPTDe
 
 _IGNORED = {
     # paths, logging, infrastructure
-    **{k: "path or logging setting; this project's CLI takes paths as arguments" for k in (
-        "output_root", "log_root", "cache_root", "model_load_path", "model_load_source", "resume", "model_url",
-        "model_config", "exp_name", "task_name", "config", "raw_config_path", "data_scale", "log_dir",
-        "expected_output_dir")},
-    **{k: "training infrastructure (Lightning/deepspeed, GPUs, loaders); `robovlm train` sets its own" for k in (
-        "trainer", "gpus", "num_nodes", "num_workers", "min_lr_scale", "warmup_ratio", "optimizer", "max_epochs",
-        "gradient_clip_val", "accumulate_grad_batches", "precision", "strategy", "use_distributed_sampler")},
-    **{k: "data set definition; `robovlm train --data` reads the user's episodes" for k in (
-        "train_dataset", "val_dataset", "task_name", "dataset")},
-    **{k: "action normalization comes from the data (per-dimension range in stats.json)" for k in (
-        "norm_action", "norm_min", "norm_max", "regular_action", "x_mean", "x_std")},
-    **{k: "loss weight of a head this model does not have (gripper logits, caption, forward prediction)" for k in (
-        "arm_gripper_loss_ratio", "cap_loss_ratio", "fwd_loss_ratio")},
+    **{
+        k: "path or logging setting; this project's CLI takes paths as arguments"
+        for k in (
+            "output_root",
+            "log_root",
+            "cache_root",
+            "model_load_path",
+            "model_load_source",
+            "resume",
+            "model_url",
+            "model_config",
+            "exp_name",
+            "task_name",
+            "config",
+            "raw_config_path",
+            "data_scale",
+            "log_dir",
+            "expected_output_dir",
+        )
+    },
+    **{
+        k: "training infrastructure (Lightning/deepspeed, GPUs, loaders); `robovlm train` sets its own"
+        for k in (
+            "trainer",
+            "gpus",
+            "num_nodes",
+            "num_workers",
+            "min_lr_scale",
+            "warmup_ratio",
+            "optimizer",
+            "max_epochs",
+            "gradient_clip_val",
+            "accumulate_grad_batches",
+            "precision",
+            "strategy",
+            "use_distributed_sampler",
+        )
+    },
+    **{
+        k: "data set definition; `robovlm train --data` reads the user's episodes"
+        for k in ("train_dataset", "val_dataset", "task_name", "dataset")
+    },
+    **{
+        k: "action normalization comes from the data (per-dimension range in stats.json)"
+        for k in ("norm_action", "norm_min", "norm_max", "regular_action", "x_mean", "x_std")
+    },
+    **{
+        k: "loss weight of a head this model does not have (gripper logits, caption, forward prediction)"
+        for k in ("arm_gripper_loss_ratio", "cap_loss_ratio", "fwd_loss_ratio")
+    },
     "robovlm_name": "class name; the backbone is chosen by 'model'/'vlm.name'",
     "use_obs_queries": "applies to RoboVLMs' interleaved history formats; the 'post' format used here has none",
     "vision_masked_ratio": "only used by the MIM observation loss, which is off",
@@ -94,8 +131,9 @@ def load_robovlms_config(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> d
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a RoboVLMs config is "
-                          "JSON") from exc
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a RoboVLMs config is JSON"
+        ) from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read RoboVLMs config {path}: {exc}") from exc
     if not isinstance(data, dict):
@@ -104,12 +142,15 @@ def load_robovlms_config(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> d
     if not parent:
         return data
     rel = Path(parent)
-    candidates = [rel] if rel.is_absolute() else [d / rel for d in (path.parent, *path.parent.parents)] + \
-        [Path.cwd() / rel]
+    candidates = (
+        [rel] if rel.is_absolute() else [d / rel for d in (path.parent, *path.parent.parents)] + [Path.cwd() / rel]
+    )
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise ConfigError(f"{path}: parent {parent!r} not found (looked next to the file, in the directories "
-                          f"above it and in {Path.cwd()})")
+        raise ConfigError(
+            f"{path}: parent {parent!r} not found (looked next to the file, in the directories "
+            f"above it and in {Path.cwd()})"
+        )
     return _deep_update(load_robovlms_config(found, _seen=(*_seen, path)), data)
 
 
@@ -118,13 +159,15 @@ class ImportRefused(ConfigError):
 
     def __init__(self, report: ImportReport) -> None:
         reasons = "; ".join(f"{k}: {v}" for k, v in report.refused)
-        super().__init__(f"cannot import: {len(report.refused)} key(s) would change the model in unsupported "
-                         f"ways: {reasons}")
+        super().__init__(
+            f"cannot import: {len(report.refused)} key(s) would change the model in unsupported ways: {reasons}"
+        )
         self.report = report
 
 
-def import_robovlms_config(src: dict[str, Any], *, backbone_path: str | None = None,
-                           clip_path: str | None = None) -> tuple[RoboVLMConfig, ImportReport]:
+def import_robovlms_config(
+    src: dict[str, Any], *, backbone_path: str | None = None, clip_path: str | None = None
+) -> tuple[RoboVLMConfig, ImportReport]:
     """Translate a RoboVLMs config dict. ``backbone_path``/``clip_path`` override local weight directories."""
     rep = ImportReport()
     out: dict[str, Any] = {}
@@ -143,15 +186,24 @@ def import_robovlms_config(src: dict[str, Any], *, backbone_path: str | None = N
         if path:
             backbone["path"] = str(Path(path).expanduser().resolve())
         else:
-            rep.refused.append(("vlm.pretrained_model_name_or_path", "no local backbone directory; pass --backbone-path"))
+            rep.refused.append(
+                ("vlm.pretrained_model_name_or_path", "no local backbone directory; pass --backbone-path")
+            )
         out["backbone"] = backbone
         mapped("model/vlm", "backbone", backbone)
     for key in ("model", "vlm", "model_path", "tokenizer"):
         if key in src:
             rep.ignored.append((key, "read into 'backbone' above"))
 
-    for key in ("image_size", "window_size", "fwd_pred_next_n", "use_hand_rgb", "use_vision_resampler",
-                "use_clip_norm", "use_state"):
+    for key in (
+        "image_size",
+        "window_size",
+        "fwd_pred_next_n",
+        "use_hand_rgb",
+        "use_vision_resampler",
+        "use_clip_norm",
+        "use_state",
+    ):
         if key in src and src[key] is not None:
             out[key] = src[key]
             mapped(key, key, src[key])
@@ -216,11 +268,35 @@ def import_robovlms_config(src: dict[str, Any], *, backbone_path: str | None = N
         _import_train_setup(setup, out, rep)
     _import_training(src, rep)
 
-    handled = {"vlm", "model", "model_path", "tokenizer", "image_size", "window_size", "fwd_pred_next_n",
-               "use_hand_rgb", "use_vision_resampler", "use_clip_norm", "use_state", "clip_norm_ratio",
-               "vision_resampler", "act_head", "act_encoder", "fwd_head", "use_mim_obs_loss", "use_time_causal_attn",
-               "train_setup", "image_mean", "image_std", "learning_rate", "weight_decay", "batch_size",
-               "warmup_steps", "warmup_epochs", "seed"}
+    handled = {
+        "vlm",
+        "model",
+        "model_path",
+        "tokenizer",
+        "image_size",
+        "window_size",
+        "fwd_pred_next_n",
+        "use_hand_rgb",
+        "use_vision_resampler",
+        "use_clip_norm",
+        "use_state",
+        "clip_norm_ratio",
+        "vision_resampler",
+        "act_head",
+        "act_encoder",
+        "fwd_head",
+        "use_mim_obs_loss",
+        "use_time_causal_attn",
+        "train_setup",
+        "image_mean",
+        "image_std",
+        "learning_rate",
+        "weight_decay",
+        "batch_size",
+        "warmup_steps",
+        "warmup_epochs",
+        "seed",
+    }
     for key in src:
         if key in handled:
             continue
@@ -254,8 +330,9 @@ def _import_head(head: dict, out: dict, rep: ImportReport) -> None:
     if head.get("action_space", "continuous") != "continuous":
         rep.refused.append(("act_head.action_space", f"{head['action_space']!r}: only continuous actions"))
     if head.get("history_type", "post") != "post":
-        rep.refused.append(("act_head.history_type", f"{head['history_type']!r}: only 'post' (per-frame VLM, "
-                                                     "history in the head)"))
+        rep.refused.append(
+            ("act_head.history_type", f"{head['history_type']!r}: only 'post' (per-frame VLM, history in the head)")
+        )
     if head.get("with_history") is False:
         rep.ignored.append(("act_head.with_history", "false: use window_size 1 for a history-free policy"))
     if head.get("down_sample", "none") != "none":
@@ -265,8 +342,20 @@ def _import_head(head: dict, out: dict, rep: ImportReport) -> None:
     for key in ("fwd_pred_next_n", "window_size"):
         if key in head:
             rep.ignored.append((f"act_head.{key}", "inherited from the top-level key"))
-    known = {"type", "hidden_size", "num_layers", "policy_rnn_dropout_p", "action_dim", "action_space",
-             "history_type", "with_history", "down_sample", "latent", "fwd_pred_next_n", "window_size"}
+    known = {
+        "type",
+        "hidden_size",
+        "num_layers",
+        "policy_rnn_dropout_p",
+        "action_dim",
+        "action_space",
+        "history_type",
+        "with_history",
+        "down_sample",
+        "latent",
+        "fwd_pred_next_n",
+        "window_size",
+    }
     for key in set(head) - known:
         rep.ignored.append((f"act_head.{key}", "head option without an equivalent here"))
 
@@ -284,8 +373,11 @@ def _import_train_setup(setup: dict, out: dict, rep: ImportReport) -> None:
         ts["gradient_checkpointing"] = True
         rep.mapped.append(("train_setup.gradient_checkpointing", "train_setup.gradient_checkpointing = True"))
     if setup.get("lora_enable"):
-        lora = {"r": setup.get("lora_r", 8), "alpha": setup.get("lora_alpha", 16),
-                "dropout": setup.get("lora_dropout", 0.05)}
+        lora = {
+            "r": setup.get("lora_r", 8),
+            "alpha": setup.get("lora_alpha", 16),
+            "dropout": setup.get("lora_dropout", 0.05),
+        }
         ts["lora"] = lora
         rep.mapped.append(("train_setup.lora_enable/lora_r/lora_alpha/lora_dropout", f"train_setup.lora = {lora!r}"))
         if setup.get("lora_bias", "none") != "none":
@@ -316,12 +408,22 @@ def _import_train_setup(setup: dict, out: dict, rep: ImportReport) -> None:
 def _import_training(src: dict, rep: ImportReport) -> None:
     """Optimiser settings -> the equivalent ``robovlm train`` flags (the model config holds no training loop)."""
     flags = []
-    for key, flag in (("learning_rate", "--lr"), ("weight_decay", "--weight-decay"), ("batch_size", "--batch-size"),
-                      ("warmup_steps", "--warmup-steps"), ("seed", "--seed")):
+    for key, flag in (
+        ("learning_rate", "--lr"),
+        ("weight_decay", "--weight-decay"),
+        ("batch_size", "--batch-size"),
+        ("warmup_steps", "--warmup-steps"),
+        ("seed", "--seed"),
+    ):
         if src.get(key) is not None:
             flags += [flag, str(src[key])]
             rep.mapped.append((key, f"robovlm train {flag} {src[key]}"))
     if src.get("warmup_epochs"):
-        rep.ignored.append(("warmup_epochs", f"{src['warmup_epochs']} epochs: `robovlm train` counts warm-up in "
-                                             "steps (--warmup-steps); the number depends on your data set's size"))
+        rep.ignored.append(
+            (
+                "warmup_epochs",
+                f"{src['warmup_epochs']} epochs: `robovlm train` counts warm-up in "
+                "steps (--warmup-steps); the number depends on your data set's size",
+            )
+        )
     rep.train_flags = flags

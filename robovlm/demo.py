@@ -31,7 +31,7 @@ def synthetic_frame(t: int, *, hand: bool, height: int = 240, width: int = 320) 
     scale = 2.0 if hand else 1.0
     bx, by = int(width * 0.35 + 4 * t * scale), int(height * 0.55)
     bw, bh = int(60 * scale), int(45 * scale)
-    img[max(by - bh, 0):by, max(bx - bw // 2, 0):bx + bw // 2] = (150, 105, 60)
+    img[max(by - bh, 0) : by, max(bx - bw // 2, 0) : bx + bw // 2] = (150, 105, 60)
     cx, cy, r = int(width * 0.7 - 3 * t * scale), int(height * 0.45), int(14 * scale)
     img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = (200, 30, 40)
     return img
@@ -51,7 +51,9 @@ def run_demo(*, config_path: str | None, steps: int, instruction: str, seed: int
     model = RoboVLM(cfg, with_clip=False).eval()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: {path}")
-    print(f"built {cfg.backbone.type} RoboVLM with {n_params / 1e6:.1f} M parameters in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"built {cfg.backbone.type} RoboVLM with {n_params / 1e6:.1f} M parameters in {time.perf_counter() - t0:.1f} s"
+    )
     print(f"instruction: {instruction!r}\n")
 
     norm = dict(size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
@@ -79,8 +81,10 @@ def run_demo(*, config_path: str | None, steps: int, instruction: str, seed: int
         print(f"  frame tokens into the LM     {_shape(frame)} {layout}[LRN 1]")
         ids, _ = model._prefix([instruction])
         print(f"  instruction tokens           {_shape(ids)} keys/values computed once, reused every step")
-        print(f"  policy head                  window of up to {cfg.window_size} LRN features -> "
-              f"chunk ({cfg.fwd_pred_next_n}, {cfg.action_dim})\n")
+        print(
+            f"  policy head                  window of up to {cfg.window_size} LRN features -> "
+            f"chunk ({cfg.fwd_pred_next_n}, {cfg.action_dim})\n"
+        )
 
         fields = model.stats.action_fields
         print(f"{'step':>4}  {'latency ms':>10}  {'window':>6}  first action ({', '.join(fields)}) [stats units]")
@@ -95,13 +99,17 @@ def run_demo(*, config_path: str | None, steps: int, instruction: str, seed: int
             chunk = model.step(head, hand, state, instruction)  # (1, n, A)
             latencies.append(time.perf_counter() - s)
             act = model.stats.unnormalize_action(chunk[0].numpy())
-            print(f"{t:>4}  {latencies[-1] * 1e3:>10.1f}  {len(model._window):>6}  "
-                  + "  ".join(f"{v:+.3f}" for v in act[0]))
+            print(
+                f"{t:>4}  {latencies[-1] * 1e3:>10.1f}  {len(model._window):>6}  "
+                + "  ".join(f"{v:+.3f}" for v in act[0])
+            )
         print(f"\nlast action chunk ({cfg.fwd_pred_next_n} x {cfg.action_dim}, physical units):")
         for i, row in enumerate(act):
             print(f"  t+{i:<2} " + "  ".join(f"{v:+.3f}" for v in row))
     lat = np.array(latencies[1:] or latencies) * 1e3
-    print(f"\nstep latency after the first step: median {np.median(lat):.1f} ms, max {lat.max():.1f} ms "
-          f"(first step, which also encodes the instruction: {latencies[0] * 1e3:.1f} ms)")
+    print(
+        f"\nstep latency after the first step: median {np.median(lat):.1f} ms, max {lat.max():.1f} ms "
+        f"(first step, which also encodes the instruction: {latencies[0] * 1e3:.1f} ms)"
+    )
     print("UNTRAINED: train a model before trusting any of these numbers.")
     return 0

@@ -57,14 +57,23 @@ class GraphSpec:
 def graph_specs(model: RoboVLM) -> dict[str, GraphSpec]:
     """Inputs, outputs and dynamic axes of each graph (B batch, N images, L instruction tokens)."""
     frame_in = frame_inputs(model)
-    frame_axes = {"vision_tokens": {0: "n"}, "hand_valid": {0: "b"}, "state": {0: "b"},
-                  "past": {2: "b", 4: "l"}, "prefix_mask": {0: "b", 1: "l"}, "prefix_hidden": {0: "b", 1: "l"}}
+    frame_axes = {
+        "vision_tokens": {0: "n"},
+        "hand_valid": {0: "b"},
+        "state": {0: "b"},
+        "past": {2: "b", 4: "l"},
+        "prefix_mask": {0: "b", 1: "l"},
+        "prefix_hidden": {0: "b", 1: "l"},
+    }
     return {
-        "vision": GraphSpec(["pixels", "camera"], ["tokens"],
-                            {"pixels": {0: "n"}, "camera": {0: "n"}, "tokens": {0: "n"}}),
-        "instruction": GraphSpec(["ids", "mask"], ["hidden", "past"],
-                                 {"ids": {0: "b", 1: "l"}, "mask": {0: "b", 1: "l"}, "hidden": {0: "b", 1: "l"},
-                                  "past": {2: "b", 4: "l"}}),
+        "vision": GraphSpec(
+            ["pixels", "camera"], ["tokens"], {"pixels": {0: "n"}, "camera": {0: "n"}, "tokens": {0: "n"}}
+        ),
+        "instruction": GraphSpec(
+            ["ids", "mask"],
+            ["hidden", "past"],
+            {"ids": {0: "b", 1: "l"}, "mask": {0: "b", 1: "l"}, "hidden": {0: "b", 1: "l"}, "past": {2: "b", 4: "l"}},
+        ),
         "frame": GraphSpec(frame_in, ["feature"], {**{k: frame_axes[k] for k in frame_in}, "feature": {0: "b"}}),
         "window": GraphSpec(["feats", "last"], ["chunk"], {"feats": {0: "b"}, "chunk": {0: "b"}}),
     }
@@ -78,22 +87,30 @@ def check_exportable(model: RoboVLM, dtype: str, opset: int) -> None:
         raise ExportError(f"--opset {opset} is too old: the graphs need LayerNormalization, opset {MIN_OPSET} or newer")
     ids, mask = model._prefix(["check"])
     with torch.no_grad():
-        _, cache = model.backbone.lm_forward(model.backbone.embed_text(ids), attention_mask=mask,
-                                             positions=(mask.cumsum(1) - 1).clamp(min=0),
-                                             cache=model.backbone.new_cache())
+        _, cache = model.backbone.lm_forward(
+            model.backbone.embed_text(ids),
+            attention_mask=mask,
+            positions=(mask.cumsum(1) - 1).clamp(min=0),
+            cache=model.backbone.new_cache(),
+        )
     kinds = {type(layer).__name__ for layer in cache.layers}
     if any(type(layer) is not DynamicLayer for layer in cache.layers):
-        raise ExportError(f"the {model.backbone.type} language model keeps a cache of kind {sorted(kinds)} (sliding "
-                          "window or quantized layers); the instruction cache is exported as one tensor of full "
-                          "layers, which this backbone does not use")
+        raise ExportError(
+            f"the {model.backbone.type} language model keeps a cache of kind {sorted(kinds)} (sliding "
+            "window or quantized layers); the instruction cache is exported as one tensor of full "
+            "layers, which this backbone does not use"
+        )
     shapes = {tuple(layer.keys.shape) for layer in cache.layers} | {tuple(layer.values.shape) for layer in cache.layers}
     if len(shapes) != 1:
-        raise ExportError(f"the {model.backbone.type} language model's layers keep keys and values of different "
-                          f"shapes {sorted(shapes)}; the instruction cache is exported as one stacked tensor")
+        raise ExportError(
+            f"the {model.backbone.type} language model's layers keep keys and values of different "
+            f"shapes {sorted(shapes)}; the instruction cache is exported as one stacked tensor"
+        )
 
 
-def sample_inputs(model: RoboVLM, *, batch: int = 1, instructions: list[str] | None = None, window: int | None = None,
-                  seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
+def sample_inputs(
+    model: RoboVLM, *, batch: int = 1, instructions: list[str] | None = None, window: int | None = None, seed: int = 0
+) -> dict[str, tuple[torch.Tensor, ...]]:
     """Example inputs of each graph (for tracing and for the per-graph parity check), consistent with each other."""
     cfg = model.config
     dtype = model.action_token.dtype
@@ -107,20 +124,32 @@ def sample_inputs(model: RoboVLM, *, batch: int = 1, instructions: list[str] | N
         camera = torch.arange(cams).repeat_interleave(batch)
         pixels = torch.randn(cams * batch, 3, s, s, generator=g).to(dtype)
         tokens = VisionGraph(model)(pixels, camera)
-    values = {"vision_tokens": tokens, "hand_valid": torch.arange(batch) % 3 != 2,
-              "state": torch.randn(batch, cfg.state_dim, generator=g).to(dtype), "past": past, "prefix_mask": mask,
-              "prefix_hidden": hidden}
+    values = {
+        "vision_tokens": tokens,
+        "hand_valid": torch.arange(batch) % 3 != 2,
+        "state": torch.randn(batch, cfg.state_dim, generator=g).to(dtype),
+        "past": past,
+        "prefix_mask": mask,
+        "prefix_hidden": hidden,
+    }
     t = window or cfg.window_size
     feats = torch.zeros(batch, cfg.window_size, d, dtype=dtype)
     feats[:, :t] = torch.randn(batch, t, d, generator=g).to(dtype)
-    return {"vision": (pixels, camera), "instruction": (ids, mask),
-            "frame": tuple(values[k] for k in frame_inputs(model)),
-            "window": (feats, torch.tensor([t - 1], dtype=torch.long))}
+    return {
+        "vision": (pixels, camera),
+        "instruction": (ids, mask),
+        "frame": tuple(values[k] for k in frame_inputs(model)),
+        "window": (feats, torch.tensor([t - 1], dtype=torch.long)),
+    }
 
 
 def graph_modules(model: RoboVLM) -> dict[str, torch.nn.Module]:
-    return {"vision": VisionGraph(model), "instruction": InstructionGraph(model), "frame": FrameGraph(model),
-            "window": WindowGraph(model)}
+    return {
+        "vision": VisionGraph(model),
+        "instruction": InstructionGraph(model),
+        "frame": FrameGraph(model),
+        "window": WindowGraph(model),
+    }
 
 
 def _externalize(path: Path) -> None:
@@ -130,8 +159,14 @@ def _externalize(path: Path) -> None:
     proto = onnx.load(str(path))
     big = any(t.ByteSize() >= EXTERNAL_DATA_BYTES for t in proto.graph.initializer)
     if big:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=EXTERNAL_DATA_BYTES)
+        onnx.save_model(
+            proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=EXTERNAL_DATA_BYTES,
+        )
 
 
 def _copy_checkpoint(src: Path, out: Path, *, link: bool = False) -> None:
@@ -158,8 +193,9 @@ def _copy_checkpoint(src: Path, out: Path, *, link: bool = False) -> None:
             copy(str(item), str(target))
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int = 17,
-                      parity_steps: int = 20) -> dict:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int = 17, parity_steps: int = 20
+) -> dict:
     """Write ``out`` (the checkpoint's files plus ``onnx/``; ``out`` may be ``checkpoint``) and return the parity
     report. Nothing appears in ``out`` until the export has finished its parity run."""
     src, out = Path(checkpoint), Path(out)
@@ -225,9 +261,17 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # the tracer's notes on Python ints in the backbone's code: checked by parity
             warnings.simplefilter("ignore")
-            torch.onnx.export(modules[name], samples[name], str(path), input_names=spec.inputs,
-                              output_names=spec.outputs, dynamic_axes=spec.dynamic_axes, opset_version=opset,
-                              dynamo=False, do_constant_folding=True)
+            torch.onnx.export(
+                modules[name],
+                samples[name],
+                str(path),
+                input_names=spec.inputs,
+                output_names=spec.outputs,
+                dynamic_axes=spec.dynamic_axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
         _externalize(path)
         onnx.checker.check_model(str(path))
         timings[name] = time.perf_counter() - t0
@@ -235,12 +279,18 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
 
     cfg = model.config
     manifest = {
-        "format": 1, "dtype": dtype, "opset": opset,
-        "graphs": {name: {"file": f"{name}.onnx", "inputs": specs[name].inputs, "outputs": specs[name].outputs}
-                   for name in GRAPHS},
-        "window_size": cfg.window_size, "tokens_per_camera": model.tokens_per_camera, "cameras": model.num_cameras,
-        "width": model.dim, "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
-                                         "onnxruntime": onnxruntime.__version__},
+        "format": 1,
+        "dtype": dtype,
+        "opset": opset,
+        "graphs": {
+            name: {"file": f"{name}.onnx", "inputs": specs[name].inputs, "outputs": specs[name].outputs}
+            for name in GRAPHS
+        },
+        "window_size": cfg.window_size,
+        "tokens_per_camera": model.tokens_per_camera,
+        "cameras": model.num_cameras,
+        "width": model.dim,
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }
     (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     report = parity_report(out, model, modules, samples, steps=parity_steps)
@@ -249,8 +299,7 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
     return report
 
 
-def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module], samples: dict, *,
-                  steps: int) -> dict:
+def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module], samples: dict, *, steps: int) -> dict:
     """Max abs difference of each graph against its torch module on the example inputs and on a padded batch of
     two, and of the ONNX Runtime engine against ``RoboVLM.step`` over ``steps`` steps (action chunk, physical units),
     on the CPU execution provider."""
@@ -259,13 +308,15 @@ def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module]
     from .runtime.engine import DTYPES, TorchEngine
     from .runtime.onnx_engine import OnnxEngine, session_options
 
-    other = sample_inputs(model, batch=2, instructions=["go left", "go right around the box to the cup"], window=2,
-                          seed=1)
+    other = sample_inputs(
+        model, batch=2, instructions=["go left", "go right around the box to the cup"], window=2, seed=1
+    )
     per_graph: dict[str, float] = {}
     for name in GRAPHS:
         opts = session_options(torch.get_num_threads(), fp16_on_cpu=model.action_token.dtype == torch.float16)
-        session = ort.InferenceSession(str(out / ONNX_DIR / f"{name}.onnx"), sess_options=opts,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(out / ONNX_DIR / f"{name}.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
         names = [i.name for i in session.get_inputs()]
         worst = 0.0
         for example in (samples[name], other[name]):
@@ -273,8 +324,9 @@ def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module]
                 ref = modules[name](*example)
             ref = ref if isinstance(ref, tuple) else (ref,)
             got = session.run(None, {n: v.numpy() for n, v in zip(names, example)})
-            worst = max(worst, *(float(np.abs(g.astype(np.float64) - r.double().numpy()).max())
-                                 for g, r in zip(got, ref)))
+            worst = max(
+                worst, *(float(np.abs(g.astype(np.float64) - r.double().numpy()).max()) for g, r in zip(got, ref))
+            )
         per_graph[name] = worst
     engine = OnnxEngine(out, device="cpu", require_parity=False)  # the report is being written
     reference = TorchEngine.from_model(model, dtype=next(k for k, v in DTYPES.items() if v == model.action_token.dtype))
@@ -284,9 +336,13 @@ def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module]
         got = engine.step(head, hand, state, instruction)
         torch_diff = max(torch_diff, float(np.abs(got - want).max()))
         log.debug("parity step %d: %.3g", step, torch_diff)
-    return {"graphs_max_abs_diff": per_graph, "end_to_end_steps": steps,
-            "end_to_end_max_abs_diff_physical": torch_diff, "provider": "CPUExecutionProvider",
-            "dtype": str(model.action_token.dtype).removeprefix("torch.")}
+    return {
+        "graphs_max_abs_diff": per_graph,
+        "end_to_end_steps": steps,
+        "end_to_end_max_abs_diff_physical": torch_diff,
+        "provider": "CPUExecutionProvider",
+        "dtype": str(model.action_token.dtype).removeprefix("torch."),
+    }
 
 
 def streaming_inputs(config, steps: int, *, seed: int = 0):
@@ -296,7 +352,10 @@ def streaming_inputs(config, steps: int, *, seed: int = 0):
     instructions = ("go left around the box to the cup", "go right")
     for i in range(steps):
         head = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        hand = None if (config.use_hand_rgb and i % 5 == 4 and config.missing_hand != "error") else \
-            rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        hand = (
+            None
+            if (config.use_hand_rgb and i % 5 == 4 and config.missing_hand != "error")
+            else rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        )
         state = rng.normal(size=config.state_dim).astype(np.float32)
         yield head, hand, state, instructions[0 if i < steps // 2 else 1]

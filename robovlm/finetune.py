@@ -19,18 +19,26 @@ from .model.policy import RoboVLM
 log = logging.getLogger(__name__)
 
 ADAPTER = "default"
-DEFAULT_TARGETS = {"kosmos2": ["q_proj", "k_proj", "v_proj", "out_proj"],
-                   "paligemma": ["q_proj", "k_proj", "v_proj", "o_proj", "out_proj"]}
+DEFAULT_TARGETS = {
+    "kosmos2": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "paligemma": ["q_proj", "k_proj", "v_proj", "o_proj", "out_proj"],
+}
 
 
 def backbone_parts(model: RoboVLM) -> dict[str, nn.Module]:
     """The backbone's vision encoder, projector and language model by name."""
     bb = model.backbone
     if bb.type == "kosmos2":
-        return {"vision": bb.model.vision_model, "projector": bb.model.image_to_text_projection,
-                "language": bb.model.text_model}
-    return {"vision": bb.model.vision_tower, "projector": bb.model.multi_modal_projector,
-            "language": bb.model.language_model}
+        return {
+            "vision": bb.model.vision_model,
+            "projector": bb.model.image_to_text_projection,
+            "language": bb.model.text_model,
+        }
+    return {
+        "vision": bb.model.vision_tower,
+        "projector": bb.model.multi_modal_projector,
+        "language": bb.model.language_model,
+    }
 
 
 def apply_train_setup(model: RoboVLM) -> None:
@@ -45,15 +53,17 @@ def apply_train_setup(model: RoboVLM) -> None:
         import peft
 
         targets = ts.lora.target_modules or DEFAULT_TARGETS[model.backbone.type]
-        config = peft.LoraConfig(r=ts.lora.r, lora_alpha=ts.lora.alpha, lora_dropout=ts.lora.dropout,
-                                 target_modules=targets)
+        config = peft.LoraConfig(
+            r=ts.lora.r, lora_alpha=ts.lora.alpha, lora_dropout=ts.lora.dropout, target_modules=targets
+        )
         for name in ("language", "vision") if ts.lora.vision else ("language",):
             parts[name].requires_grad_(False)  # the base stays as loaded; only the adapters train
             try:
                 peft.inject_adapter_in_model(config, parts[name], adapter_name=ADAPTER)
             except ValueError as exc:  # peft: no module matched target_modules
-                raise ValueError(f"train_setup.lora.target_modules {targets} match no layer of the {name} "
-                                 f"model: {exc}") from exc
+                raise ValueError(
+                    f"train_setup.lora.target_modules {targets} match no layer of the {name} model: {exc}"
+                ) from exc
     if ts.gradient_checkpointing:
         hf = model.backbone.model
         if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x name
@@ -94,8 +104,14 @@ def merged_state_dict(model: RoboVLM, weights: dict[str, torch.Tensor] | None = 
 def parameter_table(model: RoboVLM) -> list[tuple[str, int, int]]:
     """(module, parameters, trainable) for the backbone's parts and every policy module."""
     rows = []
-    count = lambda m, only_trainable: sum(p.numel() for p in m.parameters()  # noqa: E731
-                                          if p.requires_grad or not only_trainable)
+
+    def count(m, only_trainable):
+        return sum(
+            p.numel()
+            for p in m.parameters()  # noqa: E731
+            if p.requires_grad or not only_trainable
+        )
+
     for name, part in backbone_parts(model).items():
         rows.append((f"backbone.{name}", count(part, False), count(part, True)))
     for name, mod in model.named_children():

@@ -42,7 +42,7 @@ def resolve_checkpoint(target: str | Path, *, revision: str | None = None) -> Pa
         hint = f" (for the Hugging Face Hub model {text!r}, write {HUB_SCHEME}{text})" if REPO_ID.match(text) else ""
         where = "" if path.is_absolute() else f" (relative to the working directory: {path.resolve()})"
         raise HubError(f"checkpoint directory '{text}' {what}{where}{hint}")
-    repo = text[len(HUB_SCHEME):]
+    repo = text[len(HUB_SCHEME) :]
     if "@" in repo:
         repo, revision = repo.split("@", 1)
     if not REPO_ID.match(repo):
@@ -53,8 +53,10 @@ def resolve_checkpoint(target: str | Path, *, revision: str | None = None) -> Pa
     try:
         return Path(snapshot_download(repo, revision=revision))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
-        raise HubError(f"{text}: not a Hub model in the local cache ({type(exc).__name__}: {exc}); download it "
-                       f"where there is network (`hf download {repo}`) or pass a checkpoint directory") from exc
+        raise HubError(
+            f"{text}: not a Hub model in the local cache ({type(exc).__name__}: {exc}); download it "
+            f"where there is network (`hf download {repo}`) or pass a checkpoint directory"
+        ) from exc
 
 
 def fix_permissions(path: Path) -> None:
@@ -64,8 +66,14 @@ def fix_permissions(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_model_card(path: Path, config, *, datasets: list[str] | None = None,
-                     metrics: dict[str, float] | None = None, overwrite: bool = False) -> None:
+def write_model_card(
+    path: Path,
+    config,
+    *,
+    datasets: list[str] | None = None,
+    metrics: dict[str, float] | None = None,
+    overwrite: bool = False,
+) -> None:
     """``README.md`` with YAML front matter (license, library, tags, datasets, metrics) and a short body; an existing
     card is kept unless ``overwrite`` (a hand-written card stays)."""
     card = Path(path) / CARD
@@ -75,23 +83,50 @@ def write_model_card(path: Path, config, *, datasets: list[str] | None = None,
         "license": "apache-2.0",
         "library_name": "robovlm",
         "pipeline_tag": "robotics",
-        "tags": ["robotics", "vision-language-action", "ros2", config.backbone.type,
-                 *(["lora"] if config.train_setup.lora is not None else [])],
+        "tags": [
+            "robotics",
+            "vision-language-action",
+            "ros2",
+            config.backbone.type,
+            *(["lora"] if config.train_setup.lora is not None else []),
+        ],
     }
     if datasets:
         front["datasets"] = list(datasets)
     if metrics:
-        front["model-index"] = [{"name": Path(path).name, "results": [{
-            "task": {"type": "robotics", "name": "behaviour cloning"},
-            "metrics": [{"type": "mae", "name": f"validation MAE {k}", "value": float(v)} for k, v in metrics.items()],
-        }]}]
-    features = [name for name in ("use_vision_resampler", "use_hand_rgb", "use_state", "use_clip_norm",
-                                  "use_claw_matrix", "use_hierarchical", "use_advanced_attention")
-                if getattr(config, name)]
-    body = (f"# {Path(path).name}\n\nA RoboVLM policy ({config.backbone.type} backbone, {config.act_head.type} head, "
-            f"window {config.window_size}, chunk {config.fwd_pred_next_n} x {config.action_dim}). Features: "
-            f"{', '.join(features) or 'none'}.\n\nRun it with `robovlm_node --ros-args -p model_path:=<this directory>`"
-            " or load it with `RoboVLM.from_pretrained`.\n")
+        front["model-index"] = [
+            {
+                "name": Path(path).name,
+                "results": [
+                    {
+                        "task": {"type": "robotics", "name": "behaviour cloning"},
+                        "metrics": [
+                            {"type": "mae", "name": f"validation MAE {k}", "value": float(v)}
+                            for k, v in metrics.items()
+                        ],
+                    }
+                ],
+            }
+        ]
+    features = [
+        name
+        for name in (
+            "use_vision_resampler",
+            "use_hand_rgb",
+            "use_state",
+            "use_clip_norm",
+            "use_claw_matrix",
+            "use_hierarchical",
+            "use_advanced_attention",
+        )
+        if getattr(config, name)
+    ]
+    body = (
+        f"# {Path(path).name}\n\nA RoboVLM policy ({config.backbone.type} backbone, {config.act_head.type} head, "
+        f"window {config.window_size}, chunk {config.fwd_pred_next_n} x {config.action_dim}). Features: "
+        f"{', '.join(features) or 'none'}.\n\nRun it with `robovlm_node --ros-args -p model_path:=<this directory>`"
+        " or load it with `RoboVLM.from_pretrained`.\n"
+    )
     if metrics:
         body += "\nValidation MAE (physical units): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + "\n"
     card.write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body)

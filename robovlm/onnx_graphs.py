@@ -56,8 +56,9 @@ class InstructionGraph(_Graph):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bb = self.model.backbone
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        hidden, cache = bb.lm_forward(bb.embed_text(ids), attention_mask=mask, positions=positions,
-                                      cache=bb.new_cache())
+        hidden, cache = bb.lm_forward(
+            bb.embed_text(ids), attention_mask=mask, positions=positions, cache=bb.new_cache()
+        )
         return hidden, stack_cache(cache)
 
 
@@ -83,7 +84,7 @@ class FrameGraph(_Graph):
         tokens = x["vision_tokens"]
         parts = [tokens[:n]]
         if cfg.use_hand_rgb:
-            hand = tokens[n:2 * n]
+            hand = tokens[n : 2 * n]
             missing = (m.hand_missing + m.camera_embed[1]).expand_as(hand)
             parts.append(torch.where(x["hand_valid"].view(n, 1, 1), hand, missing))
         if cfg.use_state:
@@ -93,8 +94,9 @@ class FrameGraph(_Graph):
         f = frames.shape[1]
         mask = torch.cat([prefix_mask, torch.ones(n, f, dtype=prefix_mask.dtype, device=frames.device)], dim=1)
         positions = prefix_mask.sum(1, keepdim=True) + torch.arange(f, device=frames.device)  # (B, F)
-        hidden, _ = m.backbone.lm_forward(frames, attention_mask=mask, positions=positions,
-                                          cache=unstack_cache(x["past"]))
+        hidden, _ = m.backbone.lm_forward(
+            frames, attention_mask=mask, positions=positions, cache=unstack_cache(x["past"])
+        )
         vision, action = m._split(hidden)
         return m._fuse_frame(vision, action, x.get("prefix_hidden"), prefix_mask)  # (B, D)
 

@@ -52,6 +52,10 @@ def find_resource(*parts: str) -> Path:
     for root in roots:
         if (root / rel).exists():
             return root / rel
-    where = ", ".join(str(r) for r in roots) or "no package root found (no package.xml beside robovlm/, no share/robovlm)"
-    raise ResourceNotFound(f"{rel} is not installed: looked in {where}. Reinstall the package (make install or "
-                           "colcon build) or pass the path explicitly")
+    where = (
+        ", ".join(str(r) for r in roots) or "no package root found (no package.xml beside robovlm/, no share/robovlm)"
+    )
+    raise ResourceNotFound(
+        f"{rel} is not installed: looked in {where}. Reinstall the package (make install or "
+        "colcon build) or pass the path explicitly"
+    )

@@ -85,7 +85,7 @@ def _plot(history: list[dict], val: list[dict], path: Path) -> None:
         ax[0].plot(steps, [h["clip_loss"] for h in history], lw=0.8, label="clip loss")
     ax[0].set(xlabel="step", ylabel="training loss", yscale="log", title="training")
     ax[0].legend()
-    for field in (val[0]["mae"] if val else {}):
+    for field in val[0]["mae"] if val else {}:
         ax[1].plot([v["step"] for v in val], [v["mae"][field] for v in val], marker="o", label=field)
     ax[1].set(xlabel="step", ylabel="MAE (m/s)", title="validation MAE (held-out episodes)")
     if val:
@@ -104,21 +104,35 @@ def _accelerator(settings: TrainSettings, device: str | None):
     if mp == "auto":
         mp = "bf16" if dev == "cuda" else "no"
     # Unused parameters are normal here (the hand-missing marker when every hand frame is present, ...).
-    return Accelerator(cpu=dev == "cpu", mixed_precision=mp, gradient_accumulation_steps=settings.grad_accum,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(
+        cpu=dev == "cpu",
+        mixed_precision=mp,
+        gradient_accumulation_steps=settings.grad_accum,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
 
 
-def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, settings: TrainSettings, *,
-          resume: bool = False, device: str | None = None, topics: TopicMap | None = None,
-          joint_names: list[str] | None = None) -> dict:
+def train(
+    config_path: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    settings: TrainSettings,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    topics: TopicMap | None = None,
+    joint_names: list[str] | None = None,
+) -> dict:
     """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``)."""
     acc = _accelerator(settings, device)
     main = acc.is_main_process
     out = Path(out_dir)
     micro = settings.batch_size // settings.grad_accum
     if micro % acc.num_processes:
-        raise ConfigError(f"batch size {settings.batch_size} / grad_accum {settings.grad_accum} = {micro} windows per "
-                          f"micro-step cannot be split over {acc.num_processes} processes")
+        raise ConfigError(
+            f"batch size {settings.batch_size} / grad_accum {settings.grad_accum} = {micro} windows per "
+            f"micro-step cannot be split over {acc.num_processes} processes"
+        )
     seed_everything(settings.seed)
     resuming = resume and (out / STATE_DIR).is_dir()
     if resuming:  # the checkpoint's own config, stats and joint names: the run continues as it started
@@ -128,37 +142,65 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
     else:
         config = load_config(config_path)
     if len(settings.action_fields) != config.action_dim:
-        raise ConfigError(f"{config_path}: action_dim is {config.action_dim} but {len(settings.action_fields)} action "
-                          f"fields are trained ({', '.join(settings.action_fields)}); set --action-fields to match")
-    episodes = load_episodes(data_dir, topics=topics, joint_names=joint_names, use_state=config.use_state,
-                             state_dim=config.state_dim, use_hand=config.use_hand_rgb, image_size=config.image_size,
-                             lazy=True)  # an index; frames are read by the loader's workers
+        raise ConfigError(
+            f"{config_path}: action_dim is {config.action_dim} but {len(settings.action_fields)} action "
+            f"fields are trained ({', '.join(settings.action_fields)}); set --action-fields to match"
+        )
+    episodes = load_episodes(
+        data_dir,
+        topics=topics,
+        joint_names=joint_names,
+        use_state=config.use_state,
+        state_dim=config.state_dim,
+        use_hand=config.use_hand_rgb,
+        image_size=config.image_size,
+        lazy=True,
+    )  # an index; frames are read by the loader's workers
     if main:  # only once the data is readable: bad data leaves no empty output directory behind
         out.mkdir(parents=True, exist_ok=True)
     train_eps, val_eps = split_episodes(episodes, settings.val_fraction)
     log.info("%d episodes: %d train, %d validation", len(episodes), len(train_eps), len(val_eps))
     if not resuming:
-        stats = compute_stats(train_eps, action_fields=list(settings.action_fields), joint_names=None,
-                              state_dim=config.state_dim)
+        stats = compute_stats(
+            train_eps, action_fields=list(settings.action_fields), joint_names=None, state_dim=config.state_dim
+        )
         model = RoboVLM(config).train()
         model.stats = stats
     apply_train_setup(model)
     if main:
-        log.info("%d process(es) on %s, %s; parameters (train_setup %s):\n%s", acc.num_processes, acc.device,
-                 acc.mixed_precision, model.config.train_setup, format_parameter_table(model))
+        log.info(
+            "%d process(es) on %s, %s; parameters (train_setup %s):\n%s",
+            acc.num_processes,
+            acc.device,
+            acc.mixed_precision,
+            model.config.train_setup,
+            format_parameter_table(model),
+        )
 
     train_ds = WindowDataset(train_eps, model.config, stats, augment_shift=settings.augment_shift, seed=settings.seed)
-    sampler = ShardedBatchSampler(len(train_ds), global_batch=micro, rank=acc.process_index,
-                                  world=acc.num_processes, seed=settings.seed)
-    loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=settings.num_workers,
-                        persistent_workers=settings.num_workers > 0)
+    sampler = ShardedBatchSampler(
+        len(train_ds), global_batch=micro, rank=acc.process_index, world=acc.num_processes, seed=settings.seed
+    )
+    loader = DataLoader(
+        train_ds,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=settings.num_workers,
+        persistent_workers=settings.num_workers > 0,
+    )
     val_loader = None
     if val_eps and main:
-        val_loader = DataLoader(WindowDataset(val_eps, model.config, stats), batch_size=micro, shuffle=False,
-                                collate_fn=collate, num_workers=settings.num_workers)
+        val_loader = DataLoader(
+            WindowDataset(val_eps, model.config, stats),
+            batch_size=micro,
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=settings.num_workers,
+        )
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_with_warmup(s, warmup=settings.warmup_steps, total=settings.steps))
+        opt, lambda s: cosine_with_warmup(s, warmup=settings.warmup_steps, total=settings.steps)
+    )
     model, opt, sched = acc.prepare(model, opt, sched)
     inner = acc.unwrap_model(model)
     step, history, val_hist = 0, [], []
@@ -177,8 +219,9 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
             sampler.set_epoch(epoch)
             epoch += 1
             for batch in loader:
-                batch = {k: (v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v)
-                         for k, v in batch.items()}
+                batch = {
+                    k: (v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()
+                }
                 if acc.num_processes > 1:  # the global batch's mean, whatever share of it this process holds
                     batch["loss_normalizer"] = acc.reduce(batch["action_mask"].sum().float(), "sum") / acc.num_processes
                 with acc.accumulate(model):
@@ -215,14 +258,26 @@ def train(config_path: str | Path, data_dir: str | Path, out_dir: str | Path, se
                     break
     finally:
         bar.close()
-    metrics = {"steps": step, "train_seconds": time.perf_counter() - t0, "final_loss": history[-1]["loss"],
-               "final_val_mae": val_hist[-1]["mae"] if val_hist else None, "processes": acc.num_processes,
-               "train_episodes": len(train_eps), "val_episodes": len(val_eps), "settings": asdict(settings)}
+    metrics = {
+        "steps": step,
+        "train_seconds": time.perf_counter() - t0,
+        "final_loss": history[-1]["loss"],
+        "final_val_mae": val_hist[-1]["mae"] if val_hist else None,
+        "processes": acc.num_processes,
+        "train_episodes": len(train_eps),
+        "val_episodes": len(val_eps),
+        "settings": asdict(settings),
+    }
     if main:
         _plot(history, val_hist, out / "loss_curve.png")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_model_card(out, inner.config, datasets=[Path(data_dir).resolve().name],
-                         metrics=metrics["final_val_mae"], overwrite=True)
+        write_model_card(
+            out,
+            inner.config,
+            datasets=[Path(data_dir).resolve().name],
+            metrics=metrics["final_val_mae"],
+            overwrite=True,
+        )
     acc.wait_for_everyone()
     acc.end_training()
     return metrics
@@ -251,8 +306,10 @@ def _read_progress(out: Path) -> dict:
             path = out / OLD_STATE_FILE
             progress = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            raise ConfigError(f"cannot resume from {out}: {STATE_FILE} is missing (train_state/ without it is an "
-                              "interrupted save); start again without --resume")
+            raise ConfigError(
+                f"cannot resume from {out}: {STATE_FILE} is missing (train_state/ without it is an "
+                "interrupted save); start again without --resume"
+            )
         return {"step": int(progress["step"]), "history": list(progress["history"]), "val": list(progress["val"])}
     except ConfigError:
         raise

@@ -42,8 +42,11 @@ class TrainSettings:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         known = ("linear.x", "linear.y", "angular.z")
-        if not self.action_fields or any(f not in known for f in self.action_fields) or \
-                len(set(self.action_fields)) != len(self.action_fields):
+        if (
+            not self.action_fields
+            or any(f not in known for f in self.action_fields)
+            or len(set(self.action_fields)) != len(self.action_fields)
+        ):
             raise ValueError(f"action_fields must be distinct names from {list(known)}, got {list(self.action_fields)}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")

@@ -55,16 +55,32 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
     joints = model.stats.joint_names
     context = Context()
     rclpy.init(context=context)
-    node = RoboVLMNode(context=context, parameter_overrides=[
-        Parameter("model_path", value=ckpt), Parameter("instruction", value="go around the box to the cup"),
-        Parameter("control_rate_hz", value=rate_hz)])
+    node = RoboVLMNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model_path", value=ckpt),
+            Parameter("instruction", value="go around the box to the cup"),
+            Parameter("control_rate_hz", value=rate_hz),
+        ],
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     # cameras and joint states come from another process, as a real driver's would (no shared GIL)
-    feeder_proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.bench", "--feeder", "--camera-hz",
-                                    str(camera_hz), "--joints", ",".join(joints)], env=os.environ.copy())
+    feeder_proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robovlm_node.bench",
+            "--feeder",
+            "--camera-hz",
+            str(camera_hz),
+            "--joints",
+            ",".join(joints),
+        ],
+        env=os.environ.copy(),
+    )
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -87,11 +103,20 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
         rclpy.try_shutdown(context=context)
     period = 1.0 / rate_hz
     jitter = np.abs(np.diff(ticks) - period) / period
-    return {"ticks": len(ticks), "achieved_hz": (len(ticks) - 1) / (ticks[-1] - ticks[0]),
-            "jitter_p50": float(np.percentile(jitter, 50)), "jitter_p99": float(np.percentile(jitter, 99)),
-            "jitter_max": float(jitter.max()), "e2e_p50_ms": float(np.percentile(e2e, 50) * 1e3),
-            "e2e_p99_ms": float(np.percentile(e2e, 99) * 1e3), "infer_p50_ms": float(np.median(lat) * 1e3),
-            "infer_hz": len(lat) / (t1 - t0), "faults": faults, "scheduling": scheduling, "engine": engine}
+    return {
+        "ticks": len(ticks),
+        "achieved_hz": (len(ticks) - 1) / (ticks[-1] - ticks[0]),
+        "jitter_p50": float(np.percentile(jitter, 50)),
+        "jitter_p99": float(np.percentile(jitter, 99)),
+        "jitter_max": float(jitter.max()),
+        "e2e_p50_ms": float(np.percentile(e2e, 50) * 1e3),
+        "e2e_p99_ms": float(np.percentile(e2e, 99) * 1e3),
+        "infer_p50_ms": float(np.median(lat) * 1e3),
+        "infer_hz": len(lat) / (t1 - t0),
+        "faults": faults,
+        "scheduling": scheduling,
+        "engine": engine,
+    }
 
 
 def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
@@ -108,10 +133,15 @@ def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
     size = engine.config.image_size
     state = np.zeros(engine.state_dim, dtype=np.float32)
     rng = np.random.default_rng(0)
-    cases = {"640x480": ((480, 640, 3), True), "model size": ((size, size, 3), True),
-             "640x480 resized in the engine": ((480, 640, 3), False)}
-    msgs = {k: [rgb_to_image(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in range(4)]
-            for k, (shape, _) in cases.items()}
+    cases = {
+        "640x480": ((480, 640, 3), True),
+        "model size": ((size, size, 3), True),
+        "640x480 resized in the engine": ((480, 640, 3), False),
+    }
+    msgs = {
+        k: [rgb_to_image(rng.integers(0, 255, shape, dtype=np.uint8)) for _ in range(4)]
+        for k, (shape, _) in cases.items()
+    }
     times: dict[str, list[float]] = {k: [] for k in cases}
     try:
         for i in range(rounds + 3):
@@ -153,13 +183,15 @@ def feed(camera_hz: float, joints: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robovlm_node.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m robovlm_node.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--rate", type=float, default=20.0, help="control_rate_hz")
     p.add_argument("--camera-hz", type=float, default=30.0)
-    p.add_argument("--preprocess-rounds", type=int, default=100, help="interleaved rounds of the preprocessing "
-                                                                       "benchmark")
+    p.add_argument(
+        "--preprocess-rounds", type=int, default=100, help="interleaved rounds of the preprocessing benchmark"
+    )
     p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--joints", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -170,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
     r = measure(args.seconds, args.rate, args.camera_hz)
-    print(f"\nnode timing: kosmos2_small, {r['engine']} engine, control {args.rate:g} Hz ({r['scheduling']}), "
-          f"cameras {args.camera_hz:g} Hz from another process, {args.seconds:g} s")
+    print(
+        f"\nnode timing: kosmos2_small, {r['engine']} engine, control {args.rate:g} Hz ({r['scheduling']}), "
+        f"cameras {args.camera_hz:g} Hz from another process, {args.seconds:g} s"
+    )
     print(f"{'measurement':<52}{'value':>12}   goal")
     print(f"{'  control ticks / achieved rate (Hz)':<52}{r['ticks']:>6d} / {r['achieved_hz']:>4.1f}")
     print(f"{'  control-period jitter p50 (fraction of period)':<52}{r['jitter_p50'] * 100:>11.2f}%")
@@ -183,11 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  faults during the run: {r['faults'] or 'none'}")
     torch.manual_seed(0)
     small = tempfile.mkdtemp(prefix="robovlm_bench_")
-    RoboVLM(load_config(find_resource("models", "configs", "kosmos2_small.json")), with_clip=False).save_pretrained(small)
+    RoboVLM(load_config(find_resource("models", "configs", "kosmos2_small.json")), with_clip=False).save_pretrained(
+        small
+    )
     print("\npreprocessing: one step on the node's path, engine process with 1 thread, median of interleaved rounds")
     print(f"{'camera frames':<52}{'ms/step':>12}{'vs model size':>15}   goal")
-    for name, path, rounds in (("demo checkpoint, 56 px", str(find_resource("models", "demo")), args.preprocess_rounds),
-                               ("kosmos2_small, 224 px", small, max(5, args.preprocess_rounds // 5))):
+    for name, path, rounds in (
+        ("demo checkpoint, 56 px", str(find_resource("models", "demo")), args.preprocess_rounds),
+        ("kosmos2_small, 224 px", small, max(5, args.preprocess_rounds // 5)),
+    ):
         pre = preprocess_cost(path, rounds)
         base = pre["model size"]
         print(f"  {name}, {rounds} rounds")

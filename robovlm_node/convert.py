@@ -49,7 +49,8 @@ def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int
     ``ImageConversionError`` when the frame has more than ``max_pixels`` or its header is unreadable or does not
     match its data (raw: encoding, row step, length)."""
     if isinstance(msg, CompressedImage):
-        from PIL import Image as PILImage, UnidentifiedImageError
+        from PIL import Image as PILImage
+        from PIL import UnidentifiedImageError
 
         try:
             with warnings.catch_warnings():  # PIL's own decompression-bomb warning: the check below is ours
@@ -57,8 +58,9 @@ def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int
                 with PILImage.open(io.BytesIO(bytes(msg.data))) as im:  # lazy: reads the header only
                     w, h = im.size
         except PILImage.DecompressionBombError as exc:
-            raise ImageConversionError(f"compressed frame is larger than max_image_pixels={max_pixels} ({exc}); "
-                                       "refused before decoding") from exc
+            raise ImageConversionError(
+                f"compressed frame is larger than max_image_pixels={max_pixels} ({exc}); refused before decoding"
+            ) from exc
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise ImageConversionError(f"compressed image header unreadable ({len(msg.data)} bytes): {exc}") from exc
     else:
@@ -69,8 +71,9 @@ def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int
             except ImageError as exc:
                 raise ImageConversionError(str(exc)) from exc
     if w * h > max_pixels:
-        raise ImageConversionError(f"frame of {w}x{h} = {w * h} pixels is larger than max_image_pixels={max_pixels}; "
-                                   "refused before decoding")
+        raise ImageConversionError(
+            f"frame of {w}x{h} = {w * h} pixels is larger than max_image_pixels={max_pixels}; refused before decoding"
+        )
     return w, h
 
 
@@ -165,8 +168,9 @@ def joint_state_vector(msg: JointState, names: list[str]) -> np.ndarray:
     return vec
 
 
-def make_twist(command: np.ndarray, fields: list[str], *, stamped: bool, stamp: Time | None = None,
-               frame_id: str = "base_link") -> Twist | TwistStamped:
+def make_twist(
+    command: np.ndarray, fields: list[str], *, stamped: bool, stamp: Time | None = None, frame_id: str = "base_link"
+) -> Twist | TwistStamped:
     """Put ``command[i]`` into Twist field ``fields[i]`` (e.g. 'linear.x'); other fields stay zero."""
     twist = Twist()
     for value, name in zip(command, fields):

@@ -43,17 +43,34 @@ from .sim_bridge import SimBridge  # noqa: E402
 HELD_OUT_SEED = 900_000  # never used for training data (make train-demo collects seeds from 0)
 
 
-def bringup_command(model_path: Path, *, params_file: Path, use_sim_time: bool, node_name: str = "robovlm") -> list[str]:
+def bringup_command(
+    model_path: Path, *, params_file: Path, use_sim_time: bool, node_name: str = "robovlm"
+) -> list[str]:
     """The command line bringup.launch.py produces for the node (executable, params file, overrides)."""
-    return [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-r", f"__node:={node_name}",
-            "--params-file", str(params_file), "-p", f"model_path:={model_path}",
-            "-p", f"use_sim_time:={'true' if use_sim_time else 'false'}", "-p", "autostart:=false"]
+    return [
+        sys.executable,
+        "-m",
+        "robovlm_node.process",
+        "--ros-args",
+        "-r",
+        f"__node:={node_name}",
+        "--params-file",
+        str(params_file),
+        "-p",
+        f"model_path:={model_path}",
+        "-p",
+        f"use_sim_time:={'true' if use_sim_time else 'false'}",
+        "-p",
+        "autostart:=false",
+    ]
 
 
 class DemoClient(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("robovlm_demo", **kwargs)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.instruction = self.create_publisher(String, "instruction", latched)
         self.change = self.create_client(ChangeState, "robovlm/change_state")
         self.latencies: list[float] = []
@@ -91,7 +108,7 @@ def contact_sheet(frames: list[np.ndarray], path: Path, *, columns: int = 8, cou
     sheet = np.full((rows * (h + 2), columns * (w + 2), 3), 255, np.uint8)
     for k, tile in enumerate(tiles):
         r, c = divmod(k, columns)
-        sheet[r * (h + 2): r * (h + 2) + h, c * (w + 2): c * (w + 2) + w] = tile
+        sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = tile
     Image.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), Image.NEAREST).save(path)
 
 
@@ -108,8 +125,10 @@ def velocity_plot(outcomes: list[EpisodeResult], path: Path) -> None:
             ax.plot(c[:, 0], c[:, 1], label="linear.x")
             ax.plot(c[:, 0], c[:, 2], label="linear.y")
         ax.set_ylabel("m/s")
-        ax.set_title(f"{o.scenario} seed {o.seed}: {'reached the cup' if o.success else 'failed'} in {o.time_s:.1f} s",
-                     fontsize=9)
+        ax.set_title(
+            f"{o.scenario} seed {o.seed}: {'reached the cup' if o.success else 'failed'} in {o.time_s:.1f} s",
+            fontsize=9,
+        )
         ax.legend(loc="upper right", fontsize=7)
     axes[-1, 0].set_xlabel("sim time (s)")
     fig.tight_layout()
@@ -127,12 +146,15 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
     cfg = load_config(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     instructions = load_instructions()
-    proc = subprocess.Popen(bringup_command(checkpoint, params_file=find_resource("config", "robovlm.yaml"),
-                                            use_sim_time=True), env=os.environ.copy())
+    proc = subprocess.Popen(
+        bringup_command(checkpoint, params_file=find_resource("config", "robovlm.yaml"), use_sim_time=True),
+        env=os.environ.copy(),
+    )
     context = Context()
     rclpy.init(context=context)
-    bridge = SimBridge(context=context, image_size=cfg.image_size, camera_period_s=stats.action_dt,
-                       real_time_factor=real_time_factor)
+    bridge = SimBridge(
+        context=context, image_size=cfg.image_size, camera_period_s=stats.action_dt, real_time_factor=real_time_factor
+    )
     client = DemoClient(context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(bridge)
@@ -158,10 +180,22 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
             outcomes.append(out)
             rate = len(out.commands) / max(out.time_s, 1e-9)
             lat = client.latencies[n_lat:] or client.latencies[-1:]
-            rows.append((scenario, seed, out.success, out.collision, out.time_s, rate,
-                         float(np.median(lat)) if lat else float("nan")))
-            print(f"{scenario:<18} {_verdict(out):<16}"
-                  f" {out.time_s:5.1f} s  control {rate:5.1f} Hz  inference p50 {rows[-1][-1]:5.1f} ms", flush=True)
+            rows.append(
+                (
+                    scenario,
+                    seed,
+                    out.success,
+                    out.collision,
+                    out.time_s,
+                    rate,
+                    float(np.median(lat)) if lat else float("nan"),
+                )
+            )
+            print(
+                f"{scenario:<18} {_verdict(out):<16}"
+                f" {out.time_s:5.1f} s  control {rate:5.1f} Hz  inference p50 {rows[-1][-1]:5.1f} ms",
+                flush=True,
+            )
         client.transition(Transition.TRANSITION_CLEANUP)
     finally:
         proc.terminate()
@@ -175,8 +209,10 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
         client.destroy_node()
         rclpy.try_shutdown(context=context)
     ok = sum(r[2] for r in rows)
-    print(f"\n{ok}/{len(rows)} episodes reached the cup over ROS (control {np.mean([r[5] for r in rows]):.1f} Hz "
-          f"of sim time, inference p50 {np.nanmedian([r[6] for r in rows]):.1f} ms)")
+    print(
+        f"\n{ok}/{len(rows)} episodes reached the cup over ROS (control {np.mean([r[5] for r in rows]):.1f} Hz "
+        f"of sim time, inference p50 {np.nanmedian([r[6] for r in rows]):.1f} ms)"
+    )
     if outcomes:
         sheet, plot = out_dir / "episode_head_camera.png", out_dir / "commanded_velocities.png"
         contact_sheet(outcomes[0].frames, sheet)
@@ -186,15 +222,22 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robovlm_node.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="checkpoint directory (default: the shipped models/demo)")
+    p = argparse.ArgumentParser(
+        prog="python -m robovlm_node.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped models/demo)"
+    )
     p.add_argument("--episodes", type=int, default=8, help="episodes (cycles through the 8 scenarios)")
     p.add_argument("--out", type=Path, default=Path("out") / "demo")
     p.add_argument("--real-time-factor", type=float, default=1.0)
     a = p.parse_args(argv)
-    return run_demo(a.checkpoint or find_resource("models", "demo"), episodes=a.episodes, out_dir=a.out, real_time_factor=a.real_time_factor)
+    return run_demo(
+        a.checkpoint or find_resource("models", "demo"),
+        episodes=a.episodes,
+        out_dir=a.out,
+        real_time_factor=a.real_time_factor,
+    )
 
 
 if __name__ == "__main__":

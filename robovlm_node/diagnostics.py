@@ -1,8 +1,9 @@
 """Diagnostics per concern, as ``diagnostic_updater`` users expect them on ``/diagnostics``.
 
 One ``DiagnosticStatus`` per input (head camera, hand camera, joint states, instruction: rate, age, last fault),
-one for the model (engine, device, threads, latency, restarts; ERROR while the engine is down) and one for the control loop (rate, jitter, stopped fraction
-by cause). Input statuses carry their topic as ``hardware_id``; the model and control statuses the inference device.
+one for the model (engine, device, threads, latency, restarts; ERROR while the engine is down) and one for the
+control loop (rate, jitter, stopped fraction by cause). Input statuses carry their topic as ``hardware_id``; the
+model and control statuses the inference device.
 A stale hand camera is a WARN even when the node does not require it (the model then runs on its missing-hand
 marker); a stale required input is an ERROR (the robot is stopped).
 """
@@ -51,22 +52,39 @@ class InputMonitor:
         with self._lock:
             return None if self.last_rx is None else now - self.last_rx
 
-    def status(self, now: float, *, node: str, used: bool, required: bool, timeout_s: float,
-               active: bool, fault_now: str | None = None) -> DiagnosticStatus:
+    def status(
+        self,
+        now: float,
+        *,
+        node: str,
+        used: bool,
+        required: bool,
+        timeout_s: float,
+        active: bool,
+        fault_now: str | None = None,
+    ) -> DiagnosticStatus:
         """``fault_now``: the fault of the input's newest message or frames (``stale_stamp``, ``blank_image``, ...),
         an ERROR when the input is required (the robot is stopped), a WARN otherwise."""
         age = self.age(now)
         with self._lock:
             fault, fault_t, faults = self.last_fault, self.last_fault_t, self.faults
         st = DiagnosticStatus(name=f"{node}: {self.label}", hardware_id=self.topic)
-        st.values = _kv({"topic": self.topic, "used_by_model": used, "required": required,
-                         "rate_hz": f"{self.arrivals.rate_hz(now):.2f}",
-                         "age_s": "never" if age is None else f"{age:.3f}", "faults": faults,
-                         "last_fault": fault or "none"})
+        st.values = _kv(
+            {
+                "topic": self.topic,
+                "used_by_model": used,
+                "required": required,
+                "rate_hz": f"{self.arrivals.rate_hz(now):.2f}",
+                "age_s": "never" if age is None else f"{age:.3f}",
+                "faults": faults,
+                "last_fault": fault or "none",
+            }
+        )
         stale = age is None or age > timeout_s
         recent_fault = fault_t is not None and now - fault_t <= FAULT_RECENT_S
-        problems = ([fault] if fault_now else []) + \
-            (["never received" if age is None else f"stale ({age:.2f} s)"] if stale else [])
+        problems = ([fault] if fault_now else []) + (
+            ["never received" if age is None else f"stale ({age:.2f} s)"] if stale else []
+        )
         if not used:
             st.level, st.message = OK, "not used by the model"
         elif problems and active and required:
@@ -82,12 +100,30 @@ class InputMonitor:
         return st
 
 
-def instruction_status(*, node: str, topic: str, text: str, source: str, changed_at: float | None,
-                       now: float, active: bool, refused: int = 0, error: str | None = None) -> DiagnosticStatus:
+def instruction_status(
+    *,
+    node: str,
+    topic: str,
+    text: str,
+    source: str,
+    changed_at: float | None,
+    now: float,
+    active: bool,
+    refused: int = 0,
+    error: str | None = None,
+) -> DiagnosticStatus:
     st = DiagnosticStatus(name=f"{node}: instruction", hardware_id=topic)
-    st.values = _kv({"topic": topic, "instruction": text[:200], "length": len(text), "source": source or "none",
-                     "age_s": "never" if changed_at is None else f"{now - changed_at:.3f}",
-                     "refused": refused, "refused_reason": error or "none"})
+    st.values = _kv(
+        {
+            "topic": topic,
+            "instruction": text[:200],
+            "length": len(text),
+            "source": source or "none",
+            "age_s": "never" if changed_at is None else f"{now - changed_at:.3f}",
+            "refused": refused,
+            "refused_reason": error or "none",
+        }
+    )
     if error:
         st.level, st.message = ERROR, f"refused: {error}; stopped until a valid instruction arrives"
     elif text:
@@ -99,18 +135,37 @@ def instruction_status(*, node: str, topic: str, text: str, source: str, changed
     return st
 
 
-def model_status(*, node: str, engine: str, device: str, device_name: str, latency: EventWindow, now: float,
-                 active: bool, fresh: bool, restarts: int, errors: int, last_error: str, down: str | None = None,
-                 threads: int | None = None) -> DiagnosticStatus:
+def model_status(
+    *,
+    node: str,
+    engine: str,
+    device: str,
+    device_name: str,
+    latency: EventWindow,
+    now: float,
+    active: bool,
+    fresh: bool,
+    restarts: int,
+    errors: int,
+    last_error: str,
+    down: str | None = None,
+    threads: int | None = None,
+) -> DiagnosticStatus:
     st = DiagnosticStatus(name=f"{node}: model", hardware_id=device_name)
-    st.values = _kv({
-        "engine": engine, "device": device, "device_name": device_name,
-        "inference_rate_hz": f"{latency.rate_hz(now):.2f}",
-        "inference_latency_p50_ms": f"{latency.percentile(50) * 1e3:.1f}",
-        "inference_latency_p99_ms": f"{latency.percentile(99) * 1e3:.1f}",
-        "engine_threads": threads if threads is not None else "n/a",
-        "restarts": restarts, "errors": errors, "last_error": last_error or "none",
-    })
+    st.values = _kv(
+        {
+            "engine": engine,
+            "device": device,
+            "device_name": device_name,
+            "inference_rate_hz": f"{latency.rate_hz(now):.2f}",
+            "inference_latency_p50_ms": f"{latency.percentile(50) * 1e3:.1f}",
+            "inference_latency_p99_ms": f"{latency.percentile(99) * 1e3:.1f}",
+            "engine_threads": threads if threads is not None else "n/a",
+            "restarts": restarts,
+            "errors": errors,
+            "last_error": last_error or "none",
+        }
+    )
     if down:
         st.level, st.message = ERROR, f"engine down, restarting: {down}"
     elif not active:
@@ -122,15 +177,30 @@ def model_status(*, node: str, engine: str, device: str, device_name: str, laten
     return st
 
 
-def control_status(*, node: str, device_name: str, ticks: EventWindow, target_hz: float, total_ticks: int,
-                   stops: dict[str, int], scheduling: str, now: float, active: bool,
-                   last_cause: str | None) -> DiagnosticStatus:
+def control_status(
+    *,
+    node: str,
+    device_name: str,
+    ticks: EventWindow,
+    target_hz: float,
+    total_ticks: int,
+    stops: dict[str, int],
+    scheduling: str,
+    now: float,
+    active: bool,
+    last_cause: str | None,
+) -> DiagnosticStatus:
     rate = ticks.rate_hz(now)
     jitter = period_jitter(ticks.times(), 1.0 / target_hz)
     st = DiagnosticStatus(name=f"{node}: control loop", hardware_id=device_name)
-    values = {"control_rate_hz": f"{rate:.2f}", "control_rate_target_hz": f"{target_hz:.2f}",
-              "jitter_p50_pct": f"{jitter[0]:.2f}", "jitter_p99_pct": f"{jitter[1]:.2f}",
-              "control_scheduling": scheduling, "ticks": total_ticks}
+    values = {
+        "control_rate_hz": f"{rate:.2f}",
+        "control_rate_target_hz": f"{target_hz:.2f}",
+        "jitter_p50_pct": f"{jitter[0]:.2f}",
+        "jitter_p99_pct": f"{jitter[1]:.2f}",
+        "control_scheduling": scheduling,
+        "ticks": total_ticks,
+    }
     for cause in STOP_CAUSES:
         n = stops.get(cause, 0)
         values[f"stopped_{cause}"] = f"{n / total_ticks:.3f}" if total_ticks else "0.000"
@@ -167,28 +237,69 @@ class NodeDiagnostics:
         now, s, name = self.now(), self.settings, self.get_name()
         used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
         required = set(self.required_inputs())
-        statuses = [m.status(now, node=name, used=used[k], required=k in required, timeout_s=s.input_timeout_s,
-                             active=self._active, fault_now=self.input_fault(k)) for k, m in self.monitors.items()]
+        statuses = [
+            m.status(
+                now,
+                node=name,
+                used=used[k],
+                required=k in required,
+                timeout_s=s.input_timeout_s,
+                active=self._active,
+                fault_now=self.input_fault(k),
+            )
+            for k, m in self.monitors.items()
+        ]
         with self._lock:
             text, refused_why, down = self._instruction, self._instruction_error, self._engine_down
-        statuses.append(instruction_status(node=name, topic=s.instruction_topic, text=text,
-                                           source=self._instruction_source, changed_at=self._instruction_t, now=now,
-                                           active=self._active, refused=self.faults.get("instruction_refused", 0),
-                                           error=refused_why))
+        statuses.append(
+            instruction_status(
+                node=name,
+                topic=s.instruction_topic,
+                text=text,
+                source=self._instruction_source,
+                changed_at=self._instruction_t,
+                now=now,
+                active=self._active,
+                refused=self.faults.get("instruction_refused", 0),
+                error=refused_why,
+            )
+        )
         newest = self.scheduler.newest_stamp()
         device_name = getattr(self.engine, "device_name", s.device)
-        statuses.append(model_status(node=name, engine=self.engine.name, device=s.device, device_name=device_name,
-                                     latency=self._infer_events, now=now, active=self._active,
-                                     fresh=newest is not None and now - newest <= s.chunk_timeout_s,
-                                     restarts=self.engine_restarts, errors=self.faults.get("inference_error", 0),
-                                     last_error=self._last_error, down=down, threads=s.engine_threads))
-        control = control_status(node=name, device_name=device_name, ticks=self._control_events,
-                                 target_hz=s.control_rate_hz, total_ticks=self.control_ticks, stops=self.stops,
-                                 scheduling=self.control_scheduling, now=now, active=self._active,
-                                 last_cause="clock_stalled" if self._clock_stalled else self._last_cause)
-        control.values += [KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
-                           KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
-                           *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())]]
+        statuses.append(
+            model_status(
+                node=name,
+                engine=self.engine.name,
+                device=s.device,
+                device_name=device_name,
+                latency=self._infer_events,
+                now=now,
+                active=self._active,
+                fresh=newest is not None and now - newest <= s.chunk_timeout_s,
+                restarts=self.engine_restarts,
+                errors=self.faults.get("inference_error", 0),
+                last_error=self._last_error,
+                down=down,
+                threads=s.engine_threads,
+            )
+        )
+        control = control_status(
+            node=name,
+            device_name=device_name,
+            ticks=self._control_events,
+            target_hz=s.control_rate_hz,
+            total_ticks=self.control_ticks,
+            stops=self.stops,
+            scheduling=self.control_scheduling,
+            now=now,
+            active=self._active,
+            last_cause="clock_stalled" if self._clock_stalled else self._last_cause,
+        )
+        control.values += [
+            KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
+            KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
+            *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())],
+        ]
         statuses.append(control)
         return statuses
 

@@ -97,12 +97,16 @@ class NodeInputs:
                 self.get_logger().info(f"{INPUT_LABELS[which]} stamps are sane again")
                 continue
             offset = now - stamp
-            when = "unset (zero)" if stamp == 0 else \
-                f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
+            when = (
+                "unset (zero)"
+                if stamp == 0
+                else f"{abs(offset):.3f} s {'behind' if offset > 0 else 'ahead of'} the node clock"
+            )
             self.get_logger().warning(
                 f"[{cause}] {INPUT_LABELS[which]} {what} are stamped {when}; not used"
                 + (", robot stopped" if which in self.required_inputs() else "")
-                + " (use_receive_time:=true for a driver whose clock is not synchronised)")
+                + " (use_receive_time:=true for a driver whose clock is not synchronised)"
+            )
         if fault is not None:
             self._count(fault, f"{INPUT_LABELS[which]} header stamp {stamp:.3f} vs node clock {now:.3f}", log=False)
             self.monitors[which].fault(now, f"{fault}: header stamp {stamp:.3f}, node clock {now:.3f}")
@@ -156,9 +160,14 @@ class NodeInputs:
         if begins and required and self.scheduler is not None:
             self.scheduler.reset()
         if self._flipped(f"frame:{which}", True):
-            self.get_logger().warning(f"[{cause}] {INPUT_LABELS[which]}: {reason}; " + (
-                "robot stopped until a usable frame arrives" if required else
-                "the model runs on its missing-input marker"))
+            self.get_logger().warning(
+                f"[{cause}] {INPUT_LABELS[which]}: {reason}; "
+                + (
+                    "robot stopped until a usable frame arrives"
+                    if required
+                    else "the model runs on its missing-input marker"
+                )
+            )
 
     def _frame_ok(self, which: str) -> None:
         with self._lock:
@@ -233,10 +242,15 @@ class NodeInputs:
         the node is configured: the control loop's deadlines, the watchdog and every stamp check run on one clock,
         and switching it under a moving robot would jam the loop or compare times of two clocks."""
         for p in params:
-            if p.name == "use_sim_time" and self.settings is not None \
-                    and p.value != self.get_parameter("use_sim_time").value:
-                reason = ("parameter 'use_sim_time' is fixed while the node is configured (the control loop and "
-                          "every stamp check run on one clock): set it at start-up, or clean up the node first")
+            if (
+                p.name == "use_sim_time"
+                and self.settings is not None
+                and p.value != self.get_parameter("use_sim_time").value
+            ):
+                reason = (
+                    "parameter 'use_sim_time' is fixed while the node is configured (the control loop and "
+                    "every stamp check run on one clock): set it at start-up, or clean up the node first"
+                )
                 self._count("parameter_refused", reason)
                 return SetParametersResult(successful=False, reason=reason)
             if p.name == "instruction":
@@ -270,8 +284,9 @@ class NodeInputs:
             if changed:
                 self._epoch += 1
         if error:
-            self._count("instruction_refused", f"instruction from {source}: {error}; stopped until a valid "
-                                               "instruction arrives")
+            self._count(
+                "instruction_refused", f"instruction from {source}: {error}; stopped until a valid instruction arrives"
+            )
         if changed:
             self._instruction_source, self._instruction_t = source, self.now()
             if self.scheduler is not None:

@@ -44,8 +44,12 @@ class NodeLoops:
                 st = self._inputs.get("state")
                 instruction, refused, epoch = self._instruction, self._instruction_error, self._epoch
             ages = self.input_ages(now)
-            if (head is None or head.seq == last_seq or any(a is None or a > timeout for a in ages.values())
-                    or self.stamp_hold() is not None):  # a stamp fault on a required input (head too)
+            if (
+                head is None
+                or head.seq == last_seq
+                or any(a is None or a > timeout for a in ages.values())
+                or self.stamp_hold() is not None
+            ):  # a stamp fault on a required input (head too)
                 stop.wait(0.002)
                 continue
             if not instruction:
@@ -93,8 +97,13 @@ class NodeLoops:
                 self._last_cause = "clock_stalled"
                 self.get_logger().error(
                     f"[clock_stalled] the node clock has not advanced for {watch.stall_s:g} s"
-                    + (" (use_sim_time: is /clock still published?)" if self.get_parameter("use_sim_time").value
-                       else "") + "; zero command published, robot stopped")
+                    + (
+                        " (use_sim_time: is /clock still published?)"
+                        if self.get_parameter("use_sim_time").value
+                        else ""
+                    )
+                    + "; zero command published, robot stopped"
+                )
             elif event == "resumed":
                 self._clock_stalled = False
                 self.get_logger().info("the node clock advances again")
@@ -116,8 +125,7 @@ class NodeLoops:
             self._waiting_for = what
             self.get_logger().info(f"waiting for {what}")
         if now - self._waiting_since > STARTUP_GRACE_S and self._flipped("startup_slow", True):
-            self.get_logger().warning(f"still waiting for {what} {STARTUP_GRACE_S:g} s after activation; robot "
-                                      "stopped")
+            self.get_logger().warning(f"still waiting for {what} {STARTUP_GRACE_S:g} s after activation; robot stopped")
         return True
 
     def _log_input_health(self) -> None:
@@ -136,10 +144,16 @@ class NodeLoops:
             if not stale:
                 self.get_logger().info(f"{monitor.label} on {monitor.topic} is back")
                 continue
-            what = "required: robot stopped" if key in required else "not required: the model runs on its " \
-                                                                      "missing-input marker"
-            self.get_logger().warning(f"{monitor.label} on {monitor.topic} is " + (
-                "not publishing" if age is None else f"stale ({age:.2f} s)") + f" ({what})")
+            what = (
+                "required: robot stopped"
+                if key in required
+                else "not required: the model runs on its missing-input marker"
+            )
+            self.get_logger().warning(
+                f"{monitor.label} on {monitor.topic} is "
+                + ("not publishing" if age is None else f"stale ({age:.2f} s)")
+                + f" ({what})"
+            )
 
     # ----------------------------------------------------------------------------------------------- control
     def hold_cause(self) -> str | None:
@@ -165,9 +179,11 @@ class NodeLoops:
             self.control_scheduling = f"SCHED_FIFO {prio}"
         except OSError as exc:
             self.control_scheduling = f"SCHED_OTHER (SCHED_FIFO refused: {exc.strerror})"
-            self.get_logger().warning(f"control thread runs without real-time priority ({exc.strerror}); tick "
-                                      "jitter grows under load. Grant it with an rtprio limit "
-                                      "(/etc/security/limits.conf) or CAP_SYS_NICE, or set control_rt_priority 0")
+            self.get_logger().warning(
+                f"control thread runs without real-time priority ({exc.strerror}); tick "
+                "jitter grows under load. Grant it with an rtprio limit "
+                "(/etc/security/limits.conf) or CAP_SYS_NICE, or set control_rt_priority 0"
+            )
 
     def _control_loop(self, stop: threading.Event) -> None:
         """Tick at absolute deadlines (no drift); after an overrun of more than a period, resynchronize. The first
@@ -192,8 +208,10 @@ class NodeLoops:
             if stop.is_set() or not self.context.ok():
                 return
             if not reached:  # ROS time switched on or off: the old deadline belongs to the other clock
-                self._count("clock_changed", "the node clock changed source (use_sim_time); control deadlines "
-                                             "restart on the new clock")
+                self._count(
+                    "clock_changed",
+                    "the node clock changed source (use_sim_time); control deadlines restart on the new clock",
+                )
                 deadline = clock.now()
                 continue
             ticks += 1
@@ -215,7 +233,9 @@ class NodeLoops:
         if self._waiting_since is not None and self._still_waiting(decision.cause, ages, now):
             pass  # after activation, before the inputs and the first chunk: said once at INFO (_still_waiting)
         elif decision.cause == "stale_input":
-            self._count("stale_input", f"input older than {self.settings.input_timeout_s}s or missing: {ages}; stopping")
+            self._count(
+                "stale_input", f"input older than {self.settings.input_timeout_s}s or missing: {ages}; stopping"
+            )
         elif decision.cause == "no_fresh_chunk":
             self._count("no_fresh_chunk", "no fresh action chunk (model slow or stalled); stopping")
         elif decision.cause == "nonfinite_output":
@@ -223,8 +243,15 @@ class NodeLoops:
         with self._publish_lock:
             if not self._active:
                 return
-            self._cmd_pub.publish(make_twist(decision.command, self.settings.action_fields, stamped=self.settings.stamped,
-                                             stamp=stamp.to_msg(), frame_id=self.settings.frame_id))
+            self._cmd_pub.publish(
+                make_twist(
+                    decision.command,
+                    self.settings.action_fields,
+                    stamped=self.settings.stamped,
+                    stamp=stamp.to_msg(),
+                    frame_id=self.settings.frame_id,
+                )
+            )
             self.last_command = decision.command
         self._control_events.add(now)
         self.control_ticks += 1

@@ -177,9 +177,11 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         except HubError as exc:
             self.get_logger().error(f"configure failed: model_path: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"loading model {s.model_path} ({s.engine} on {s.device}, {s.engine_threads} "
-                               f"thread{'s' if s.engine_threads > 1 else ''}"
-                               f"{', own process' if s.engine_process else ''})")
+        self.get_logger().info(
+            f"loading model {s.model_path} ({s.engine} on {s.device}, {s.engine_threads} "
+            f"thread{'s' if s.engine_threads > 1 else ''}"
+            f"{', own process' if s.engine_process else ''})"
+        )
         try:
             engine = self._build_engine(s)
         except EngineCancelled:
@@ -190,21 +192,26 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
             return TransitionCallbackReturn.FAILURE
         self.engine = engine  # released by _release() if anything below fails
         if len(s.action_fields) != engine.action_dim:
-            self.get_logger().error(f"configure failed: parameter 'action_fields' has {len(s.action_fields)} fields "
-                                    f"but the model predicts {engine.action_dim} action components")
+            self.get_logger().error(
+                f"configure failed: parameter 'action_fields' has {len(s.action_fields)} fields "
+                f"but the model predicts {engine.action_dim} action components"
+            )
             self._release()
             return TransitionCallbackReturn.FAILURE
         if engine.uses_state:
             if not s.state_joints:
                 s.state_joints = list(engine.stats.joint_names)
             if len(s.state_joints) != engine.state_dim:
-                self.get_logger().error(f"configure failed: parameter 'state_joints' names {len(s.state_joints)} "
-                                        f"joints but the model's state has {engine.state_dim} values")
+                self.get_logger().error(
+                    f"configure failed: parameter 'state_joints' names {len(s.state_joints)} "
+                    f"joints but the model's state has {engine.state_dim} values"
+                )
                 self._release()
                 return TransitionCallbackReturn.FAILURE
         try:
-            self._tokenizer = checkpoint_tokenizer(engine.config.backbone.tokenizer, engine.config.backbone.path,
-                                                   s.model_path)
+            self._tokenizer = checkpoint_tokenizer(
+                engine.config.backbone.tokenizer, engine.config.backbone.path, s.model_path
+            )
         except Exception as exc:  # the engine loaded it, so this is a file that changed under us: say so
             self.get_logger().error(f"configure failed: cannot load the tokenizer of '{s.model_path}': {exc}")
             self._release()
@@ -218,46 +225,77 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._restart_policy = RestartPolicy(max_restarts=s.engine_max_restarts, window_s=s.engine_restart_window_s)
         self._engine_down, self._clock_stalled, self._transitions = None, False, set()
         if s.use_receive_time:
-            self.get_logger().warning("use_receive_time: camera and joint-state header stamps are not checked; "
-                                      "messages are timed by their arrival (for drivers whose clocks are not "
-                                      "synchronised)")
-        self.monitors = {"head": InputMonitor(INPUT_LABELS["head"], s.head_camera_topic),
-                         "hand": InputMonitor(INPUT_LABELS["hand"], s.hand_camera_topic),
-                         "state": InputMonitor(INPUT_LABELS["state"], s.joint_states_topic)}
+            self.get_logger().warning(
+                "use_receive_time: camera and joint-state header stamps are not checked; "
+                "messages are timed by their arrival (for drivers whose clocks are not "
+                "synchronised)"
+            )
+        self.monitors = {
+            "head": InputMonitor(INPUT_LABELS["head"], s.head_camera_topic),
+            "hand": InputMonitor(INPUT_LABELS["hand"], s.hand_camera_topic),
+            "state": InputMonitor(INPUT_LABELS["state"], s.joint_states_topic),
+        }
         self.control_ticks, self.stops, self._last_cause = 0, dict.fromkeys(STOP_CAUSES, 0), None
-        self._frame_check = FrameCheck(min_side_px=s.min_image_side_px, min_contrast=s.min_image_contrast,
-                                       max_saturated_fraction=s.max_saturated_fraction)
+        self._frame_check = FrameCheck(
+            min_side_px=s.min_image_side_px,
+            min_contrast=s.min_image_contrast,
+            max_saturated_fraction=s.max_saturated_fraction,
+        )
         self._frame_faults = {}
-        self.safety = SafetyFilter(SafetyLimits(max_velocity=s.max_velocity, max_accel=s.max_accel,
-                                                input_timeout_s=s.input_timeout_s, chunk_timeout_s=s.chunk_timeout_s))
-        self.scheduler = ChunkScheduler(s.chunk_mode, chunk_timeout_s=s.chunk_timeout_s,
-                                        ensemble_decay=s.ensemble_decay)
+        self.safety = SafetyFilter(
+            SafetyLimits(
+                max_velocity=s.max_velocity,
+                max_accel=s.max_accel,
+                input_timeout_s=s.input_timeout_s,
+                chunk_timeout_s=s.chunk_timeout_s,
+            )
+        )
+        self.scheduler = ChunkScheduler(
+            s.chunk_mode, chunk_timeout_s=s.chunk_timeout_s, ensemble_decay=s.ensemble_decay
+        )
         self._set_instruction(s.instruction, source="parameter")
 
         cmd_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._cmd_pub = self.create_lifecycle_publisher(TwistStamped if s.stamped else Twist, s.cmd_vel_topic, cmd_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         cam = CompressedImage if s.head_camera_compressed else Image
-        self._subs.append(self.create_subscription(cam, s.head_camera_topic, lambda m: self._on_camera("head", m),
-                                                   qos_profile_sensor_data))
+        self._subs.append(
+            self.create_subscription(
+                cam, s.head_camera_topic, lambda m: self._on_camera("head", m), qos_profile_sensor_data
+            )
+        )
         if engine.uses_hand:
             cam = CompressedImage if s.hand_camera_compressed else Image
-            self._subs.append(self.create_subscription(cam, s.hand_camera_topic, lambda m: self._on_camera("hand", m),
-                                                       qos_profile_sensor_data))
+            self._subs.append(
+                self.create_subscription(
+                    cam, s.hand_camera_topic, lambda m: self._on_camera("hand", m), qos_profile_sensor_data
+                )
+            )
         if engine.uses_state:
-            self._subs.append(self.create_subscription(JointState, s.joint_states_topic, self._on_joint_state,
-                                                       qos_profile_sensor_data))
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._subs.append(self.create_subscription(String, s.instruction_topic,
-                                                   lambda m: self._set_instruction(m.data, source="topic"), latched))
+            self._subs.append(
+                self.create_subscription(
+                    JointState, s.joint_states_topic, self._on_joint_state, qos_profile_sensor_data
+                )
+            )
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._subs.append(
+            self.create_subscription(
+                String, s.instruction_topic, lambda m: self._set_instruction(m.data, source="topic"), latched
+            )
+        )
         # a thread on the steady clock, not a node-clock timer: diagnostics keep coming when a stalled /clock
         # freezes node time
         self._diag_stop = threading.Event()
-        self._diag_thread = threading.Thread(target=self._diagnostics_loop, args=(self._diag_stop,),
-                                             name="robovlm-diagnostics", daemon=True)
+        self._diag_thread = threading.Thread(
+            target=self._diagnostics_loop, args=(self._diag_stop,), name="robovlm-diagnostics", daemon=True
+        )
         self._diag_thread.start()
-        self.get_logger().info(f"configured: {engine.name} engine on {s.device}, model {s.model_path}, "
-                               f"{s.control_rate_hz:g} Hz, chunk_mode {s.chunk_mode}, fields {s.action_fields}")
+        self.get_logger().info(
+            f"configured: {engine.name} engine on {s.device}, model {s.model_path}, "
+            f"{s.control_rate_hz:g} Hz, chunk_mode {s.chunk_mode}, fields {s.action_fields}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -275,14 +313,17 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         self._waiting_since, self._waiting_for = self.now(), ""
         self._transitions.discard("startup_slow")
         self._active = True
-        self._thread = threading.Thread(target=self._inference_loop, args=(self._stop,), name="robovlm-inference",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._inference_loop, args=(self._stop,), name="robovlm-inference", daemon=True
+        )
         self._thread.start()
-        self._control_thread = threading.Thread(target=self._control_loop, args=(self._stop,), name="robovlm-control",
-                                                daemon=True)
+        self._control_thread = threading.Thread(
+            target=self._control_loop, args=(self._stop,), name="robovlm-control", daemon=True
+        )
         self._control_thread.start()
-        self._watchdog_thread = threading.Thread(target=self._watchdog_loop, args=(self._stop,), name="robovlm-watchdog",
-                                                 daemon=True)
+        self._watchdog_thread = threading.Thread(
+            target=self._watchdog_loop, args=(self._stop,), name="robovlm-watchdog", daemon=True
+        )
         self._watchdog_thread.start()
         self.get_logger().info("active: publishing commands")
         return ret
@@ -313,9 +354,11 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         with self._publish_lock:
             self._active = False
         self._stop.set()
-        for thread, timeout in ((self._thread, 10.0),  # at most one model step
-                                (self._control_thread, 1.0),  # may wait on a paused sim clock; it can't publish
-                                (self._watchdog_thread, 1.0)):
+        for thread, timeout in (
+            (self._thread, 10.0),  # at most one model step
+            (self._control_thread, 1.0),  # may wait on a paused sim clock; it can't publish
+            (self._watchdog_thread, 1.0),
+        ):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=timeout)
         self._thread = self._control_thread = self._watchdog_thread = None
@@ -330,8 +373,15 @@ class RoboVLMNode(NodeInputs, NodeLoops, EngineSupervision, NodeDiagnostics, Lif
         with self._publish_lock:
             if not (final or self._active):
                 return
-            self._cmd_pub.publish(make_twist(zero, self.settings.action_fields, stamped=self.settings.stamped,
-                                             stamp=self.get_clock().now().to_msg(), frame_id=self.settings.frame_id))
+            self._cmd_pub.publish(
+                make_twist(
+                    zero,
+                    self.settings.action_fields,
+                    stamped=self.settings.stamped,
+                    stamp=self.get_clock().now().to_msg(),
+                    frame_id=self.settings.frame_id,
+                )
+            )
             self.last_command = zero
 
     def _release(self) -> None:

@@ -51,86 +51,171 @@ class Spec:
 
 
 PARAMETERS: dict[str, Spec] = {
-    "model_path": Spec(T.STRING, "", "checkpoint directory (config.json, model.safetensors, stats.json), or "
-                                     "hf://owner/name: a Hugging Face Hub model in the local Hub cache"),
+    "model_path": Spec(
+        T.STRING,
+        "",
+        "checkpoint directory (config.json, model.safetensors, stats.json), or "
+        "hf://owner/name: a Hugging Face Hub model in the local Hub cache",
+    ),
     "device": Spec(T.STRING, "cpu", "cpu | cuda"),
     "engine": Spec(T.STRING, "torch", f"inference engine: {' | '.join(ENGINES)}"),
-    "dtype": Spec(T.STRING, "float32", f"torch engine precision: {' | '.join(DTYPES)} (weights cast once at load); "
-                                       "an ONNX export's precision is chosen at export"),
-    "onnx_tensorrt": Spec(T.BOOL, False, "onnxruntime on cuda: TensorRT execution provider first (CUDA for what it "
-                                         "cannot run)"),
-    "onnx_cache_dir": Spec(T.STRING, "", "directory for TensorRT engine caches (empty: no cache; building the "
-                                         "engines then takes minutes at every configure)"),
-    "engine_process": Spec(T.BOOL, True, "run the model in its own process (keeps the control loop's timing and "
-                                         "survives model crashes); false: a thread in this process"),
-    "instruction": Spec(T.STRING, "", "language instruction; may change at runtime (also settable on "
-                                      "instruction_topic). Longer than the checkpoint's max_instruction_tokens: "
-                                      "refused, and the robot stops until a valid one arrives", read_only=False),
-    "engine_threads": Spec(T.INTEGER, DEFAULT_ENGINE_THREADS, "CPU threads of the model (torch intra-op, OpenMP, "
-                                                             "MKL). 1 measured best on a 2-core computer with other "
-                                                             "jobs running (make soak --load)", (1, 256)),
-    "engine_step_timeout_s": Spec(T.DOUBLE, 5.0, "a model step longer than this means the engine process hung: it "
-                                                 "is killed and restarted, s", (0.1, 3600.0)),
-    "engine_max_restarts": Spec(T.INTEGER, 3, "engine restarts allowed within engine_restart_window_s; the next "
-                                              "failure sends the node to the lifecycle error state", (0, 1000)),
-    "engine_restart_window_s": Spec(T.DOUBLE, 60.0, "window over which engine failures are counted, s",
-                                    (1.0, 86400.0)),
-    "max_image_pixels": Spec(T.INTEGER, 4_194_304, "camera frames with more pixels (width x height) are refused "
-                                                   "before decoding (default 4 MP)", (1, 1_000_000_000)),
-    "min_image_side_px": Spec(T.INTEGER, 32, "camera frames narrower or lower than this are refused "
-                                             "(image_too_small) and stop the robot until a usable frame arrives",
-                              (1, 65535)),
-    "min_image_contrast": Spec(T.DOUBLE, 2.0, "a frame whose luminance standard deviation (0-255) is below this is "
-                                              "one colour (covered lens, dead sensor: blank_image) and stops the "
-                                              "robot; 0: off", (0.0, 128.0)),
-    "max_saturated_fraction": Spec(T.DOUBLE, 0.95, "a frame with more than this share of pixels clipped to black or "
-                                                   "white (blown exposure: saturated_image) stops the robot; 1: off",
-                                   (0.01, 1.0)),
-    "use_receive_time": Spec(T.BOOL, False, "time camera frames and joint states by arrival, ignoring header "
-                                            "stamps (drivers whose clocks are not synchronised with this computer); "
-                                            "warns on configure"),
-    "max_stamp_lead_s": Spec(T.DOUBLE, 0.1, "a camera frame or joint state stamped further ahead of the node clock "
-                                            "than this is a future_stamp fault and stops the robot, s", (0.0, 60.0)),
-    "clock_stall_timeout_s": Spec(T.DOUBLE, 1.0, "the node clock not advancing for this long (steady time) while "
-                                                 "active, e.g. a stalled /clock under use_sim_time: one zero command, "
-                                                 "an error log and diagnostics ERROR, s", (0.05, 600.0)),
-    "instruction_topic": Spec(T.STRING, NODE_TOPICS["instruction"], "std_msgs/String topic (latched) that sets the "
-                                                                     "instruction"),
+    "dtype": Spec(
+        T.STRING,
+        "float32",
+        f"torch engine precision: {' | '.join(DTYPES)} (weights cast once at load); "
+        "an ONNX export's precision is chosen at export",
+    ),
+    "onnx_tensorrt": Spec(
+        T.BOOL, False, "onnxruntime on cuda: TensorRT execution provider first (CUDA for what it cannot run)"
+    ),
+    "onnx_cache_dir": Spec(
+        T.STRING,
+        "",
+        "directory for TensorRT engine caches (empty: no cache; building the "
+        "engines then takes minutes at every configure)",
+    ),
+    "engine_process": Spec(
+        T.BOOL,
+        True,
+        "run the model in its own process (keeps the control loop's timing and "
+        "survives model crashes); false: a thread in this process",
+    ),
+    "instruction": Spec(
+        T.STRING,
+        "",
+        "language instruction; may change at runtime (also settable on "
+        "instruction_topic). Longer than the checkpoint's max_instruction_tokens: "
+        "refused, and the robot stops until a valid one arrives",
+        read_only=False,
+    ),
+    "engine_threads": Spec(
+        T.INTEGER,
+        DEFAULT_ENGINE_THREADS,
+        "CPU threads of the model (torch intra-op, OpenMP, "
+        "MKL). 1 measured best on a 2-core computer with other "
+        "jobs running (make soak --load)",
+        (1, 256),
+    ),
+    "engine_step_timeout_s": Spec(
+        T.DOUBLE,
+        5.0,
+        "a model step longer than this means the engine process hung: it is killed and restarted, s",
+        (0.1, 3600.0),
+    ),
+    "engine_max_restarts": Spec(
+        T.INTEGER,
+        3,
+        "engine restarts allowed within engine_restart_window_s; the next "
+        "failure sends the node to the lifecycle error state",
+        (0, 1000),
+    ),
+    "engine_restart_window_s": Spec(T.DOUBLE, 60.0, "window over which engine failures are counted, s", (1.0, 86400.0)),
+    "max_image_pixels": Spec(
+        T.INTEGER,
+        4_194_304,
+        "camera frames with more pixels (width x height) are refused before decoding (default 4 MP)",
+        (1, 1_000_000_000),
+    ),
+    "min_image_side_px": Spec(
+        T.INTEGER,
+        32,
+        "camera frames narrower or lower than this are refused "
+        "(image_too_small) and stop the robot until a usable frame arrives",
+        (1, 65535),
+    ),
+    "min_image_contrast": Spec(
+        T.DOUBLE,
+        2.0,
+        "a frame whose luminance standard deviation (0-255) is below this is "
+        "one colour (covered lens, dead sensor: blank_image) and stops the "
+        "robot; 0: off",
+        (0.0, 128.0),
+    ),
+    "max_saturated_fraction": Spec(
+        T.DOUBLE,
+        0.95,
+        "a frame with more than this share of pixels clipped to black or "
+        "white (blown exposure: saturated_image) stops the robot; 1: off",
+        (0.01, 1.0),
+    ),
+    "use_receive_time": Spec(
+        T.BOOL,
+        False,
+        "time camera frames and joint states by arrival, ignoring header "
+        "stamps (drivers whose clocks are not synchronised with this computer); "
+        "warns on configure",
+    ),
+    "max_stamp_lead_s": Spec(
+        T.DOUBLE,
+        0.1,
+        "a camera frame or joint state stamped further ahead of the node clock "
+        "than this is a future_stamp fault and stops the robot, s",
+        (0.0, 60.0),
+    ),
+    "clock_stall_timeout_s": Spec(
+        T.DOUBLE,
+        1.0,
+        "the node clock not advancing for this long (steady time) while "
+        "active, e.g. a stalled /clock under use_sim_time: one zero command, "
+        "an error log and diagnostics ERROR, s",
+        (0.05, 600.0),
+    ),
+    "instruction_topic": Spec(
+        T.STRING, NODE_TOPICS["instruction"], "std_msgs/String topic (latched) that sets the instruction"
+    ),
     "control_rate_hz": Spec(T.DOUBLE, 20.0, "rate of cmd_vel publication, Hz", (0.1, 1000.0)),
     "head_camera_topic": Spec(T.STRING, NODE_TOPICS["head"], "head camera topic"),
     "head_camera_compressed": Spec(T.BOOL, False, "head camera publishes sensor_msgs/CompressedImage, not Image"),
     "hand_camera_topic": Spec(T.STRING, NODE_TOPICS["hand"], "gripper (hand) camera topic"),
     "hand_camera_compressed": Spec(T.BOOL, False, "hand camera publishes sensor_msgs/CompressedImage, not Image"),
-    "require_hand_camera": Spec(T.BOOL, False, "stop when the hand camera is stale; false: the model's missing_hand "
-                                               "policy (a stale hand camera is still a diagnostics WARN)"),
+    "require_hand_camera": Spec(
+        T.BOOL,
+        False,
+        "stop when the hand camera is stale; false: the model's missing_hand "
+        "policy (a stale hand camera is still a diagnostics WARN)",
+    ),
     "joint_states_topic": Spec(T.STRING, NODE_TOPICS["joint_states"], "sensor_msgs/JointState topic"),
-    "state_joints": Spec(T.STRING_ARRAY, None, "joint names in state order; unset: the checkpoint's stats.json "
-                                               "joint_names"),
+    "state_joints": Spec(
+        T.STRING_ARRAY, None, "joint names in state order; unset: the checkpoint's stats.json joint_names"
+    ),
     "cmd_vel_topic": Spec(T.STRING, NODE_TOPICS["cmd_vel"], "velocity command topic"),
     "stamped": Spec(T.BOOL, False, "publish geometry_msgs/TwistStamped instead of Twist"),
     "frame_id": Spec(T.STRING, "base_link", "frame_id of TwistStamped commands"),
     "action_fields": Spec(T.STRING_ARRAY, ["linear.x", "linear.y"], "Twist field for each action component"),
-    "max_velocity": Spec(T.DOUBLE_ARRAY, [0.5], "velocity limit per action field (one value: all fields), m/s or "
-                                                "rad/s"),
-    "max_accel": Spec(T.DOUBLE_ARRAY, [1.0], "acceleration limit per action field (one value: all fields), m/s^2 "
-                                             "or rad/s^2"),
+    "max_velocity": Spec(
+        T.DOUBLE_ARRAY, [0.5], "velocity limit per action field (one value: all fields), m/s or rad/s"
+    ),
+    "max_accel": Spec(
+        T.DOUBLE_ARRAY, [1.0], "acceleration limit per action field (one value: all fields), m/s^2 or rad/s^2"
+    ),
     "input_timeout_s": Spec(T.DOUBLE, 0.5, "stop when a required input is older than this, s", (0.001, 60.0)),
-    "chunk_timeout_s": Spec(T.DOUBLE, 1.0, "stop when the newest action chunk is older than this (model stalled), s",
-                            (0.001, 60.0)),
+    "chunk_timeout_s": Spec(
+        T.DOUBLE, 1.0, "stop when the newest action chunk is older than this (model stalled), s", (0.001, 60.0)
+    ),
     "chunk_mode": Spec(T.STRING, "ensemble", f"action selection: {' | '.join(MODES)}"),
-    "ensemble_decay": Spec(T.DOUBLE, 0.01, "temporal-ensembling weight decay per chunk (ACT uses 0.01)",
-                           (0.0, 100.0)),
-    "control_rt_priority": Spec(T.INTEGER, 10, "SCHED_FIFO priority of the control thread (1-99); 0: normal "
-                                               "scheduling. Needs CAP_SYS_NICE or an rtprio limit; without it the "
-                                               "node warns and runs unprivileged", (0, 99)),
+    "ensemble_decay": Spec(T.DOUBLE, 0.01, "temporal-ensembling weight decay per chunk (ACT uses 0.01)", (0.0, 100.0)),
+    "control_rt_priority": Spec(
+        T.INTEGER,
+        10,
+        "SCHED_FIFO priority of the control thread (1-99); 0: normal "
+        "scheduling. Needs CAP_SYS_NICE or an rtprio limit; without it the "
+        "node warns and runs unprivileged",
+        (0, 99),
+    ),
     "autostart": Spec(T.BOOL, False, "configure and activate on start (for use without a lifecycle manager)"),
 }
 RUNTIME_CHANGEABLE = {name for name, spec in PARAMETERS.items() if not spec.read_only}
 # Declared by rclpy itself, or consumed by rcl: never "unknown".
 ROS_OWN = {"use_sim_time", "start_type_description_service", "start_parameter_event_publisher"}
 
-_TYPE_WORDS = {T.STRING: "a string", T.BOOL: "true or false", T.DOUBLE: "a number", T.INTEGER: "an integer",
-               T.STRING_ARRAY: "a list of strings", T.DOUBLE_ARRAY: "a list of numbers"}
+_TYPE_WORDS = {
+    T.STRING: "a string",
+    T.BOOL: "true or false",
+    T.DOUBLE: "a number",
+    T.INTEGER: "an integer",
+    T.STRING_ARRAY: "a list of strings",
+    T.DOUBLE_ARRAY: "a list of numbers",
+}
 
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
@@ -204,8 +289,10 @@ def unknown_overrides(node: Node) -> list[str]:
         if name in PARAMETERS or name in ROS_OWN or name.startswith("qos_overrides."):
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        lines.append(f"parameter override '{name}' matches no parameter of this node and is ignored"
-                     + (f"; did you mean '{close[0]}'?" if close else ""))
+        lines.append(
+            f"parameter override '{name}' matches no parameter of this node and is ignored"
+            + (f"; did you mean '{close[0]}'?" if close else "")
+        )
     return lines
 
 
@@ -228,8 +315,10 @@ def set_refusal(node: Node, param: Parameter) -> str | None:
         want = _TYPE_WORDS.get(T(d.type), T(d.type).name.lower())
         return f"parameter '{name}' must be {want}, got {_shown(param)}"
     if spec.read_only:
-        return (f"parameter '{name}' is read on configure and cannot change at runtime: set it at start-up "
-                f"(-p {name}:=VALUE or the params file) and restart the node")
+        return (
+            f"parameter '{name}' is read on configure and cannot change at runtime: set it at start-up "
+            f"(-p {name}:=VALUE or the params file) and restart the node"
+        )
     if param.type_ != spec.type:
         return f"parameter '{name}' must be {_TYPE_WORDS[spec.type]}, got {_shown(param)}"
     return None
@@ -308,8 +397,10 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
     if v["dtype"] not in DTYPES:
         raise ParameterError(f"parameter 'dtype' must be one of {list(DTYPES)}, got {v['dtype']!r}")
     if v["engine"] == "onnxruntime" and v["dtype"] != "float32":
-        raise ParameterError(f"parameter 'dtype' ({v['dtype']}) applies to the torch engine; an ONNX export's "
-                             "precision is chosen when exporting (robovlm export --dtype fp16)")
+        raise ParameterError(
+            f"parameter 'dtype' ({v['dtype']}) applies to the torch engine; an ONNX export's "
+            "precision is chosen when exporting (robovlm export --dtype fp16)"
+        )
     if v["onnx_tensorrt"] and (v["engine"] != "onnxruntime" or v["device"] != "cuda"):
         raise ParameterError("parameter 'onnx_tensorrt' needs engine 'onnxruntime' and device 'cuda'")
     if v["chunk_mode"] not in MODES:
@@ -324,15 +415,18 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
             raise ParameterError(f"parameter '{name}' is not a valid ROS topic name ({v[name]!r}): {why}") from None
     fields = v["action_fields"]
     if not fields or any(f not in TWIST_FIELDS for f in fields) or len(set(fields)) != len(fields):
-        raise ParameterError(f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, "
-                             f"got {fields}")
+        raise ParameterError(
+            f"parameter 'action_fields' must be distinct names from {list(TWIST_FIELDS)}, got {fields}"
+        )
     for name in ("max_velocity", "max_accel"):
         vals = v[name]
         if len(vals) == 1:
             vals = vals * len(fields)
         if len(vals) != len(fields) or not all(math.isfinite(x) and x > 0 for x in vals):
-            raise ParameterError(f"parameter '{name}' must hold one positive value or one per action field "
-                                 f"({len(fields)}), got {v[name]}")
+            raise ParameterError(
+                f"parameter '{name}' must hold one positive value or one per action field "
+                f"({len(fields)}), got {v[name]}"
+            )
         v[name] = vals
     joints = [j for j in v["state_joints"] if j != ""]
     if len(set(joints)) != len(joints):

@@ -35,8 +35,23 @@ def stop_signals() -> list[int]:
     Python ignores, so a closed pipe would otherwise leave the node running deaf), timers, resource limits and the
     real-time signals. The synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to
     the kernel: a handler cannot run safely inside them (``faulthandler`` prints their traceback)."""
-    names = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-             "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR")
+    names = (
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",
+        "SIGPWR",
+    )
     sigs = [int(getattr(signal, n)) for n in names if hasattr(signal, n)]
     if hasattr(signal, "SIGRTMIN"):
         sigs += list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))

@@ -90,8 +90,10 @@ class ReplayReport:
             "faults: " + (", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())) or "none"),
         ]
         if self.mae:
-            lines.append(f"MAE vs recorded cmd_vel ({self.mae_samples} commands): "
-                         + ", ".join(f"{k} {v:.4f}" for k, v in self.mae.items()))
+            lines.append(
+                f"MAE vs recorded cmd_vel ({self.mae_samples} commands): "
+                + ", ".join(f"{k} {v:.4f}" for k, v in self.mae.items())
+            )
         else:
             lines.append("MAE: the bag holds no recorded cmd_vel")
         if self.out:
@@ -118,11 +120,12 @@ def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> 
     missing = [r for r in required if not has[r]]
     if missing:
         listing = ", ".join(f"{t} ({i.msgtype}, {i.count})" for t, i in sorted(info.items()))
-        raise ReplayError(f"{bag}: no messages for required role(s) "
-                          + ", ".join(f"{r} ({topics[r]})" for r in missing)
-                          + f"; the bag has: {listing}. Map them with --topic ROLE=TOPIC (robovlm inspect-bag "
-                            f"{bag} proposes a mapping)" + ("" if "instruction" not in missing else
-                                                            ", or pass --instruction"))
+        raise ReplayError(
+            f"{bag}: no messages for required role(s) "
+            + ", ".join(f"{r} ({topics[r]})" for r in missing)
+            + f"; the bag has: {listing}. Map them with --topic ROLE=TOPIC (robovlm inspect-bag "
+            f"{bag} proposes a mapping)" + ("" if "instruction" not in missing else ", or pass --instruction")
+        )
     played = {r: topics[r] for r in ("head", "hand", "joint_states", "instruction") if has[r]}
     if not cfg.use_hand_rgb:
         played.pop("hand", None)
@@ -132,10 +135,14 @@ def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> 
         played.pop("instruction", None)
     if cfg.use_hand_rgb and "hand" not in played:
         log.warning("%s: no hand camera on %s; the model runs on its missing-hand marker", bag, topics["hand"])
-    params = {"head_camera_topic": topics["head"], "head_camera_compressed": is_compressed(found["head"]),
-              "hand_camera_topic": topics["hand"], "hand_camera_compressed": "hand" in found
-              and is_compressed(found["hand"]), "joint_states_topic": topics["joint_states"],
-              "instruction_topic": topics["instruction"]}
+    params = {
+        "head_camera_topic": topics["head"],
+        "head_camera_compressed": is_compressed(found["head"]),
+        "hand_camera_topic": topics["hand"],
+        "hand_camera_compressed": "hand" in found and is_compressed(found["hand"]),
+        "joint_states_topic": topics["joint_states"],
+        "instruction_topic": topics["instruction"],
+    }
     reference = topics["cmd_vel"] if has["cmd_vel"] else None
     skipped = sorted(t for t in info if t not in played.values() and t != reference)
     if reference:
@@ -149,8 +156,16 @@ def _qos(role: str) -> QoSProfile:
     return qos_profile_sensor_data
 
 
-def replay(bag: str | Path, model: str | Path, *, topics: TopicMap | None = None, rate: float = 1.0,
-           out: str | Path | None = None, instruction: str | None = None, params: dict | None = None) -> ReplayReport:
+def replay(
+    bag: str | Path,
+    model: str | Path,
+    *,
+    topics: TopicMap | None = None,
+    rate: float = 1.0,
+    out: str | Path | None = None,
+    instruction: str | None = None,
+    params: dict | None = None,
+) -> ReplayReport:
     bag, model, topics = Path(bag), Path(model), topics or TopicMap()
     if not rate > 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
@@ -185,8 +200,13 @@ def replay(bag: str | Path, model: str | Path, *, topics: TopicMap | None = None
             raise ReplayError("the node failed to configure (see its error above)")
         s = node.settings
         cmd_type = TwistStamped if s.stamped else Twist
-        player.create_subscription(cmd_type, s.cmd_vel_topic, recorder.callback("/cmd_vel"),
-                                   QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+        player.create_subscription(
+            cmd_type,
+            s.cmd_vel_topic,
+            recorder.callback("/cmd_vel"),
+            QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+            raw=True,
+        )
         player.create_subscription(DiagnosticArray, "/diagnostics", recorder.callback("/diagnostics"), 10, raw=True)
         clock_pub = player.create_publisher(Clock, "/clock", 10)
         pubs = {t: player.create_publisher(_msg_class(types[t]), t, _qos(r)) for r, t in played.items()}
@@ -194,9 +214,13 @@ def replay(bag: str | Path, model: str | Path, *, topics: TopicMap | None = None
         executor.add_node(player)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
-        _wait(lambda: all(p.get_subscription_count() > 0 for p in [*pubs.values(), clock_pub])
-              and player.count_publishers(s.cmd_vel_topic) > 0,
-              "the node's subscriptions and cmd_vel publisher were not discovered over DDS")
+        _wait(
+            lambda: (
+                all(p.get_subscription_count() > 0 for p in [*pubs.values(), clock_pub])
+                and player.count_publishers(s.cmd_vel_topic) > 0
+            ),
+            "the node's subscriptions and cmd_vel publisher were not discovered over DDS",
+        )
 
         stream = iter_bag(bag, set(played.values()) | ({reference_topic} if reference_topic else set()))
         first = next(stream, None)
@@ -226,12 +250,21 @@ def replay(bag: str | Path, model: str | Path, *, topics: TopicMap | None = None
         infer = node._infer_events
         ticks = max(node.control_ticks, 1)
         report = ReplayReport(
-            bag=str(bag), messages_played=messages, skipped_topics=skipped, duration_s=duration_s, commands=0,
-            control_rate_hz=0.0, inferences=len(infer), inference_rate_hz=len(infer) / max(duration_s, 1e-9),
-            latency_p50_ms=infer.percentile(50) * 1e3, latency_p99_ms=infer.percentile(99) * 1e3,
-            camera_to_command_p50_ms=node._e2e_events.percentile(50) * 1e3, control_ticks=node.control_ticks,
+            bag=str(bag),
+            messages_played=messages,
+            skipped_topics=skipped,
+            duration_s=duration_s,
+            commands=0,
+            control_rate_hz=0.0,
+            inferences=len(infer),
+            inference_rate_hz=len(infer) / max(duration_s, 1e-9),
+            latency_p50_ms=infer.percentile(50) * 1e3,
+            latency_p99_ms=infer.percentile(99) * 1e3,
+            camera_to_command_p50_ms=node._e2e_events.percentile(50) * 1e3,
+            control_ticks=node.control_ticks,
             stopped={c: node.stops.get(c, 0) / ticks for c in STOP_CAUSES},
-            faults={**node.faults, **{f"safety_{k}": v for k, v in node.safety.counts.items()}})
+            faults={**node.faults, **{f"safety_{k}": v for k, v in node.safety.counts.items()}},
+        )
         tail_ns = last_ns + int(min(s.input_timeout_s, 0.5) * 1e9)
         while timeline.now_ns() < tail_ns:
             time.sleep(0.01)
@@ -316,8 +349,10 @@ class _Recorder:
         self._thread: threading.Thread | None = None
         self.error: Exception | None = None
         if out is not None:
-            types = {"/cmd_vel": "geometry_msgs/msg/TwistStamped" if stamped else "geometry_msgs/msg/Twist",
-                     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray"}
+            types = {
+                "/cmd_vel": "geometry_msgs/msg/TwistStamped" if stamped else "geometry_msgs/msg/Twist",
+                "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+            }
             self._queue = queue.Queue()
             self._thread = threading.Thread(target=self._write, args=(Path(out), types), daemon=True)
             self._thread.start()
@@ -340,6 +375,7 @@ class _Recorder:
                     self._commands.append((t, data))
             if self._queue is not None:
                 self._queue.put((topic, t, data))
+
         return cb
 
     def commands(self, cmd_type) -> list[tuple[int, np.ndarray]]:
@@ -361,8 +397,9 @@ class _Recorder:
             raise ReplayError(f"could not write the output bag: {self.error}")
 
 
-def _mae(commands: list[tuple[int, np.ndarray]], reference: list[tuple[int, tuple[float, float, float]]],
-         fields: list[str]) -> tuple[dict[str, float], int]:
+def _mae(
+    commands: list[tuple[int, np.ndarray]], reference: list[tuple[int, tuple[float, float, float]]], fields: list[str]
+) -> tuple[dict[str, float], int]:
     """Mean absolute error per field between each command and the teleop command in effect at its bag time."""
     if not reference or not commands:
         return {}, 0

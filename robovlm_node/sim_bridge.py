@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Twist
@@ -27,8 +28,9 @@ CMD_TIMEOUT_S = 0.5
 
 
 class SimBridge(Node):
-    def __init__(self, *, image_size: int = 56, camera_period_s: float = 0.1, real_time_factor: float = 1.0,
-                 **kwargs) -> None:
+    def __init__(
+        self, *, image_size: int = 56, camera_period_s: float = 0.1, real_time_factor: float = 1.0, **kwargs
+    ) -> None:
         super().__init__("robovlm_sim", **kwargs)
         self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s)
         self.camera_period_s = camera_period_s
@@ -37,7 +39,9 @@ class SimBridge(Node):
         self._head_pub = self.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
         self._hand_pub = self.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
-        self.create_subscription(Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.create_subscription(
+            Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        )
         self._lock = threading.Lock()
         self._cmd = np.zeros(2)
         self._cmd_time = -np.inf
@@ -96,8 +100,16 @@ class SimBridge(Node):
                 time.sleep(delay)
         with self._lock:
             commands = list(self._commands)
-        return EpisodeResult(scenario=scenario, seed=seed, success=info.success, collision=info.collision,
-                             wrong_side=info.wrong_side, time_s=self.env.time, frames=frames, commands=commands)
+        return EpisodeResult(
+            scenario=scenario,
+            seed=seed,
+            success=info.success,
+            collision=info.collision,
+            wrong_side=info.wrong_side,
+            time_s=self.env.time,
+            frames=frames,
+            commands=commands,
+        )
 
     def destroy_node(self) -> None:
         self.env.close()
@@ -123,8 +135,9 @@ def main(args: list[str] | None = None) -> int:
         while rclpy.ok():
             sc = scenario or SCENARIOS[k % len(SCENARIOS)]
             out = bridge.run_episode(sc, seed + k, stop=stop)
-            bridge.get_logger().info(f"{sc} seed {seed + k}: {'reached the cup' if out.success else 'failed'} "
-                                     f"in {out.time_s:.1f} s")
+            bridge.get_logger().info(
+                f"{sc} seed {seed + k}: {'reached the cup' if out.success else 'failed'} in {out.time_s:.1f} s"
+            )
             k += 1
     except KeyboardInterrupt:
         stop.set()

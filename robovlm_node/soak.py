@@ -79,8 +79,9 @@ class Observer(Node):
         self.diag: dict[str, str] = {}
         self.diag_samples: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self.create_subscription(Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=50,
-                                                                            reliability=ReliabilityPolicy.RELIABLE))
+        self.create_subscription(
+            Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        )
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.head = self.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
         self.hand = self.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
@@ -88,8 +89,10 @@ class Observer(Node):
         rng = np.random.default_rng(0)
         self.frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(30.0, self._cameras), daemon=True),
-                        threading.Thread(target=self._run, args=(50.0, self._joint_states), daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(30.0, self._cameras), daemon=True),
+            threading.Thread(target=self._run, args=(50.0, self._joint_states), daemon=True),
+        ]
 
     def _on_cmd(self, msg: Twist) -> None:
         with self._lock:
@@ -122,8 +125,13 @@ class Observer(Node):
         self.hand.publish(rgb_to_image(self.frames[(i + 1) % 4], stamp=stamp))
 
     def _joint_states(self, i: int) -> None:
-        self.js.publish(JointState(header=Header(stamp=self.get_clock().now().to_msg()), name=self.joints,
-                                   position=[0.01 * (i % 10)] * len(self.joints)))
+        self.js.publish(
+            JointState(
+                header=Header(stamp=self.get_clock().now().to_msg()),
+                name=self.joints,
+                position=[0.01 * (i % 10)] * len(self.joints),
+            )
+        )
 
 
 def _counts(diag: dict[str, str]) -> tuple[int, dict[str, int]]:
@@ -140,9 +148,22 @@ def _counts(diag: dict[str, str]) -> tuple[int, dict[str, int]]:
 
 def soak(duration: float, load: int, model: str, engine_threads: int | None, engine: str = "torch") -> int:
     stats = NormStats.load(Path(model) / "stats.json")
-    cmd = [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-r", f"__node:={NODE_NAME}",
-           "--params-file", str(find_resource("config", "robovlm.yaml")),
-           "-p", f"model_path:={model}", "-p", "autostart:=true", "-p", "instruction:=go around the box to the cup"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "robovlm_node.process",
+        "--ros-args",
+        "-r",
+        f"__node:={NODE_NAME}",
+        "--params-file",
+        str(find_resource("config", "robovlm.yaml")),
+        "-p",
+        f"model_path:={model}",
+        "-p",
+        "autostart:=true",
+        "-p",
+        "instruction:=go around the box to the cup",
+    ]
     cmd += ["-p", f"engine:={engine}"]
     if engine_threads is not None:
         cmd += ["-p", f"engine_threads:={engine_threads}"]
@@ -207,23 +228,32 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None, eng
     p50 = [float(s["model/inference_latency_p50_ms"]) for s in samples if "model/inference_latency_p50_ms" in s]
     p99 = [float(s["model/inference_latency_p99_ms"]) for s in samples if "model/inference_latency_p99_ms" in s]
     threads = samples[-1].get("model/engine_threads", "?") if samples else "?"
-    print(f"\nsoak: {duration:g} s after {WARMUP_S:g} s warm-up, {Path(model).name} checkpoint, {engine} engine, engine_threads "
-          f"{threads}, two 640x480 cameras at 30 Hz + joint states at 50 Hz, {load} CPU-bound process(es) beside "
-          f"the node, {os.cpu_count()} CPUs")
-    print(f"  commands: {len(times)} ({len(times) / (t1 - t0):.2f} Hz), {nonzero} non-zero; longest gap "
-          f"{np.nanmax(gaps) * 1e3:.0f} ms")
+    print(
+        f"\nsoak: {duration:g} s after {WARMUP_S:g} s warm-up, {Path(model).name} checkpoint, {engine} engine, "
+        f"engine_threads {threads}, two 640x480 cameras at 30 Hz + joint states at 50 Hz, {load} CPU-bound "
+        f"process(es) beside the node, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"  commands: {len(times)} ({len(times) / (t1 - t0):.2f} Hz), {nonzero} non-zero; longest gap "
+        f"{np.nanmax(gaps) * 1e3:.0f} ms"
+    )
     fresh = 1.0 - sum(stopped.values()) / ticks if ticks else float("nan")
     print(f"  control ticks: {ticks}; fresh chunk (driving) on {fresh * 100:.2f}% of ticks")
     for cause, n in sorted(stopped.items()):
         if n:
             print(f"    stopped by {cause}: {n / ticks * 100:.2f}% ({n} ticks)")
     if p50:
-        print(f"  inference latency p50 {np.median(p50):.1f} ms, p99 {np.max(p99):.1f} ms "
-              "(node diagnostics: median of the per-second p50, highest per-second p99)")
+        print(
+            f"  inference latency p50 {np.median(p50):.1f} ms, p99 {np.max(p99):.1f} ms "
+            "(node diagnostics: median of the per-second p50, highest per-second p99)"
+        )
     stale = [line.split("]: ", 1)[-1].split(" is ")[0] for line in log_lines[first_log:] if " is stale" in line]
     if stale:
         counts = {label: stale.count(label) for label in sorted(set(stale))}
-        print("  inputs that went stale during the measurement (node log): " + ", ".join(f"{k} {v}x" for k, v in counts.items()))
+        print(
+            "  inputs that went stale during the measurement (node log): "
+            + ", ".join(f"{k} {v}x" for k, v in counts.items())
+        )
     for name, values in rss.items():
         v = np.array(values)
         if np.isfinite(v).any():
@@ -232,8 +262,9 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None, eng
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robovlm_node.soak", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m robovlm_node.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=float, default=600.0, help="seconds measured after warm-up (default 600)")
     p.add_argument("--load", type=int, default=0, help="CPU-bound processes to run beside the node (default 0)")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the demo checkpoint)")

@@ -29,10 +29,16 @@ class EngineSupervision:
         """The configured engine; ``EngineCancelled`` when shutdown was requested during loading."""
         options = {"dtype": s.dtype, "tensorrt": s.onnx_tensorrt, "trt_cache_dir": s.onnx_cache_dir or None}
         if s.engine_process:
-            return EngineProcess(s.engine, s.model_path, device=s.device, threads=s.engine_threads,
-                                 step_timeout_s=s.engine_step_timeout_s, cancel=self.shutdown_requested,
-                                 start_timeout_s=900.0 if s.onnx_tensorrt else 180.0,  # TensorRT builds engines
-                                 **options)
+            return EngineProcess(
+                s.engine,
+                s.model_path,
+                device=s.device,
+                threads=s.engine_threads,
+                step_timeout_s=s.engine_step_timeout_s,
+                cancel=self.shutdown_requested,
+                start_timeout_s=900.0 if s.onnx_tensorrt else 180.0,  # TensorRT builds engines
+                **options,
+            )
         limit_threads(s.engine_threads)
         return build_engine(s.engine, s.model_path, device=s.device, **options)
 
@@ -52,8 +58,10 @@ class EngineSupervision:
                 old.kill()
             if delay is None:
                 p = self._restart_policy
-                self._go_to_error(f"the inference engine failed {p.recent()} times within {p.window_s:g} s "
-                                  f"(engine_max_restarts={p.max_restarts}); last: {self._engine_down}")
+                self._go_to_error(
+                    f"the inference engine failed {p.recent()} times within {p.window_s:g} s "
+                    f"(engine_max_restarts={p.max_restarts}); last: {self._engine_down}"
+                )
                 return False
             self.get_logger().warning(f"restarting the inference engine in {delay:.1f} s")
             if stop.wait(delay):
@@ -71,8 +79,9 @@ class EngineSupervision:
             self.engine_restarts += 1
             with self._lock:
                 self._engine_down = None
-            self.get_logger().info(f"inference engine restarted in {time.monotonic() - t0:.1f} s "
-                                   f"(restart {self.engine_restarts})")
+            self.get_logger().info(
+                f"inference engine restarted in {time.monotonic() - t0:.1f} s (restart {self.engine_restarts})"
+            )
             return True
 
     def _go_to_error(self, reason: str) -> None:

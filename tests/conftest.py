@@ -19,18 +19,45 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 IMAGE = 56  # 4x4 patches of 14 px: fast, same code path as 224 px
 
 KOSMOS_TINY = {
-    "text_config": {"embed_dim": 32, "layers": 2, "attention_heads": 4, "ffn_dim": 64, "vocab_size": 300,
-                    "max_position_embeddings": 256},
-    "vision_config": {"hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-                      "image_size": IMAGE, "patch_size": 14},
+    "text_config": {
+        "embed_dim": 32,
+        "layers": 2,
+        "attention_heads": 4,
+        "ffn_dim": 64,
+        "vocab_size": 300,
+        "max_position_embeddings": 256,
+    },
+    "vision_config": {
+        "hidden_size": 24,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": IMAGE,
+        "patch_size": 14,
+    },
     "latent_query_num": 8,
 }
 PALIGEMMA_TINY = {
-    "text_config": {"model_type": "gemma", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                    "num_key_value_heads": 1, "head_dim": 8, "intermediate_size": 64, "vocab_size": 300},
-    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 24, "intermediate_size": 48,
-                      "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": IMAGE, "patch_size": 14,
-                      "projection_dim": 32},
+    "text_config": {
+        "model_type": "gemma",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "intermediate_size": 64,
+        "vocab_size": 300,
+    },
+    "vision_config": {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 24,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": IMAGE,
+        "patch_size": 14,
+        "projection_dim": 32,
+    },
     "projection_dim": 32,
 }
 
@@ -38,8 +65,11 @@ PALIGEMMA_TINY = {
 def tiny_config(kind: str = "kosmos2", **overrides) -> RoboVLMConfig:
     """A tiny config of ``kind`` (kosmos2 | paligemma); dict overrides merge into sections, ``backbone`` replaces."""
     data = {
-        "backbone": {"type": kind, "tokenizer": "bytes",
-                     "config": copy.deepcopy(KOSMOS_TINY if kind == "kosmos2" else PALIGEMMA_TINY)},
+        "backbone": {
+            "type": kind,
+            "tokenizer": "bytes",
+            "config": copy.deepcopy(KOSMOS_TINY if kind == "kosmos2" else PALIGEMMA_TINY),
+        },
         "image_size": IMAGE,
         "vision_resampler": {"vis_dim": 24, "depth": 2, "dim_head": 8, "heads": 2, "num_latents": 4},
         "act_head": {"type": "lstm", "hidden_size": 32, "num_layers": 2},
@@ -56,8 +86,9 @@ def tiny_config(kind: str = "kosmos2", **overrides) -> RoboVLMConfig:
     return RoboVLMConfig.from_dict(data)
 
 
-def make_batch(cfg: RoboVLMConfig, b: int = 2, t: int | None = None, *, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> dict:
+def make_batch(
+    cfg: RoboVLMConfig, b: int = 2, t: int | None = None, *, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict:
     g = torch.Generator().manual_seed(seed)
     t = t or cfg.window_size
     s = cfg.image_size
@@ -102,8 +133,14 @@ def float64():
 def _node_stats():
     from robovlm.data.stats import NormStats
 
-    return NormStats(state_mean=[0.0] * 6, state_std=[1.0] * 6, action_low=[-5.0, -5.0], action_high=[5.0, 5.0],
-                     joint_names=[f"joint_{i}" for i in range(6)], action_dt=0.1)
+    return NormStats(
+        state_mean=[0.0] * 6,
+        state_std=[1.0] * 6,
+        action_low=[-5.0, -5.0],
+        action_high=[5.0, 5.0],
+        joint_names=[f"joint_{i}" for i in range(6)],
+        action_dt=0.1,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,16 @@ def _ser(msg, cls: str) -> bytes:
     return TYPESTORE.serialize_cdr(msg, cls)
 
 
-def write_robot_bag(out: Path, *, seconds: float = 3.0, fps: float = 10.0, storage: str = "mcap",
-                    plain: bool = False, instruction: str = "go around the box on the left and stop at the cup",
-                    seed: int = 0) -> dict:
+def write_robot_bag(
+    out: Path,
+    *,
+    seconds: float = 3.0,
+    fps: float = 10.0,
+    storage: str = "mcap",
+    plain: bool = False,
+    instruction: str = "go around the box on the left and stop at the cup",
+    seed: int = 0,
+) -> dict:
     rng = np.random.default_rng(seed)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     events: list[tuple[int, str, bytes]] = []
@@ -49,21 +56,35 @@ def write_robot_bag(out: Path, *, seconds: float = 3.0, fps: float = 10.0, stora
         rx = stamp + int(rng.integers(5, 25) * 1e6)  # receive time: capture plus transport latency
         rgb = np.full((480, 640, 3), 40, np.uint8)
         x = 80 + 20 * i
-        rgb[200:280, x % 600:x % 600 + 40] = (200, 30, 30)  # a red box moving across the view
-        img = _t("sensor_msgs/msg/Image")(header=_header(stamp, "camera_color_optical_frame"), height=480, width=640,
-                                          encoding="rgb8", is_bigendian=0, step=640 * 3,
-                                          data=np.frombuffer(rgb.tobytes(), np.uint8))
+        rgb[200:280, x % 600 : x % 600 + 40] = (200, 30, 30)  # a red box moving across the view
+        img = _t("sensor_msgs/msg/Image")(
+            header=_header(stamp, "camera_color_optical_frame"),
+            height=480,
+            width=640,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=640 * 3,
+            data=np.frombuffer(rgb.tobytes(), np.uint8),
+        )
         events.append((rx, HEAD, _ser(img, "sensor_msgs/msg/Image")))
         if not plain:
             ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1])
-            comp = _t("sensor_msgs/msg/CompressedImage")(header=_header(stamp, "camera_color_optical_frame"),
-                                                         format="rgb8; jpeg compressed bgr8",
-                                                         data=np.frombuffer(jpg.tobytes(), np.uint8))
+            comp = _t("sensor_msgs/msg/CompressedImage")(
+                header=_header(stamp, "camera_color_optical_frame"),
+                format="rgb8; jpeg compressed bgr8",
+                data=np.frombuffer(jpg.tobytes(), np.uint8),
+            )
             events.append((rx + 2_000_000, HEAD + "/compressed", _ser(comp, "sensor_msgs/msg/CompressedImage")))
         bgr = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
-        wimg = _t("sensor_msgs/msg/Image")(header=_header(stamp, "wrist_camera"), height=240, width=320,
-                                           encoding="bgr8", is_bigendian=0, step=320 * 3,
-                                           data=np.frombuffer(bgr.tobytes(), np.uint8))
+        wimg = _t("sensor_msgs/msg/Image")(
+            header=_header(stamp, "wrist_camera"),
+            height=240,
+            width=320,
+            encoding="bgr8",
+            is_bigendian=0,
+            step=320 * 3,
+            data=np.frombuffer(bgr.tobytes(), np.uint8),
+        )
         events.append((rx + 1_000_000, WRIST, _ser(wimg, "sensor_msgs/msg/Image")))
         twist = tw(linear=v3(x=0.2, y=0.05 * (1 if i < frames // 2 else -1), z=0.0), angular=v3(x=0.0, y=0.0, z=0.0))
         msg = twist if plain else _t(twist_type)(header=_header(stamp, "base_link"), twist=twist)
@@ -72,24 +93,36 @@ def write_robot_bag(out: Path, *, seconds: float = 3.0, fps: float = 10.0, stora
         stamp = T0 + 250_000_000 + k * 20_000_000
         pos = {n: 0.01 * k for n in JOINTS}
         pos["arm_pan"], pos["arm_lift"] = 0.1, 0.02
-        js = _t("sensor_msgs/msg/JointState")(header=_header(stamp, ""), name=JOINTS,
-                                              position=np.array([pos[n] for n in JOINTS]), velocity=np.zeros(0),
-                                              effort=np.zeros(0))
+        js = _t("sensor_msgs/msg/JointState")(
+            header=_header(stamp, ""),
+            name=JOINTS,
+            position=np.array([pos[n] for n in JOINTS]),
+            velocity=np.zeros(0),
+            effort=np.zeros(0),
+        )
         events.append((stamp + 1_000_000, "/joint_states", _ser(js, "sensor_msgs/msg/JointState")))
     tr = _t("geometry_msgs/msg/TransformStamped")(
-        header=_header(T0, "odom"), child_frame_id="base_link",
-        transform=_t("geometry_msgs/msg/Transform")(translation=v3(x=0.0, y=0.0, z=0.0),
-                                                    rotation=_t("geometry_msgs/msg/Quaternion")(x=0.0, y=0.0, z=0.0,
-                                                                                              w=1.0)))
+        header=_header(T0, "odom"),
+        child_frame_id="base_link",
+        transform=_t("geometry_msgs/msg/Transform")(
+            translation=v3(x=0.0, y=0.0, z=0.0), rotation=_t("geometry_msgs/msg/Quaternion")(x=0.0, y=0.0, z=0.0, w=1.0)
+        ),
+    )
     tf = _t("tf2_msgs/msg/TFMessage")(transforms=[tr])
     for k in range(int(seconds * 30)):
         events.append((T0 + k * 33_000_000, "/tf", _ser(tf, "tf2_msgs/msg/TFMessage")))
     events.append((T0, "/tf_static", _ser(tf, "tf2_msgs/msg/TFMessage")))
     events.append((T0, INSTRUCTION, _ser(_t("std_msgs/msg/String")(data=instruction), "std_msgs/msg/String")))
-    types = {HEAD: "sensor_msgs/msg/Image", HEAD + "/compressed": "sensor_msgs/msg/CompressedImage",
-             WRIST: "sensor_msgs/msg/Image", cmd_topic: twist_type, "/joint_states": "sensor_msgs/msg/JointState",
-             "/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage",
-             INSTRUCTION: "std_msgs/msg/String"}
+    types = {
+        HEAD: "sensor_msgs/msg/Image",
+        HEAD + "/compressed": "sensor_msgs/msg/CompressedImage",
+        WRIST: "sensor_msgs/msg/Image",
+        cmd_topic: twist_type,
+        "/joint_states": "sensor_msgs/msg/JointState",
+        "/tf": "tf2_msgs/msg/TFMessage",
+        "/tf_static": "tf2_msgs/msg/TFMessage",
+        INSTRUCTION: "std_msgs/msg/String",
+    }
     counts: dict[str, int] = {}
     with Writer(out, version=9, storage_plugin=plugin) as w:
         conns = {}

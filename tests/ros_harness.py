@@ -22,7 +22,6 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from robovlm_node.convert import rgb_to_image
 from robovlm_node.node import RoboVLMNode
 
-
 RATE = 20.0
 VMAX = 0.3
 AMAX = 1.0
@@ -30,20 +29,30 @@ AMAX = 1.0
 
 def node_params(ckpt, **kw) -> dict:
     """In-thread engine by default (fast to start); the process engine has its own tests."""
-    return {"model_path": ckpt, "instruction": "go around the box to the cup", "control_rate_hz": RATE,
-            "max_velocity": [VMAX], "max_accel": [AMAX], "input_timeout_s": 0.5, "engine_process": False, **kw}
+    return {
+        "model_path": ckpt,
+        "instruction": "go around the box to the cup",
+        "control_rate_hz": RATE,
+        "max_velocity": [VMAX],
+        "max_accel": [AMAX],
+        "input_timeout_s": 0.5,
+        "engine_process": False,
+        **kw,
+    }
 
 
-def activate(h: "Harness") -> None:
+def activate(h: Harness) -> None:
     assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
 
-def statuses(h: "Harness") -> dict:
+def statuses(h: Harness) -> dict:
     """name suffix (after 'robovlm: ') -> (level, message, values, hardware_id) of the newest /diagnostics."""
     msg = h.rec.diagnostics[-1]
-    return {st.name.split(": ", 1)[1]: (st.level, st.message, {kv.key: kv.value for kv in st.values}, st.hardware_id)
-            for st in msg.status}
+    return {
+        st.name.split(": ", 1)[1]: (st.level, st.message, {kv.key: kv.value for kv in st.values}, st.hardware_id)
+        for st in msg.status
+    }
 
 
 @dataclass
@@ -63,12 +72,14 @@ class Harness:
         self._lock = threading.Lock()
         cmd_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.stamped = bool(params.get("stamped", False))
-        self.peer.create_subscription(TwistStamped if self.stamped else Twist, params.get("cmd_vel_topic", "cmd_vel"),
-                                      self._on_cmd, cmd_qos)
+        self.peer.create_subscription(
+            TwistStamped if self.stamped else Twist, params.get("cmd_vel_topic", "cmd_vel"), self._on_cmd, cmd_qos
+        )
         self.peer.create_subscription(DiagnosticArray, "/diagnostics", self.rec.diagnostics.append, 10)
         self.head_pub = self.peer.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
-        self.head_jpeg_pub = self.peer.create_publisher(CompressedImage, "head_camera/image_raw/compressed",
-                                                       qos_profile_sensor_data)
+        self.head_jpeg_pub = self.peer.create_publisher(
+            CompressedImage, "head_camera/image_raw/compressed", qos_profile_sensor_data
+        )
         self.hand_pub = self.peer.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
         self.joint_pub = self.peer.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
         self.executor = SingleThreadedExecutor(context=self.context)  # see robovlm_node.process.main
@@ -106,8 +117,7 @@ class Harness:
         """A header stamp: now on the peer's clock (as a camera driver stamps its frames), plus ``offset_s``."""
         return (self.peer.get_clock().now() + Duration(nanoseconds=int(offset_s * 1e9))).to_msg()
 
-    def publish_inputs(self, i: int, *, head: bool = True, hand: bool = True, joints: bool = True,
-                       stamp=None) -> None:
+    def publish_inputs(self, i: int, *, head: bool = True, hand: bool = True, joints: bool = True, stamp=None) -> None:
         """One message per input, stamped now on the peer's clock (or ``stamp``)."""
         if head:
             self.head_pub.publish(rgb_to_image(self.frames[i % 4], stamp=stamp or self.stamp()))

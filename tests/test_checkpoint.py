@@ -29,8 +29,9 @@ def test_round_trip_gives_identical_outputs(ckpt):
     a = model.step(batch["head_images"][:1, 0], batch["hand_images"][:1, 0], batch["states"][:1, 0], "go")
     b = loaded.step(batch["head_images"][:1, 0], batch["hand_images"][:1, 0], batch["states"][:1, 0], "go")
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert loaded.config == RoboVLMConfig.from_dict({**model.config.to_dict(),
-                                                     "backbone": loaded.config.backbone.__dict__})
+    assert loaded.config == RoboVLMConfig.from_dict(
+        {**model.config.to_dict(), "backbone": loaded.config.backbone.__dict__}
+    )
 
 
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors", "stats.json"])
@@ -75,8 +76,9 @@ def test_wrong_tensor_shape_and_bad_stats_are_named(ckpt):
 def test_stats_are_validated(ckpt):
     _, path = ckpt
     stats = json.loads((path / "stats.json").read_text())
-    (path / "stats.json").write_text(json.dumps({**stats, "state_mean": [0.0] * 3, "state_std": [1.0] * 3,
-                                                  "joint_names": []}))
+    (path / "stats.json").write_text(
+        json.dumps({**stats, "state_mean": [0.0] * 3, "state_std": [1.0] * 3, "joint_names": []})
+    )
     with pytest.raises(CheckpointError, match="state_dim 6"):
         RoboVLM.from_pretrained(path)
     (path / "stats.json").write_text(json.dumps({**stats, "state_std": [0.0] * 6}))
@@ -89,12 +91,24 @@ def test_stats_are_validated(ckpt):
 
 def test_pretrained_backbone_and_its_tokenizer_travel_with_the_checkpoint(tmp_path):
     Kosmos2Model(Kosmos2Config(**KOSMOS_TINY)).save_pretrained(tmp_path / "bb")
-    vocab = {"[PAD]": 0, "<s>": 1, "</s>": 2, "[UNK]": 3, "go": 4, "left": 5, "An": 6, "image": 7, "of": 8, "a": 9,
-             "robot": 10}
+    vocab = {
+        "[PAD]": 0,
+        "<s>": 1,
+        "</s>": 2,
+        "[UNK]": 3,
+        "go": 4,
+        "left": 5,
+        "An": 6,
+        "image": 7,
+        "of": 8,
+        "a": 9,
+        "robot": 10,
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="[PAD]",
-                            unk_token="[UNK]").save_pretrained(tmp_path / "bb")
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="[PAD]", unk_token="[UNK]"
+    ).save_pretrained(tmp_path / "bb")
     cfg = tiny_config(backbone={"type": "kosmos2", "path": str(tmp_path / "bb"), "tokenizer": "auto"})
     model = RoboVLM(cfg).eval()
     assert model._prompt_ids("go left") == [1, 6, 7, 8, 9, 10, 4, 5]

@@ -27,8 +27,9 @@ def test_info_works_on_every_shipped_config(config, capsys):
 
 def test_init_checkpoint_then_info_on_it(tmp_path, capsys):
     cfg = tmp_path / "tiny.json"
-    from .conftest import tiny_config
     from robovlm.config import save_config
+
+    from .conftest import tiny_config
 
     save_config(tiny_config(), cfg)
     assert main(["init-checkpoint", str(cfg), str(tmp_path / "ckpt")]) == 0
@@ -42,7 +43,9 @@ def test_import_official_config_maps_ignores_and_writes(tmp_path, capsys):
     assert main(["import-robovlms-config", str(OFFICIAL), str(out_path), "--backbone-path", str(tmp_path / "k2")]) == 0
     text = capsys.readouterr().out
     assert "mapped (" in text and "ignored (" in text
-    assert "trainer: training infrastructure" in text and "norm_action: action normalization comes from the data" in text
+    assert (
+        "trainer: training infrastructure" in text and "norm_action: action normalization comes from the data" in text
+    )
     assert "--lr 2e-05 --weight-decay 0 --batch-size 4 --warmup-steps 0 --seed 123" in text
     cfg = load_config(out_path)
     assert cfg.window_size == 8 and cfg.fwd_pred_next_n == 10
@@ -95,14 +98,17 @@ def test_import_parent_errors_are_named(tmp_path):
         load_robovlms_config(tmp_path / "c.json")
 
 
-@pytest.mark.parametrize("patch, needle", [
-    ({"model": "llava", "vlm": {"name": "llava"}}, "backbone 'llava' is not supported"),
-    ({"act_head": {"type": "LSTMDecoder", "action_space": "discrete"}}, "act_head.action_space"),
-    ({"act_head": {"type": "FCDecoder", "history_type": "pre"}}, "act_head.history_type"),
-    ({"train_setup": {"predict_caption": True}}, "caption head"),
-    ({"use_clip_norm": True}, "--clip-path"),
-    ({"use_mim_obs_loss": True}, "use_mim_obs_loss"),
-])
+@pytest.mark.parametrize(
+    "patch, needle",
+    [
+        ({"model": "llava", "vlm": {"name": "llava"}}, "backbone 'llava' is not supported"),
+        ({"act_head": {"type": "LSTMDecoder", "action_space": "discrete"}}, "act_head.action_space"),
+        ({"act_head": {"type": "FCDecoder", "history_type": "pre"}}, "act_head.history_type"),
+        ({"train_setup": {"predict_caption": True}}, "caption head"),
+        ({"use_clip_norm": True}, "--clip-path"),
+        ({"use_mim_obs_loss": True}, "use_mim_obs_loss"),
+    ],
+)
 def test_import_refuses_unsupported_model_changes(patch, needle):
     src = {**json.loads(OFFICIAL.read_text()), **patch}
     with pytest.raises(ImportRefused, match=needle):
@@ -118,8 +124,9 @@ def test_import_cli_reports_refusal(tmp_path, capsys):
 
 
 def test_demo_runs_the_real_path(tmp_path, capsys):
-    from .conftest import tiny_config
     from robovlm.config import save_config
+
+    from .conftest import tiny_config
 
     save_config(tiny_config(), tmp_path / "tiny.json")
     assert main(["demo", "--config", str(tmp_path / "tiny.json"), "--steps", "5"]) == 0
@@ -144,7 +151,7 @@ def test_careless_cli_inputs_are_one_clear_line(tmp_path, capsys):
     (tmp_path / "existing").write_text("")
     assert main(["init-checkpoint", str(ROOT / "models" / "configs" / "demo.json"), str(tmp_path / "existing")]) == 2
     assert "exists and is not a directory" in _one_error_line(capsys)
-    (tmp_path / "latin1.json").write_bytes(b"\xff\xfe{\"a\": 1}")
+    (tmp_path / "latin1.json").write_bytes(b'\xff\xfe{"a": 1}')
     assert main(["import-robovlms-config", str(tmp_path / "latin1.json"), str(tmp_path / "out.json")]) == 2
     assert "not a UTF-8 text file" in _one_error_line(capsys)
     with pytest.raises(SystemExit) as exit_:
@@ -162,11 +169,25 @@ def test_training_on_a_file_damaged_mid_way_is_one_line_and_leaves_no_output(tmp
     collect(data, episodes_per_scenario=1, image_size=56, noise=0.05)
     victim = sorted(data.glob("*.h5"))[0]
     raw = bytearray(victim.read_bytes())
-    raw[len(raw) // 7: len(raw) // 7 * 3] = bytes(len(raw) // 7 * 2)  # the gzip chunks of the camera frames
+    raw[len(raw) // 7 : len(raw) // 7 * 3] = bytes(len(raw) // 7 * 2)  # the gzip chunks of the camera frames
     victim.write_bytes(bytes(raw))
     out = tmp_path / "ck"
-    code = main(["train", str(ROOT / "models" / "configs" / "demo.json"), "--data", str(data), "--out", str(out),
-                 "--steps", "30", "--batch-size", "16", "--eval-every", "30"])
+    code = main(
+        [
+            "train",
+            str(ROOT / "models" / "configs" / "demo.json"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--steps",
+            "30",
+            "--batch-size",
+            "16",
+            "--eval-every",
+            "30",
+        ]
+    )
     assert code == 2
     line = _one_error_line(capsys)
     assert victim.name in line and "damaged" in line, line

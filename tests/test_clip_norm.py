@@ -9,9 +9,18 @@ from .conftest import make_batch, tiny_config
 
 @pytest.fixture
 def clip_dir(tmp_path):
-    cfg = CLIPTextConfig(vocab_size=259, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=64, projection_dim=8,
-                         pad_token_id=256, bos_token_id=257, eos_token_id=258)
+    cfg = CLIPTextConfig(
+        vocab_size=259,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        projection_dim=8,
+        pad_token_id=256,
+        bos_token_id=257,
+        eos_token_id=258,
+    )
     CLIPTextModelWithProjection(cfg).save_pretrained(tmp_path / "clip")
     return str(tmp_path / "clip")
 

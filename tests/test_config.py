@@ -16,33 +16,39 @@ def test_defaults_are_valid_and_round_trip(tmp_path):
     assert RoboVLMConfig().clip_norm_ratio == 0.05
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"window_sise": 8}, "did you mean 'window_size'"),
-    ({"vision_resampler": {"dept": 3}}, "did you mean 'vision_resampler.depth'"),
-    ({"act_head": {"hiden_size": 3}}, "did you mean 'act_head.hidden_size'"),
-    ({"use_claw_matrx": True}, "did you mean 'use_claw_matrix'"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"window_sise": 8}, "did you mean 'window_size'"),
+        ({"vision_resampler": {"dept": 3}}, "did you mean 'vision_resampler.depth'"),
+        ({"act_head": {"hiden_size": 3}}, "did you mean 'act_head.hidden_size'"),
+        ({"use_claw_matrx": True}, "did you mean 'use_claw_matrix'"),
+    ],
+)
 def test_unknown_key_names_it_and_the_closest_valid_key(data, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         RoboVLMConfig.from_dict(data)
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"window_size": 0}, "window_size: must be a positive integer, got 0"),
-    ({"window_size": True}, "window_size"),
-    ({"act_head": {"type": "rnn"}}, "act_head.type: must be one of"),
-    ({"missing_hand": "ignore"}, "missing_hand"),
-    ({"clip_norm_ratio": -1}, "clip_norm_ratio"),
-    ({"vision_resampler": {"heads": 0}}, "vision_resampler.heads"),
-    ({"image_std": [1, 0, 1]}, "image_std"),
-    ({"use_state": "yes"}, "use_state: must be true or false"),
-    ({"backbone": {"type": "llava", "config": {}}}, "backbone.type"),
-    ({"backbone": {"type": "kosmos2", "path": "/x", "config": {}}}, "exactly one of"),
-    ({"backbone": {"type": "kosmos2", "config": {}, "tokenizer": "auto"}}, "backbone.tokenizer"),
-    ({"backbone": {"type": "kosmos2", "config": {}, "tokenizer": "bytes", "prompt": "no slot"}}, "backbone.prompt"),
-    ({"use_clip_norm": True}, "clip_text"),
-    ({"act_head": {"type": "gpt", "hidden_size": 30, "num_heads": 4}}, "divisible"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"window_size": 0}, "window_size: must be a positive integer, got 0"),
+        ({"window_size": True}, "window_size"),
+        ({"act_head": {"type": "rnn"}}, "act_head.type: must be one of"),
+        ({"missing_hand": "ignore"}, "missing_hand"),
+        ({"clip_norm_ratio": -1}, "clip_norm_ratio"),
+        ({"vision_resampler": {"heads": 0}}, "vision_resampler.heads"),
+        ({"image_std": [1, 0, 1]}, "image_std"),
+        ({"use_state": "yes"}, "use_state: must be true or false"),
+        ({"backbone": {"type": "llava", "config": {}}}, "backbone.type"),
+        ({"backbone": {"type": "kosmos2", "path": "/x", "config": {}}}, "exactly one of"),
+        ({"backbone": {"type": "kosmos2", "config": {}, "tokenizer": "auto"}}, "backbone.tokenizer"),
+        ({"backbone": {"type": "kosmos2", "config": {}, "tokenizer": "bytes", "prompt": "no slot"}}, "backbone.prompt"),
+        ({"use_clip_norm": True}, "clip_text"),
+        ({"act_head": {"type": "gpt", "hidden_size": 30, "num_heads": 4}}, "divisible"),
+    ],
+)
 def test_bad_values_name_the_field_and_value(data, needle):
     with pytest.raises(ConfigError, match=needle):
         RoboVLMConfig.from_dict(data)

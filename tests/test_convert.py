@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from robovlm_node.convert import (ImageConversionError, JointStateError, compressed_to_rgb, image_to_rgb,
-                                  joint_state_vector, make_twist, rgb_to_compressed, rgb_to_image)
+from robovlm_node.convert import (
+    ImageConversionError,
+    JointStateError,
+    compressed_to_rgb,
+    image_to_rgb,
+    joint_state_vector,
+    make_twist,
+    rgb_to_compressed,
+    rgb_to_image,
+)
 
 RGB = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 3
 
@@ -27,7 +35,9 @@ def test_known_images_in_every_encoding_honour_the_row_step(pad):
     bgra = np.concatenate([RGB[:, :, ::-1], np.full((4, 5, 1), 9, np.uint8)], axis=2)
     np.testing.assert_array_equal(image_to_rgb(_msg(bgra, "bgra8", pad), use_bridge=False), RGB)
     mono = RGB[:, :, 0].copy()
-    np.testing.assert_array_equal(image_to_rgb(_msg(mono, "mono8", pad), use_bridge=False), np.repeat(mono[..., None], 3, 2))
+    np.testing.assert_array_equal(
+        image_to_rgb(_msg(mono, "mono8", pad), use_bridge=False), np.repeat(mono[..., None], 3, 2)
+    )
 
 
 def test_round_trip_through_our_own_messages():
@@ -41,12 +51,15 @@ def test_round_trip_through_our_own_messages():
     assert np.abs(jpg.astype(int) - big).mean() < 6  # lossy, but the same picture, in RGB order
 
 
-@pytest.mark.parametrize("mutate, needle", [
-    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding"),
-    (lambda m: setattr(m, "step", 5), "row step 5 is smaller"),
-    (lambda m: setattr(m, "data", bytes(m.data)[:10]), "truncated image"),
-    (lambda m: setattr(m, "height", 0), "empty image"),
-])
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding"),
+        (lambda m: setattr(m, "step", 5), "row step 5 is smaller"),
+        (lambda m: setattr(m, "data", bytes(m.data)[:10]), "truncated image"),
+        (lambda m: setattr(m, "height", 0), "empty image"),
+    ],
+)
 def test_malformed_images_raise_with_the_reason(mutate, needle):
     m = rgb_to_image(RGB)
     mutate(m)

@@ -10,10 +10,13 @@ N = 12
 
 def _write(path, n=N, **kw):
     rng = np.random.default_rng(1)
-    args = dict(images_rgb=rng.integers(0, 255, (n, 24, 32, 3), dtype=np.uint8),
-                actions=np.stack([np.linspace(0, 0.3, n), np.full(n, -0.1), np.zeros(n)], 1),
-                event_types=["episode_start"] + ["start_action"] * (n - 1),
-                episode_name="20251120_2box_hori_right_007", frame_dt=0.1)
+    args = dict(
+        images_rgb=rng.integers(0, 255, (n, 24, 32, 3), dtype=np.uint8),
+        actions=np.stack([np.linspace(0, 0.3, n), np.full(n, -0.1), np.zeros(n)], 1),
+        event_types=["episode_start"] + ["start_action"] * (n - 1),
+        episode_name="20251120_2box_hori_right_007",
+        frame_dt=0.1,
+    )
     args.update(kw)
     write_hdf5_episode(path, **args)
     return args
@@ -30,14 +33,17 @@ def test_reads_the_users_format_with_instruction_from_the_mapping(tmp_path):
     assert len(load_instructions()) == 8
 
 
-@pytest.mark.parametrize("corrupt, needle", [
-    (lambda f: f.__delitem__("actions"), "missing dataset 'actions'"),
-    (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros((N, 2)))), r"must be \(N, 3\)"),
-    (lambda f: (f.__delitem__("images"), f.create_dataset("images", data=np.zeros((N, 4, 4), np.uint8))), "images"),
-    (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros((N - 1, 3)))), "must match"),
-    (lambda f: f.attrs.__setitem__("num_frames", 99), "num_frames=99"),
-    (lambda f: f.attrs.__setitem__("total_duration", 0.0), "total_duration"),
-])
+@pytest.mark.parametrize(
+    "corrupt, needle",
+    [
+        (lambda f: f.__delitem__("actions"), "missing dataset 'actions'"),
+        (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros((N, 2)))), r"must be \(N, 3\)"),
+        (lambda f: (f.__delitem__("images"), f.create_dataset("images", data=np.zeros((N, 4, 4), np.uint8))), "images"),
+        (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros((N - 1, 3)))), "must match"),
+        (lambda f: f.attrs.__setitem__("num_frames", 99), "num_frames=99"),
+        (lambda f: f.attrs.__setitem__("total_duration", 0.0), "total_duration"),
+    ],
+)
 def test_malformed_files_name_the_file_and_the_problem(tmp_path, corrupt, needle):
     path = tmp_path / "bad.h5"
     _write(path)
@@ -63,8 +69,11 @@ def test_empty_and_non_hdf5_files(tmp_path):
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_episode_to_bag_and_back(tmp_path, storage):
-    args = _write(tmp_path / "e.h5", joint_positions=np.arange(N * 2, dtype=np.float32).reshape(N, 2),
-                  joint_names=["mast", "wrist"])
+    args = _write(
+        tmp_path / "e.h5",
+        joint_positions=np.arange(N * 2, dtype=np.float32).reshape(N, 2),
+        joint_names=["mast", "wrist"],
+    )
     ep = read_hdf5_episode(tmp_path / "e.h5", load_instructions())
     counts = episode_to_bag(ep, tmp_path / "bag", storage=storage)
     assert counts == {"/instruction": 1, "/head_camera/image_raw": N, "/cmd_vel": N, "/joint_states": N}

@@ -29,8 +29,9 @@ def setup(tmp_path_factory):
     collect(tmp / "data", episodes_per_scenario=2, image_size=56, noise=0.05)
     cfg = json.loads((ROOT / "models" / "configs" / "demo.json").read_text())
     # no dropout: both runs must draw nothing random in the model
-    cfg["backbone"]["config"]["text_config"].update({"dropout": 0.0, "attention_dropout": 0.0,
-                                                     "activation_dropout": 0.0, "layerdrop": 0.0})
+    cfg["backbone"]["config"]["text_config"].update(
+        {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "layerdrop": 0.0}
+    )
     (tmp / "cfg.json").write_text(json.dumps(cfg))
     return tmp
 
@@ -47,11 +48,35 @@ def _losses(out: Path) -> list[float]:
 
 
 def test_two_processes_reach_the_same_loss_as_one(setup):
-    common = ["train", "cfg.json", "--data", "data", "--steps", "4", "--batch-size", "8", "--eval-every", "4",
-              "--seed", "0"]
+    common = [
+        "train",
+        "cfg.json",
+        "--data",
+        "data",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "4",
+        "--seed",
+        "0",
+    ]
     _run([sys.executable, "-m", "robovlm.cli", *common, "--out", "one"], setup)
-    two = _run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "robovlm.cli", *common,
-                "--out", "two"], setup)
+    two = _run(
+        [
+            str(VENV_BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "robovlm.cli",
+            *common,
+            "--out",
+            "two",
+        ],
+        setup,
+    )
     assert two.stdout.count("trained 4 steps") == 1, "only the main process reports"
     a, b = _losses(setup / "one"), _losses(setup / "two")
     assert len(a) == len(b) == 4
@@ -62,8 +87,21 @@ def test_two_processes_reach_the_same_loss_as_one(setup):
         assert (setup / "two" / f).is_file()
 
     # resume on two processes continues from the saved state
-    _run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "robovlm.cli",
-          *[c if c != "4" else "6" for c in common], "--out", "two", "--resume"], setup)
+    _run(
+        [
+            str(VENV_BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "robovlm.cli",
+            *[c if c != "4" else "6" for c in common],
+            "--out",
+            "two",
+            "--resume",
+        ],
+        setup,
+    )
     assert len(_losses(setup / "two")) == 6
 
 
@@ -82,6 +120,28 @@ def test_sharded_batches_cover_the_global_batch_and_carry_the_epoch():
 
 
 def test_gradient_accumulation_run(setup):
-    _run([sys.executable, "-m", "robovlm.cli", "train", "cfg.json", "--data", "data", "--steps", "2", "--batch-size",
-          "8", "--grad-accum", "2", "--eval-every", "2", "--num-workers", "0", "--out", "accum"], setup)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "robovlm.cli",
+            "train",
+            "cfg.json",
+            "--data",
+            "data",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--grad-accum",
+            "2",
+            "--eval-every",
+            "2",
+            "--num-workers",
+            "0",
+            "--out",
+            "accum",
+        ],
+        setup,
+    )
     assert len(_losses(setup / "accum")) == 2

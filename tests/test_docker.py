@@ -18,15 +18,20 @@ DOCKER = ROOT / "docker"
 
 
 def _entrypoint(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "ROBOVLM_PARAMS": str(ROOT / "config" / "robovlm.yaml")}
-    return subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "ROBOVLM_PARAMS": str(ROOT / "config" / "robovlm.yaml"),
+    }
+    return subprocess.run(
+        ["sh", str(DOCKER / "entrypoint.sh"), *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_entrypoint_runs_the_node_with_the_parameter_file_and_overrides():
-    proc = _entrypoint("--ros-args", "-p", "autostart:=true", "-p", "model_path:=/nonexistent",
-                       "-p", "engine:=tensorrt")
+    proc = _entrypoint(
+        "--ros-args", "-p", "autostart:=true", "-p", "model_path:=/nonexistent", "-p", "engine:=tensorrt"
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "parameter 'engine'" in out, out[-2000:]
 

@@ -124,8 +124,13 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     cfg["train_setup"] = {"freeze_vision": True, "lora": {"r": 2, "alpha": 4}, "gradient_checkpointing": True}
     (tmp_path / "lora.json").write_text(json.dumps(cfg))
     settings = dict(batch_size=4, warmup_steps=1, val_fraction=0.5)
-    train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck", TrainSettings(steps=4, eval_every=4, **settings),
-          device="cpu")
+    train(
+        tmp_path / "lora.json",
+        tmp_path / "data",
+        tmp_path / "ck",
+        TrainSettings(steps=4, eval_every=4, **settings),
+        device="cpu",
+    )
     from safetensors.torch import load_file as load_weights
 
     from robovlm.train import STATE_DIR
@@ -134,12 +139,20 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     assert any(".lora_A." in k for k in exact) and any(".base_layer." in k for k in exact)
     merged = RoboVLM.from_pretrained(tmp_path / "ck")  # no peft needed to load
     assert not has_lora(merged)
-    m = train(tmp_path / "lora.json", tmp_path / "data", tmp_path / "ck",
-              TrainSettings(steps=6, eval_every=6, **settings), resume=True, device="cpu")
+    m = train(
+        tmp_path / "lora.json",
+        tmp_path / "data",
+        tmp_path / "ck",
+        TrainSettings(steps=6, eval_every=6, **settings),
+        resume=True,
+        device="cpu",
+    )
     assert m["steps"] == 6 and len(json.loads((tmp_path / "ck" / STATE_FILE).read_text())["history"]) == 6
     from robovlm.hub import read_model_card
 
     card = read_model_card(tmp_path / "ck")
     assert "lora" in card["tags"] and card["datasets"] == ["data"]
     assert {m["name"] for m in card["model-index"][0]["results"][0]["metrics"]} == {
-        "validation MAE linear.x", "validation MAE linear.y"}
+        "validation MAE linear.x",
+        "validation MAE linear.y",
+    }

@@ -43,8 +43,10 @@ def test_inspect_bag_lists_topics_and_proposes_a_mapping(bags, capsys):
     assert main(["inspect-bag", str(bags / "robot_mcap")]) == 0
     out = capsys.readouterr().out
     assert "/tf_static" in out and "geometry_msgs/msg/TwistStamped" in out and "50.0 Hz" in out
-    assert f"--topic head={HEAD} --topic hand={WRIST} --topic joint_states=/joint_states --topic cmd_vel={TELEOP} " \
-           f"--topic instruction={INSTRUCTION}" in out
+    assert (
+        f"--topic head={HEAD} --topic hand={WRIST} --topic joint_states=/joint_states --topic cmd_vel={TELEOP} "
+        f"--topic instruction={INSTRUCTION}" in out
+    )
     proposal = propose_mapping({"/cam/image_raw": ("sensor_msgs/Image", 10), "/cmd": ("geometry_msgs/Twist", 5)})
     assert proposal == {"head": "/cam/image_raw", "cmd_vel": "/cmd"}
 
@@ -86,9 +88,27 @@ def test_replay_a_foreign_mcap_bag_with_mapped_roles(bags, tmp_path):
 
 
 def test_replay_cli_on_a_sqlite3_bag_with_plain_twist(bags, tmp_path, capsys):
-    assert main(["replay", str(bags / "robot_sqlite"), "--model", str(DEMO), "--topic", f"head={HEAD}",
-                 "--topic", f"hand={WRIST}", "--topic", f"instruction={INSTRUCTION}", "--rate", "2",
-                 "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(bags / "robot_sqlite"),
+                "--model",
+                str(DEMO),
+                "--topic",
+                f"head={HEAD}",
+                "--topic",
+                f"hand={WRIST}",
+                "--topic",
+                f"instruction={INSTRUCTION}",
+                "--rate",
+                "2",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "MAE vs recorded cmd_vel" in out and "achieved control rate" in out
 
@@ -106,17 +126,61 @@ def test_train_from_bags_and_hdf5_with_topic_flags(bags, tmp_path):
     data.mkdir()
     for name in ("robot_mcap", "robot_sqlite"):
         (data / name).symlink_to(bags / name)
-    flags = [x for t in [f"head={HEAD}", f"hand={WRIST}", f"cmd_vel={TELEOP}", f"instruction={INSTRUCTION}"]
-             for x in ("--topic", t)]
+    flags = [
+        x
+        for t in [f"head={HEAD}", f"hand={WRIST}", f"cmd_vel={TELEOP}", f"instruction={INSTRUCTION}"]
+        for x in ("--topic", t)
+    ]
     # the sqlite3 bag has its teleop on /cmd_vel: one mapping cannot serve both, so it is trained on its own
-    assert main(["train", "models/configs/demo.json", "--data", str(data / "robot_mcap"), "--out", str(tmp_path / "ck"),
-                 *flags, "--joints", "arm_pan,arm_lift", "--steps", "3", "--batch-size", "2",
-                 "--eval-every", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "models/configs/demo.json",
+                "--data",
+                str(data / "robot_mcap"),
+                "--out",
+                str(tmp_path / "ck"),
+                *flags,
+                "--joints",
+                "arm_pan,arm_lift",
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--eval-every",
+                "3",
+            ]
+        )
+        == 0
+    )
     stats = json.loads((tmp_path / "ck" / "stats.json").read_text())
     assert stats["joint_names"] == ["arm_pan", "arm_lift"]
-    assert main(["train", "models/configs/demo.json", "--data", str(data / "robot_sqlite"), "--out",
-                 str(tmp_path / "ck2"), "--topic", f"head={HEAD}", "--topic", f"hand={WRIST}", "--topic",
-                 f"instruction={INSTRUCTION}", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "models/configs/demo.json",
+                "--data",
+                str(data / "robot_sqlite"),
+                "--out",
+                str(tmp_path / "ck2"),
+                "--topic",
+                f"head={HEAD}",
+                "--topic",
+                f"hand={WRIST}",
+                "--topic",
+                f"instruction={INSTRUCTION}",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--eval-every",
+                "2",
+            ]
+        )
+        == 2
+    )
 
 
 def test_ros1_style_type_names_in_a_bag(tmp_path):
@@ -130,14 +194,22 @@ def test_ros1_style_type_names_in_a_bag(tmp_path):
         return w.add_connection(topic, ros2.replace("/msg/", "/"), msgdef=msgdef, rihs01=TYPESTORE.hash_rihs01(ros2))
 
     with Writer(tmp_path / "bag", version=9) as w:
-        cam, cmd = conn(w, "/head_camera/image_raw", "sensor_msgs/msg/Image"), conn(w, "/cmd_vel", "geometry_msgs/msg/Twist")
+        cam, cmd = (
+            conn(w, "/head_camera/image_raw", "sensor_msgs/msg/Image"),
+            conn(w, "/cmd_vel", "geometry_msgs/msg/Twist"),
+        )
         js = conn(w, "/joint_states", "sensor_msgs/msg/JointState")
         for i in range(5):
             ns = 10**18 + i * 10**8
-            w.write(cam, ns, TYPESTORE.serialize_cdr(image_msg(np.zeros((8, 8, 3), np.uint8), ns, "c"),
-                                                     "sensor_msgs/msg/Image"))
+            w.write(
+                cam,
+                ns,
+                TYPESTORE.serialize_cdr(image_msg(np.zeros((8, 8, 3), np.uint8), ns, "c"), "sensor_msgs/msg/Image"),
+            )
             w.write(cmd, ns, TYPESTORE.serialize_cdr(twist_msg(0.1, 0.0, 0.0), "geometry_msgs/msg/Twist"))
-            w.write(js, ns, TYPESTORE.serialize_cdr(joint_state_msg(["a"], np.zeros(1), ns), "sensor_msgs/msg/JointState"))
+            w.write(
+                js, ns, TYPESTORE.serialize_cdr(joint_state_msg(["a"], np.zeros(1), ns), "sensor_msgs/msg/JointState")
+            )
     assert "sensor_msgs/msg/Image" in {m.msgtype for m in read_bag(tmp_path / "bag")}
     ep = read_bag_episode(tmp_path / "bag", joint_names=["a"])
     assert len(ep) == 5 and ep.actions[0, 0] == pytest.approx(0.1)

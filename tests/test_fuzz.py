@@ -31,8 +31,21 @@ from robovlm_node.convert import (
 from .ros_harness import VMAX, activate, node_params
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "16UC1", "32FC1", "yuv422", "bayer_rggb8", "",
-             "RGB8", "jpeg"]
+ENCODINGS = [
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "mono16",
+    "16UC1",
+    "32FC1",
+    "yuv422",
+    "bayer_rggb8",
+    "",
+    "RGB8",
+    "jpeg",
+]
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2, "16UC1": 2, "32FC1": 4}
 MAX_PIXELS = 1 << 20
 SIZE = 56
@@ -57,15 +70,19 @@ def raw_images(draw) -> Image:
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` (a decompression bomb's calling card)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + \
-        struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
-        chunk(b"IEND", b"")
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)  # noqa: E731
+
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 _JPEG = rgb_to_compressed(np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)).data.tobytes()
-_PNG = rgb_to_compressed(np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8), fmt="png").data \
-    .tobytes()
+_PNG = rgb_to_compressed(
+    np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8), fmt="png"
+).data.tobytes()
 
 
 @st.composite
@@ -81,7 +98,7 @@ def compressed_images(draw) -> CompressedImage:
         for _ in range(draw(st.sampled_from([0, 0, 1, 8]))):  # intact half of the time
             data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
         if draw(st.booleans()):
-            data = data[:draw(st.integers(0, len(data)))]
+            data = data[: draw(st.integers(0, len(data)))]
         data = bytes(data)
     fmt = draw(st.sampled_from(["jpeg", "png", "rgb8; jpeg compressed bgr8", "", "tiff", "PNG"]) | st.text(max_size=8))
     return CompressedImage(format=fmt, data=data)
@@ -145,15 +162,16 @@ def test_instructions_are_counted_or_refused(text):
 def test_the_safety_filter_never_lets_a_non_finite_or_unbounded_command_out(action, now, active):
     safety = SafetyFilter(SafetyLimits(max_velocity=[0.3, 0.2], max_accel=[1.0, 1.0]))
     for t in (now, now + 0.05, now + 0.1):
-        decision = safety.apply(None if action is None else np.asarray(action), now=t, active=active,
-                                input_ages={"head": 0.0})
+        decision = safety.apply(
+            None if action is None else np.asarray(action), now=t, active=active, input_ages={"head": 0.0}
+        )
         assert np.all(np.isfinite(decision.command)) and np.all(np.abs(decision.command) <= [0.3, 0.2])
 
 
 @FUZZ
 @given(st.lists(FLOATS, min_size=1, max_size=3))
 def test_twists_are_always_finite(values):
-    fields = ["linear.x", "linear.y", "angular.z"][:len(values)]
+    fields = ["linear.x", "linear.y", "angular.z"][: len(values)]
     twist = make_twist(np.asarray(values), fields, stamped=False)
     assert all(math.isfinite(v) for v in (twist.linear.x, twist.linear.y, twist.angular.z))
 
@@ -171,8 +189,14 @@ def test_callbacks_of_a_running_node_never_raise_and_commands_stay_bounded(check
         return msg
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(raw_images(), compressed_images(), st.lists(NAMES, max_size=7), st.lists(FLOATS, max_size=7),
-           st.text(max_size=300), st.sampled_from(["head", "hand"]))
+    @given(
+        raw_images(),
+        compressed_images(),
+        st.lists(NAMES, max_size=7),
+        st.lists(FLOATS, max_size=7),
+        st.text(max_size=300),
+        st.sampled_from(["head", "hand"]),
+    )
     def fuzz(raw, jpeg, names, positions, text, which):
         node._on_camera(which, stamped(raw))
         node._on_camera(which, stamped(jpeg))  # the callback takes either type

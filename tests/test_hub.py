@@ -38,8 +38,10 @@ def test_a_hub_id_loads_from_the_local_cache_offline(tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    code = ("from robovlm.model.policy import RoboVLM; m = RoboVLM.from_pretrained('hf://acme/robovlm-demo'); "
-            "print(m.config.image_size, m.stats.action_fields)")
+    code = (
+        "from robovlm.model.policy import RoboVLM; m = RoboVLM.from_pretrained('hf://acme/robovlm-demo'); "
+        "print(m.config.image_size, m.stats.action_fields)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "56 ['linear.x', 'linear.y']" in proc.stdout
@@ -65,8 +67,10 @@ def test_a_path_that_looks_like_a_hub_id_is_local_and_never_looked_up(tmp_path, 
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(HubError, match=r"'models/demo' does not exist \(relative to the working directory: "
-                                       + str(tmp_path / "models" / "demo")):
+    with pytest.raises(
+        HubError,
+        match=r"'models/demo' does not exist \(relative to the working directory: " + str(tmp_path / "models" / "demo"),
+    ):
         resolve_checkpoint("models/demo")
     with pytest.raises(AssertionError, match="the Hub was asked for"):
         resolve_checkpoint("hf://acme/robovlm-demo")

@@ -60,9 +60,9 @@ def test_bags_are_decoded_once_into_the_frame_cache(episodes_dir, tmp_path, monk
     eager = load_episodes(episodes_dir / "bags", image_size=56)
     lazy = load_episodes(episodes_dir / "bags", image_size=56, lazy=True, cache_dir=cache)
     assert isinstance(lazy[0].images, np.memmap) and len(list(cache.iterdir())) == 2
-    for e, l in zip(eager, lazy):
-        assert np.array_equal(e.images, l.images) and np.array_equal(e.actions, l.actions)
-        assert l.instruction == e.instruction and l.frame_dt == pytest.approx(e.frame_dt)
+    for e, lz in zip(eager, lazy):
+        assert np.array_equal(e.images, lz.images) and np.array_equal(e.actions, lz.actions)
+        assert lz.instruction == e.instruction and lz.frame_dt == pytest.approx(e.frame_dt)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached bag was decoded again")

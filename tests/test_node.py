@@ -12,7 +12,11 @@ from sensor_msgs.msg import CompressedImage
 
 from robovlm_node.convert import rgb_to_compressed, rgb_to_image
 
-from .ros_harness import AMAX, RATE, VMAX, activate as _activate, node_params as _params, statuses as _statuses
+from .ros_harness import AMAX, RATE, VMAX
+from .ros_harness import activate as _activate
+from .ros_harness import node_params as _params
+from .ros_harness import statuses as _statuses
+
 
 def test_rate_and_every_value_within_the_limits(checkpoint, harness_factory):
     h = harness_factory(_params(checkpoint, stamped=True))
@@ -24,7 +28,7 @@ def test_rate_and_every_value_within_the_limits(checkpoint, harness_factory):
     window = [c for c in h.commands() if start < c[0] <= start + 1.5]
     assert 0.6 * 1.5 * RATE <= len(window) <= 1.4 * 1.5 * RATE, len(window)
     cmds = h.commands()
-    for t, v in cmds:
+    for _t, v in cmds:
         assert np.all(np.abs(v) <= VMAX + 1e-9), v
     for (t0, v0), (t1, v1) in zip(cmds, cmds[1:]):
         assert np.all(np.abs(v1 - v0) <= AMAX * (t1 - t0) + 1e-6), (t1 - t0, v0, v1)
@@ -61,9 +65,14 @@ def test_malformed_images_are_counted_and_the_node_keeps_running(checkpoint, har
     _activate(h)
     good = rgb_to_image(h.frames[0], stamp=h.stamp())
     bad = []
-    m = rgb_to_image(h.frames[0], stamp=h.stamp()); m.step = 10; bad.append(m)  # step smaller than a row
-    m = rgb_to_image(h.frames[0], stamp=h.stamp()); m.encoding = "yuv422_yuy2"; bad.append(m)  # unknown encoding
-    m = rgb_to_image(h.frames[0], stamp=h.stamp()); m.data = bytes(m.data)[:100]; bad.append(m)  # truncated
+    for field, value in (
+        ("step", 10),  # step smaller than a row
+        ("encoding", "yuv422_yuy2"),  # unknown encoding
+        ("data", bytes(good.data)[:100]),
+    ):  # truncated
+        m = rgb_to_image(h.frames[0], stamp=h.stamp())
+        setattr(m, field, value)
+        bad.append(m)
     h.start_feeding()
     assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
     for msg in bad * 2:
@@ -76,8 +85,9 @@ def test_malformed_images_are_counted_and_the_node_keeps_running(checkpoint, har
 
 
 def test_corrupt_jpeg_is_counted(checkpoint, harness_factory):
-    h = harness_factory(_params(checkpoint, head_camera_compressed=True,
-                                head_camera_topic="head_camera/image_raw/compressed"))
+    h = harness_factory(
+        _params(checkpoint, head_camera_compressed=True, head_camera_topic="head_camera/image_raw/compressed")
+    )
     _activate(h)
     h.start_feeding(head=False)
     jpeg = rgb_to_compressed(h.frames[0])
@@ -119,8 +129,14 @@ def test_diagnostics_one_status_per_input_model_and_control_loop(checkpoint, har
     head = st["head camera"]
     assert head[3] == "head_camera/image_raw" and float(head[2]["rate_hz"]) > 5 and head[2]["faults"] == "0"
     model = st["model"]
-    for k in ("engine", "device", "inference_rate_hz", "inference_latency_p50_ms", "inference_latency_p99_ms",
-              "restarts"):
+    for k in (
+        "engine",
+        "device",
+        "inference_rate_hz",
+        "inference_latency_p50_ms",
+        "inference_latency_p99_ms",
+        "restarts",
+    ):
         assert k in model[2], k
     assert model[3].startswith("cpu ")  # hardware_id names the device
     control = st["control loop"]
@@ -154,25 +170,28 @@ def test_a_stale_required_input_is_an_error_and_counts_as_stopped(checkpoint, ha
     assert st["control loop"][0] == DiagnosticStatus.ERROR and float(st["control loop"][2]["stopped_stale_input"]) > 0.5
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"chunk_mode": "bogus"}, "'chunk_mode'"),
-    ({"max_velocity": [0.3, 0.3, 0.3]}, "'max_velocity'"),
-    ({"action_fields": ["linear.x", "linear.q"]}, "'action_fields'"),
-    ({"action_fields": ["linear.x", "linear.y", "angular.z"], "max_velocity": [1.0]}, "predicts 2 action"),
-    ({"state_joints": ["a", "b"]}, "'state_joints'"),
-    ({"engine": "tensorrt"}, "'engine'"),
-    ({"engine": "onnxruntime"}, "no ONNX export"),  # a torch-only checkpoint: the fix is named
-    ({"dtype": "int8"}, "'dtype'"),
-    ({"model_path": "hf://acme/not-downloaded"}, "hf download acme/not-downloaded"),  # a Hub model not in the cache
-    ({"model_path": "acme/not-downloaded"}, "write hf://acme/not-downloaded"),  # local unless it says otherwise
-    ({"head_camera_topic": "my camera"}, "'head_camera_topic' is not a valid ROS topic"),
-    ({"engine": "onnxruntime", "dtype": "bfloat16"}, "'dtype'"),
-    ({"onnx_tensorrt": True}, "'onnx_tensorrt'"),
-    ({"device": "tpu"}, "'device'"),
-    ({"instruction": "z" * 129}, "instruction has 129 tokens, more than max_instruction_tokens=128"),
-    ({"instruction": "z" * 100_000}, "longer than max_instruction_tokens=128 tokens can hold"),
-    ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory '/nonexistent/ckpt' does not exist"),
-])
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"chunk_mode": "bogus"}, "'chunk_mode'"),
+        ({"max_velocity": [0.3, 0.3, 0.3]}, "'max_velocity'"),
+        ({"action_fields": ["linear.x", "linear.q"]}, "'action_fields'"),
+        ({"action_fields": ["linear.x", "linear.y", "angular.z"], "max_velocity": [1.0]}, "predicts 2 action"),
+        ({"state_joints": ["a", "b"]}, "'state_joints'"),
+        ({"engine": "tensorrt"}, "'engine'"),
+        ({"engine": "onnxruntime"}, "no ONNX export"),  # a torch-only checkpoint: the fix is named
+        ({"dtype": "int8"}, "'dtype'"),
+        ({"model_path": "hf://acme/not-downloaded"}, "hf download acme/not-downloaded"),  # a Hub model not in the cache
+        ({"model_path": "acme/not-downloaded"}, "write hf://acme/not-downloaded"),  # local unless it says otherwise
+        ({"head_camera_topic": "my camera"}, "'head_camera_topic' is not a valid ROS topic"),
+        ({"engine": "onnxruntime", "dtype": "bfloat16"}, "'dtype'"),
+        ({"onnx_tensorrt": True}, "'onnx_tensorrt'"),
+        ({"device": "tpu"}, "'device'"),
+        ({"instruction": "z" * 129}, "instruction has 129 tokens, more than max_instruction_tokens=128"),
+        ({"instruction": "z" * 100_000}, "longer than max_instruction_tokens=128 tokens can hold"),
+        ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory '/nonexistent/ckpt' does not exist"),
+    ],
+)
 def test_bad_parameters_fail_configure_naming_them(checkpoint, harness_factory, capfd, params, needle):
     h = harness_factory(_params(checkpoint, **params))
     assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE

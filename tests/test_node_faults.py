@@ -53,8 +53,7 @@ def test_a_dead_engine_process_is_restarted_and_the_robot_stopped_meanwhile(chec
 
 
 def test_a_hung_engine_is_killed_and_repeated_failures_end_in_the_error_state(checkpoint, harness_factory, capfd):
-    h = harness_factory(node_params(checkpoint, engine_process=True, engine_step_timeout_s=1.0,
-                                    engine_max_restarts=1))
+    h = harness_factory(node_params(checkpoint, engine_process=True, engine_step_timeout_s=1.0, engine_max_restarts=1))
     activate(h)
     h.start_feeding()
     assert _moving(h, timeout=60)
@@ -127,8 +126,14 @@ def test_use_receive_time_accepts_unsynchronised_camera_clocks(checkpoint, harne
 
 
 def test_oversized_frames_are_refused_before_decoding(checkpoint, harness_factory):
-    h = harness_factory(node_params(checkpoint, max_image_pixels=640 * 480,
-                                    head_camera_compressed=True, head_camera_topic="head_camera/image_raw/compressed"))
+    h = harness_factory(
+        node_params(
+            checkpoint,
+            max_image_pixels=640 * 480,
+            head_camera_compressed=True,
+            head_camera_topic="head_camera/image_raw/compressed",
+        )
+    )
     activate(h)
     h.start_feeding(head=False)
     ok = rgb_to_compressed(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8))
@@ -182,8 +187,9 @@ def test_a_stalled_sim_clock_publishes_zero_and_reports_error(checkpoint, harnes
         sim["run"] = False
         t = time.monotonic()
         assert h.wait_for(lambda: h.node._clock_stalled, 5)
-        assert h.wait_for(lambda: any(np.all(v == 0) for _, v in h.commands(since=t)), 2), \
+        assert h.wait_for(lambda: any(np.all(v == 0) for _, v in h.commands(since=t)), 2), (
             "one zero must follow a stalled clock"
+        )
         st = _fresh_diagnostics(h)  # diagnostics run on the steady clock: they keep coming
         assert st["control loop"][0] == DiagnosticStatus.ERROR and "clock_stalled" in st["control loop"][1]
         assert "[clock_stalled] the node clock has not advanced" in capfd.readouterr().err
@@ -223,10 +229,28 @@ def test_a_hand_camera_that_stops_is_logged_once_each_way_and_warns(checkpoint, 
 
 
 def test_sigterm_during_model_loading_ends_the_process_promptly(checkpoint):
-    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", f"model_path:={checkpoint}",
-                             "-p", "autostart:=true", "-p", "engine_process:=true", "-p", "instruction:=go",
-                             "-r", "__node:=robovlm_sigterm"], env=os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robovlm_node.process",
+            "--ros-args",
+            "-p",
+            f"model_path:={checkpoint}",
+            "-p",
+            "autostart:=true",
+            "-p",
+            "engine_process:=true",
+            "-p",
+            "instruction:=go",
+            "-r",
+            "__node:=robovlm_sigterm",
+        ],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         for line in proc.stdout:

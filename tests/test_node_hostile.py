@@ -103,16 +103,31 @@ def test_the_control_loop_follows_a_clock_switch_within_a_period(checkpoint, har
     assert _moving(h, since=t)
 
 
-@pytest.mark.parametrize("name, value, needle", [
-    ("control_rate_hz", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0),
-     "parameter 'control_rate_hz' is read on configure and cannot change at runtime"),
-    ("instruction", ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4),
-     "parameter 'instruction' must be a string, got 4 (integer)"),
-    ("control_rate", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0),
-     "no parameter 'control_rate' on this node; did you mean 'control_rate_hz'?"),
-    ("use_sim_time", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="maybe"),
-     "parameter 'use_sim_time' must be true or false, got 'maybe' (string)"),
-])
+@pytest.mark.parametrize(
+    "name, value, needle",
+    [
+        (
+            "control_rate_hz",
+            ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0),
+            "parameter 'control_rate_hz' is read on configure and cannot change at runtime",
+        ),
+        (
+            "instruction",
+            ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4),
+            "parameter 'instruction' must be a string, got 4 (integer)",
+        ),
+        (
+            "control_rate",
+            ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0),
+            "no parameter 'control_rate' on this node; did you mean 'control_rate_hz'?",
+        ),
+        (
+            "use_sim_time",
+            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="maybe"),
+            "parameter 'use_sim_time' must be true or false, got 'maybe' (string)",
+        ),
+    ],
+)
 def test_parameter_service_refusals_name_the_parameter_and_why(checkpoint, harness_factory, name, value, needle):
     h = harness_factory(node_params(checkpoint))
     res = _set_remote(h, name, value)
@@ -138,8 +153,9 @@ def test_joint_states_with_old_stamps_stop_the_robot(checkpoint, harness_factory
         assert not _stopped_from(h, t), "joint states stamped 10 s ago must not drive"
         assert h.node.stops["stale_stamp"] > 0
         st = _fresh_diagnostics(h)
-        assert st["joint states"][0] == DiagnosticStatus.ERROR and "stale_stamp" in st["joint states"][1], \
-            st["joint states"]
+        assert st["joint states"][0] == DiagnosticStatus.ERROR and "stale_stamp" in st["joint states"][1], st[
+            "joint states"
+        ]
         offset["s"] = 0.0
         assert _moving(h, since=time.monotonic()), "sane stamps drive again"
     err = capfd.readouterr().err
@@ -189,12 +205,15 @@ def _blown_out() -> np.ndarray:
     return frame
 
 
-@pytest.mark.parametrize("frame, cause", [
-    (np.zeros((1, 1, 3), np.uint8) + 128, "image_too_small"),
-    (np.zeros((480, 640, 3), np.uint8), "blank_image"),  # a covered lens
-    (np.full((480, 640, 3), 255, np.uint8), "blank_image"),  # a lamp into the lens
-    (_blown_out(), "saturated_image"),  # a blown exposure with a little left
-])
+@pytest.mark.parametrize(
+    "frame, cause",
+    [
+        (np.zeros((1, 1, 3), np.uint8) + 128, "image_too_small"),
+        (np.zeros((480, 640, 3), np.uint8), "blank_image"),  # a covered lens
+        (np.full((480, 640, 3), 255, np.uint8), "blank_image"),  # a lamp into the lens
+        (_blown_out(), "saturated_image"),  # a blown exposure with a little left
+    ],
+)
 def test_frames_with_nothing_to_drive_on_stop_the_robot(checkpoint, harness_factory, capfd, frame, cause):
     h = harness_factory(node_params(checkpoint))
     activate(h)
@@ -251,28 +270,66 @@ def test_a_model_path_that_looks_like_a_hub_id_never_reaches_the_network(checkpo
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_CACHE=str(tmp_path / "hub"))
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", "model_path:=models/demo",
-             "-p", "autostart:=true", "-p", "instruction:=go", "-p", "engine_process:=false",
-             "-r", "__node:=robovlm_hubprobe"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "robovlm_node.process",
+                "--ros-args",
+                "-p",
+                "model_path:=models/demo",
+                "-p",
+                "autostart:=true",
+                "-p",
+                "instruction:=go",
+                "-p",
+                "engine_process:=false",
+                "-r",
+                "__node:=robovlm_hubprobe",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         stop.set()
         thread.join()
         server.close()
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
-    assert f"checkpoint directory 'models/demo' does not exist (relative to the working directory: " \
-           f"{tmp_path / 'models' / 'demo'})" in out, out
+    assert (
+        f"checkpoint directory 'models/demo' does not exist (relative to the working directory: "
+        f"{tmp_path / 'models' / 'demo'})" in out
+    ), out
     assert not accepted, "configure contacted the Hub for a local path"
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("use_sim_time:=maybe", "refusing to start: parameter 'use_sim_time' must be true or false, got 'maybe'"),
-    ("control_rate_hz:=fast", "refusing to start: parameter 'control_rate_hz' must be a number, got 'fast'"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("use_sim_time:=maybe", "refusing to start: parameter 'use_sim_time' must be true or false, got 'maybe'"),
+        ("control_rate_hz:=fast", "refusing to start: parameter 'control_rate_hz' must be a number, got 'fast'"),
+    ],
+)
 def test_a_bad_start_up_value_of_rclpy_or_ours_is_one_line(checkpoint, override, needle):
-    proc = subprocess.run([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", f"model_path:={checkpoint}",
-                           "-p", override, "-r", "__node:=robovlm_badstart"],
-                          env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robovlm_node.process",
+            "--ros-args",
+            "-p",
+            f"model_path:={checkpoint}",
+            "-p",
+            override,
+            "-r",
+            "__node:=robovlm_badstart",
+        ],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and needle in out and "Traceback" not in out, out

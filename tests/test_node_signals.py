@@ -20,10 +20,29 @@ from robovlm_node.process import stop_signals
 
 def _start(checkpoint: str, name: str, *, engine_process: bool) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", f"model_path:={checkpoint}",
-         "-p", "autostart:=true", "-p", "instruction:=go to the cup", "-p", "max_velocity:=[0.3]",
-         "-p", f"engine_process:={'true' if engine_process else 'false'}", "-r", f"__node:={name}"],
-        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "robovlm_node.process",
+            "--ros-args",
+            "-p",
+            f"model_path:={checkpoint}",
+            "-p",
+            "autostart:=true",
+            "-p",
+            "instruction:=go to the cup",
+            "-p",
+            "max_velocity:=[0.3]",
+            "-p",
+            f"engine_process:={'true' if engine_process else 'false'}",
+            "-r",
+            f"__node:={name}",
+        ],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _children(pid: int) -> list[int]:

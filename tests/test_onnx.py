@@ -18,8 +18,13 @@ from .conftest import _node_stats, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4  # action chunk, physical units, fp32
-ALL_FUSION = {"use_hand_rgb": True, "use_state": True, "use_claw_matrix": True, "use_hierarchical": True,
-              "use_advanced_attention": True}
+ALL_FUSION = {
+    "use_hand_rgb": True,
+    "use_state": True,
+    "use_claw_matrix": True,
+    "use_hierarchical": True,
+    "use_advanced_attention": True,
+}
 
 
 def _checkpoint(tmp_path: Path, kind: str, **overrides) -> Path:
@@ -44,12 +49,19 @@ def _compare(checkpoint: Path, exported: Path, steps: int = 24) -> float:
     return worst
 
 
-@pytest.mark.parametrize("kind,overrides", [
-    ("kosmos2", {**ALL_FUSION, "act_head": {"type": "lstm"}}),
-    ("paligemma", {**ALL_FUSION, "act_head": {"type": "gpt", "num_heads": 2}}),
-    ("kosmos2", {"use_hand_rgb": True, "use_state": True, "use_vision_resampler": False, "act_head": {"type": "mlp"}}),
-    ("paligemma", {"use_hand_rgb": False, "use_state": False, "use_hierarchical": True}),
-], ids=["kosmos2-all-fusion-lstm", "paligemma-all-fusion-gpt", "kosmos2-native-projector-mlp", "paligemma-head-only"])
+@pytest.mark.parametrize(
+    "kind,overrides",
+    [
+        ("kosmos2", {**ALL_FUSION, "act_head": {"type": "lstm"}}),
+        ("paligemma", {**ALL_FUSION, "act_head": {"type": "gpt", "num_heads": 2}}),
+        (
+            "kosmos2",
+            {"use_hand_rgb": True, "use_state": True, "use_vision_resampler": False, "act_head": {"type": "mlp"}},
+        ),
+        ("paligemma", {"use_hand_rgb": False, "use_state": False, "use_hierarchical": True}),
+    ],
+    ids=["kosmos2-all-fusion-lstm", "paligemma-all-fusion-gpt", "kosmos2-native-projector-mlp", "paligemma-head-only"],
+)
 def test_onnx_engine_matches_torch_step_by_step(tmp_path, kind, overrides):
     ckpt = _checkpoint(tmp_path, kind, **overrides)
     out = tmp_path / "exported"
@@ -58,7 +70,11 @@ def test_onnx_engine_matches_torch_step_by_step(tmp_path, kind, overrides):
     assert max(report["graphs_max_abs_diff"].values()) <= TOL
     on_disk = json.loads((out / "onnx" / "parity.json").read_text())
     assert on_disk["end_to_end_steps"] == 20 and set(on_disk["graphs_max_abs_diff"]) == {
-        "vision", "instruction", "frame", "window"}
+        "vision",
+        "instruction",
+        "frame",
+        "window",
+    }
     assert _compare(ckpt, out) <= TOL
     for name in ("config.json", "model.safetensors", "stats.json"):  # a complete checkpoint: torch loads it too
         assert (out / name).is_file()
@@ -159,8 +175,11 @@ def test_an_export_that_fails_or_is_killed_leaves_nothing_the_engine_would_load(
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".export-*"))
     monkeypatch.undo()
     # The real thing: `robovlm export` killed while it writes its graphs.
-    proc = subprocess.Popen([sys.executable, "-m", "robovlm.cli", "export", str(ckpt), "--out", str(tmp_path / "k")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robovlm.cli", "export", str(ckpt), "--out", str(tmp_path / "k")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     end = time.monotonic() + 120
     while time.monotonic() < end and not list(tmp_path.glob(".export-k.*/onnx/vision.onnx")):
         time.sleep(0.01)

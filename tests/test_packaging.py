@@ -26,7 +26,14 @@ def test_bringup_declares_the_documented_arguments_and_starts_our_executable():
     src = (ROOT / "launch" / "bringup.launch.py").read_text()
     compile(src, "bringup.launch.py", "exec")
     assert set(_launch_args(ROOT / "launch" / "bringup.launch.py")) == {
-        "model_path", "params_file", "namespace", "use_sim_time", "instruction", "log_level", "autostart"}
+        "model_path",
+        "params_file",
+        "namespace",
+        "use_sim_time",
+        "instruction",
+        "log_level",
+        "autostart",
+    }
     assert 'package="robovlm"' in src and 'executable="robovlm_node"' in src and "LifecycleNode(" in src
     assert "TRANSITION_CONFIGURE" in src and "TRANSITION_ACTIVATE" in src
     assert '"robovlm_node = robovlm_node.process:main"' in (ROOT / "setup.py").read_text()
@@ -57,8 +64,11 @@ def test_every_imported_ros_package_is_an_exec_depend():
     imported = set()
     for path in [*(ROOT / "robovlm_node").glob("*.py"), *(ROOT / "launch").glob("*.py")]:
         imported |= set(ros_like.findall(path.read_text()))
-    ros = {m for m in imported if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "launch", "launch_ros",
-                                                                                "ament_index_python")}
+    ros = {
+        m
+        for m in imported
+        if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "launch", "launch_ros", "ament_index_python")
+    }
     assert ros and ros <= deps, ros - deps
 
 
@@ -68,10 +78,22 @@ def test_package_xml_and_ament_data_files():
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.iter("exec_depend")}
     assert {"rclpy", "launch_ros", "sensor_msgs", "geometry_msgs", "lifecycle_msgs", "rosgraph_msgs"} <= deps
-    assert {"python3-torch", "python3-transformers-pip", "python3-numpy", "python3-yaml", "python3-h5py",
-            "python3-opencv", "python3-rosbags-pip"} <= deps
+    assert {
+        "python3-torch",
+        "python3-transformers-pip",
+        "python3-numpy",
+        "python3-yaml",
+        "python3-h5py",
+        "python3-opencv",
+        "python3-rosbags-pip",
+    } <= deps
     setup = (ROOT / "setup.py").read_text()
-    for needle in ("share/ament_index/resource_index/packages", "launch/*.launch.py", "config/*.yaml", 'tree("models")'):
+    for needle in (
+        "share/ament_index/resource_index/packages",
+        "launch/*.launch.py",
+        "config/*.yaml",
+        'tree("models")',
+    ):
         assert needle in setup
     assert (ROOT / "resource" / "robovlm").exists()
     assert (ROOT / "ros2_ws" / "src" / "robovlm" / "package.xml").exists()  # colcon workspace links the package

@@ -43,14 +43,17 @@ def test_every_parameter_is_statically_typed_with_a_description():
     assert [n for n, s in PARAMETERS.items() if not s.read_only] == ["instruction"]
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"control_rate_hz": "fast"}, "parameter 'control_rate_hz' must be a number, got 'fast'"),
-    ({"control_rate_hz": -1.0}, "parameter 'control_rate_hz' must be in [0.1, 1000.0], got -1.0"),
-    ({"input_timeout_s": "fast"}, "parameter 'input_timeout_s' must be a number"),
-    ({"control_rt_priority": 150}, "parameter 'control_rt_priority' must be in [0, 99], got 150"),
-    ({"stamped": "yes"}, "parameter 'stamped' must be true or false"),
-    ({"max_velocity": ["a"]}, "parameter 'max_velocity' must be a list of numbers"),
-])
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"control_rate_hz": "fast"}, "parameter 'control_rate_hz' must be a number, got 'fast'"),
+        ({"control_rate_hz": -1.0}, "parameter 'control_rate_hz' must be in [0.1, 1000.0], got -1.0"),
+        ({"input_timeout_s": "fast"}, "parameter 'input_timeout_s' must be a number"),
+        ({"control_rt_priority": 150}, "parameter 'control_rt_priority' must be in [0, 99], got 150"),
+        ({"stamped": "yes"}, "parameter 'stamped' must be true or false"),
+        ({"max_velocity": ["a"]}, "parameter 'max_velocity' must be a list of numbers"),
+    ],
+)
 def test_bad_start_up_values_are_refused_naming_the_parameter(make_node, params, needle):
     with pytest.raises(ParameterError) as err:
         make_node(model_path="/x", **params)
@@ -66,8 +69,9 @@ def test_integers_are_taken_for_floats_and_lists_keep_their_type(make_node):
 
 def test_runtime_sets_respect_type_range_and_read_only(make_node):
     node = make_node(model_path="/x")
-    bad_type, read_only = node.set_parameters([Parameter("instruction", value=3),
-                                               Parameter("control_rate_hz", value=30.0)])
+    bad_type, read_only = node.set_parameters(
+        [Parameter("instruction", value=3), Parameter("control_rate_hz", value=30.0)]
+    )
     assert not bad_type.successful and "type" in bad_type.reason.lower()
     assert not read_only.successful and "control_rate_hz" in read_only.reason
     ok = node.set_parameters([Parameter("instruction", value="go left")])[0]
@@ -77,8 +81,10 @@ def test_runtime_sets_respect_type_range_and_read_only(make_node):
 def test_unknown_overrides_are_reported_with_the_closest_name(make_node):
     node = make_node(model_path="/x", control_rate=50.0, use_sim_time=False)
     lines = unknown_overrides(node)
-    assert lines == ["parameter override 'control_rate' matches no parameter of this node and is ignored; "
-                     "did you mean 'control_rate_hz'?"]
+    assert lines == [
+        "parameter override 'control_rate' matches no parameter of this node and is ignored; "
+        "did you mean 'control_rate_hz'?"
+    ]
 
 
 def test_the_shipped_yaml_needs_no_placeholders():
@@ -89,13 +95,40 @@ def test_the_shipped_yaml_needs_no_placeholders():
 
 def test_the_console_script_refuses_a_bad_value_and_warns_about_an_unknown_one(tmp_path):
     env = {**os.environ, "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "7")}
-    proc = subprocess.run([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", "model_path:=/x",
-                           "-p", "control_rate_hz:=fast"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robovlm_node.process",
+            "--ros-args",
+            "-p",
+            "model_path:=/x",
+            "-p",
+            "control_rate_hz:=fast",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "parameter 'control_rate_hz' must be a number, got 'fast'" in proc.stderr + proc.stdout
-    proc = subprocess.Popen([sys.executable, "-m", "robovlm_node.process", "--ros-args", "-p", "model_path:=/x",
-                             "-p", "control_rate:=50.0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robovlm_node.process",
+            "--ros-args",
+            "-p",
+            "model_path:=/x",
+            "-p",
+            "control_rate:=50.0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = ""
         for line in proc.stdout:

@@ -12,8 +12,14 @@ def _stream(model, batch, b):
     model.reset()
     out = []
     for t in range(batch["head_images"].shape[1]):
-        out.append(model.step(batch["head_images"][b:b + 1, t], batch["hand_images"][b:b + 1, t],
-                              batch["states"][b:b + 1, t], batch["instructions"][b]))
+        out.append(
+            model.step(
+                batch["head_images"][b : b + 1, t],
+                batch["hand_images"][b : b + 1, t],
+                batch["states"][b : b + 1, t],
+                batch["instructions"][b],
+            )
+        )
     return torch.stack(out, dim=1)  # (1, T, n, A)
 
 
@@ -26,7 +32,7 @@ def test_streaming_step_equals_forward_over_the_window(float64, backbone, head):
     with torch.no_grad():
         full = model(batch)["actions"]
     for b in range(2):
-        torch.testing.assert_close(_stream(model, batch, b), full[b:b + 1], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(_stream(model, batch, b), full[b : b + 1], rtol=1e-9, atol=1e-9)
 
 
 def test_streaming_window_slides_like_a_fresh_window(float64):
@@ -96,7 +102,7 @@ def test_hand_camera_is_a_second_marked_stream():
         tokens = model._frame_embeds(img, img, None, b["states"][:, 0])
     assert not torch.allclose(base, other_hand)  # the hand image is used
     n = model.tokens_per_camera
-    diff = tokens[:, :n] - tokens[:, n:2 * n]
+    diff = tokens[:, :n] - tokens[:, n : 2 * n]
     torch.testing.assert_close(diff, (model.camera_embed[0] - model.camera_embed[1]).expand_as(diff))
     assert model.camera_embed.shape == (2, model.dim)
     model.train()
@@ -127,18 +133,22 @@ def test_missing_hand_frame_policy_zero_uses_the_marker_and_error_raises():
     torch.testing.assert_close(partial[:, 0], full[:, 0])
     assert not torch.allclose(partial[:, 1], full[:, 1])
     # a missing hand frame gives the same tokens whether the batch carries pixels for it or not
-    torch.testing.assert_close(model.step(b["head_images"][:, 0], None, b["states"][:, 0], b["instructions"][0]),
-                               none[:, 0])
+    torch.testing.assert_close(
+        model.step(b["head_images"][:, 0], None, b["states"][:, 0], b["instructions"][0]), none[:, 0]
+    )
     strict = RoboVLM(tiny_config(missing_hand="error")).eval()
     with pytest.raises(MissingInputError, match="missing_hand is 'error'"):
         strict.step(b["head_images"][:, 0], None, b["states"][:, 0], "go")
 
 
-@pytest.mark.parametrize("flag, modules", [
-    ("use_claw_matrix", ["claw_matrix"]),
-    ("use_hierarchical", ["planner"]),
-    ("use_advanced_attention", ["cross_modal", "temporal"]),
-])
+@pytest.mark.parametrize(
+    "flag, modules",
+    [
+        ("use_claw_matrix", ["claw_matrix"]),
+        ("use_hierarchical", ["planner"]),
+        ("use_advanced_attention", ["cross_modal", "temporal"]),
+    ],
+)
 def test_each_fusion_switch_is_real_changes_output_and_gets_gradients(flag, modules):
     off = RoboVLM(tiny_config())
     on = RoboVLM(tiny_config(**{flag: True}))

@@ -20,7 +20,7 @@ SLOW = {
     "robovlm_node --ros-args": "runs until Ctrl-C; tests/test_node.py starts it as a process",
     "cd ros2_ws && colcon build": "tests/test_colcon.py builds the workspace both ways",
     "torchrun --standalone": "two training processes on out/sim_data (200 episodes); tests/test_distributed.py runs "
-                             "the same command on 16",
+    "the same command on 16",
 }
 
 
@@ -47,8 +47,9 @@ def test_readme_has_the_two_commands_and_no_placeholders():
 
 
 def test_the_quick_readme_commands_run_as_written(tmp_path):
-    cmds = [c for c in shell_commands((ROOT / "README.md").read_text())
-            if not any(c.startswith(prefix) for prefix in SLOW)]
+    cmds = [
+        c for c in shell_commands((ROOT / "README.md").read_text()) if not any(c.startswith(prefix) for prefix in SLOW)
+    ]
     assert cmds[0] == "source .venv/bin/activate" and any(c.startswith("robovlm replay") for c in cmds)
     for name in (".venv", "models", "config", "tests"):
         (tmp_path / name).symlink_to(ROOT / name)

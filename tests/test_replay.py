@@ -20,10 +20,16 @@ FRAMES, DT = 30, 0.1
 def bag_and_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("replay")
     rng = np.random.default_rng(0)
-    write_hdf5_episode(d / "ep.h5", images_rgb=rng.integers(0, 255, (FRAMES, 48, 64, 3), dtype=np.uint8),
-                       actions=np.stack([np.full(FRAMES, 0.2), np.full(FRAMES, -0.1), np.zeros(FRAMES)], 1),
-                       event_types=["start_action"] * FRAMES, episode_name="1box_vert_left_003", frame_dt=DT,
-                       joint_positions=np.zeros((FRAMES, 6)), joint_names=[f"joint_{i}" for i in range(6)])
+    write_hdf5_episode(
+        d / "ep.h5",
+        images_rgb=rng.integers(0, 255, (FRAMES, 48, 64, 3), dtype=np.uint8),
+        actions=np.stack([np.full(FRAMES, 0.2), np.full(FRAMES, -0.1), np.zeros(FRAMES)], 1),
+        event_types=["start_action"] * FRAMES,
+        episode_name="1box_vert_left_003",
+        frame_dt=DT,
+        joint_positions=np.zeros((FRAMES, 6)),
+        joint_names=[f"joint_{i}" for i in range(6)],
+    )
     assert main(["make-bag", str(d / "ep.h5"), str(d / "bag")]) == 0
     torch.manual_seed(0)
     RoboVLM(tiny_config()).save_pretrained(d / "ckpt")
@@ -50,9 +56,26 @@ def test_replay_reproduces_the_expected_command_count_and_records_them(bag_and_m
 
 def test_replay_cli_and_its_errors(bag_and_model, tmp_path):
     d = bag_and_model
-    proc = subprocess.run([sys.executable, "-m", "robovlm.cli", "replay", str(d / "bag"), "--model", str(d / "ckpt"),
-                           "--rate", "2.0", "-p", "chunk_mode:=latest", "-p", "max_velocity:=[0.2]"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robovlm.cli",
+            "replay",
+            str(d / "bag"),
+            "--model",
+            str(d / "ckpt"),
+            "--rate",
+            "2.0",
+            "-p",
+            "chunk_mode:=latest",
+            "-p",
+            "max_velocity:=[0.2]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "deprecated" not in proc.stderr  # rcl never sees the CLI's own arguments (-p a:=b looks like a remap)

@@ -25,18 +25,31 @@ def demo_shaped_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = RoboVLM(load_config("models/configs/demo.json"))
     path = tmp_path_factory.mktemp("demo_ckpt")
-    model.save_pretrained(path, stats=NormStats(state_mean=[0.0, 0.0], state_std=[0.1, 0.1], action_low=[-0.4, -0.4],
-                                                action_high=[0.4, 0.4], joint_names=["arm_pan", "arm_lift"]))
+    model.save_pretrained(
+        path,
+        stats=NormStats(
+            state_mean=[0.0, 0.0],
+            state_std=[0.1, 0.1],
+            action_low=[-0.4, -0.4],
+            action_high=[0.4, 0.4],
+            joint_names=["arm_pan", "arm_lift"],
+        ),
+    )
     return path
 
 
 def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
     context = Context()
     rclpy.init(context=context)
-    node = RoboVLMNode(context=context, parameter_overrides=[
-        Parameter("model_path", value=str(demo_shaped_checkpoint)), Parameter("use_sim_time", value=True),
-        Parameter("instruction", value="go around the box on the left and stop at the cup"),
-        Parameter("engine_process", value=False)])
+    node = RoboVLMNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model_path", value=str(demo_shaped_checkpoint)),
+            Parameter("use_sim_time", value=True),
+            Parameter("instruction", value="go around the box on the left and stop at the cup"),
+            Parameter("engine_process", value=False),
+        ],
+    )
     bridge = SimBridge(context=context, image_size=56)
     bridge.env.time_limit_s = 3.0
     executor = SingleThreadedExecutor(context=context)

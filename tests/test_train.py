@@ -5,14 +5,13 @@ import pytest
 import torch
 
 from robovlm.cli import main
+from robovlm.config import load_config
 from robovlm.data.bag import episode_to_bag, read_bag_episode
 from robovlm.data.dataset import WindowDataset, compute_stats, cosine_with_warmup, load_episodes, split_episodes
 from robovlm.data.hdf5 import EpisodeError, load_instructions, read_hdf5_episode
-from robovlm.config import load_config
 from robovlm.model.policy import RoboVLM
 from robovlm.sim.collect import collect
 from robovlm.train import TrainSettings, train
-
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +60,36 @@ def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
     assert json.loads((tmp_path / "ck" / "metrics.json").read_text())["steps"] == 40
     model = RoboVLM.from_pretrained(tmp_path / "ck")
     assert model.stats.action_fields == ["linear.x", "linear.y"]
-    m2 = train("models/configs/demo.json", sim_data, tmp_path / "ck", TrainSettings(
-        steps=50, batch_size=8, warmup_steps=5, eval_every=50, val_fraction=0.5), resume=True, device="cpu")
+    m2 = train(
+        "models/configs/demo.json",
+        sim_data,
+        tmp_path / "ck",
+        TrainSettings(steps=50, batch_size=8, warmup_steps=5, eval_every=50, val_fraction=0.5),
+        resume=True,
+        device="cpu",
+    )
     assert m2["steps"] == 50
     assert len(json.loads((tmp_path / "ck" / "train_progress.json").read_text())["history"]) == 50
     # A crafted progress file in the output directory (the old pickle name) must not run code on --resume.
     marker = tmp_path / "pwned"
     (tmp_path / "ck" / "train_progress.json").unlink()
     torch.save(_Payload(str(marker)), tmp_path / "ck" / "train_state.pt")
-    assert main(["train", "models/configs/demo.json", "--data", str(sim_data), "--out", str(tmp_path / "ck"),
-                 "--steps", "60", "--resume"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "models/configs/demo.json",
+                "--data",
+                str(sim_data),
+                "--out",
+                str(tmp_path / "ck"),
+                "--steps",
+                "60",
+                "--resume",
+            ]
+        )
+        == 2
+    )
     assert not marker.exists(), "--resume executed code from train_state.pt"
 
 
@@ -92,6 +111,10 @@ def test_lr_schedule_and_bad_data_dir(tmp_path):
     assert cosine_with_warmup(100, warmup=10, total=100) == pytest.approx(0.05)
     with pytest.raises(EpisodeError, match="no episodes"):
         load_episodes(tmp_path)
-    assert main(["train", "models/configs/demo.json", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                 "--steps", "1"]) == 2
+    assert (
+        main(
+            ["train", "models/configs/demo.json", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "1"]
+        )
+        == 2
+    )
     assert not (tmp_path / "o").exists(), "bad data must leave no empty output directory"

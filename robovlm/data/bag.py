@@ -44,25 +44,37 @@ def _header(ns: int, frame_id: str):
 def image_msg(rgb: np.ndarray, ns: int, frame_id: str):
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     h, w = bgr.shape[:2]
-    return TYPESTORE.types["sensor_msgs/msg/Image"](header=_header(ns, frame_id), height=h, width=w, encoding="bgr8",
-                                                      is_bigendian=0, step=w * 3,
-                                                      data=np.frombuffer(bgr.tobytes(), np.uint8))
+    return TYPESTORE.types["sensor_msgs/msg/Image"](
+        header=_header(ns, frame_id),
+        height=h,
+        width=w,
+        encoding="bgr8",
+        is_bigendian=0,
+        step=w * 3,
+        data=np.frombuffer(bgr.tobytes(), np.uint8),
+    )
 
 
 def twist_msg(linear_x: float, linear_y: float, angular_z: float):
     v3 = TYPESTORE.types["geometry_msgs/msg/Vector3"]
-    return TYPESTORE.types["geometry_msgs/msg/Twist"](linear=v3(x=float(linear_x), y=float(linear_y), z=0.0),
-                                                        angular=v3(x=0.0, y=0.0, z=float(angular_z)))
+    return TYPESTORE.types["geometry_msgs/msg/Twist"](
+        linear=v3(x=float(linear_x), y=float(linear_y), z=0.0), angular=v3(x=0.0, y=0.0, z=float(angular_z))
+    )
 
 
 def joint_state_msg(names: list[str], positions: np.ndarray, ns: int):
-    return TYPESTORE.types["sensor_msgs/msg/JointState"](header=_header(ns, ""), name=list(names),
-                                                           position=np.asarray(positions, np.float64),
-                                                           velocity=np.zeros(0), effort=np.zeros(0))
+    return TYPESTORE.types["sensor_msgs/msg/JointState"](
+        header=_header(ns, ""),
+        name=list(names),
+        position=np.asarray(positions, np.float64),
+        velocity=np.zeros(0),
+        effort=np.zeros(0),
+    )
 
 
-def episode_to_bag(ep: Episode, out: str | Path, *, storage: str = "sqlite3",
-                   static_joints: dict[str, float] | None = None) -> dict[str, int]:
+def episode_to_bag(
+    ep: Episode, out: str | Path, *, storage: str = "sqlite3", static_joints: dict[str, float] | None = None
+) -> dict[str, int]:
     """Write ``ep`` as a rosbag2 directory ``out``; returns messages written per topic."""
     out = Path(out)
     if out.exists():
@@ -88,23 +100,37 @@ def episode_to_bag(ep: Episode, out: str | Path, *, storage: str = "sqlite3",
         elif static_joints:
             joints = (list(static_joints), np.tile(np.array(list(static_joints.values())), (len(ep), 1)))
         else:
-            log.warning("%s has no joint positions: the bag gets no %s (pass static joints for a fixed pose)",
-                        ep.path, TOPICS["joint_states"])
+            log.warning(
+                "%s has no joint positions: the bag gets no %s (pass static joints for a fixed pose)",
+                ep.path,
+                TOPICS["joint_states"],
+            )
         if joints is not None:
-            conns["joints"] = w.add_connection(TOPICS["joint_states"], "sensor_msgs/msg/JointState", typestore=TYPESTORE)
+            conns["joints"] = w.add_connection(
+                TOPICS["joint_states"], "sensor_msgs/msg/JointState", typestore=TYPESTORE
+            )
         if ep.hand_images is not None:
             conns["hand"] = w.add_connection(TOPICS["hand"], "sensor_msgs/msg/Image", typestore=TYPESTORE)
         for i in range(len(ep)):
             ns = BAG_T0_NS + i * dt_ns
-            w.write(conns["head"], ns, TYPESTORE.serialize_cdr(image_msg(ep.images[i], ns, "head_camera"),
-                                                               "sensor_msgs/msg/Image"))
+            w.write(
+                conns["head"],
+                ns,
+                TYPESTORE.serialize_cdr(image_msg(ep.images[i], ns, "head_camera"), "sensor_msgs/msg/Image"),
+            )
             if ep.hand_images is not None:
-                w.write(conns["hand"], ns, TYPESTORE.serialize_cdr(image_msg(ep.hand_images[i], ns, "hand_camera"),
-                                                                   "sensor_msgs/msg/Image"))
+                w.write(
+                    conns["hand"],
+                    ns,
+                    TYPESTORE.serialize_cdr(image_msg(ep.hand_images[i], ns, "hand_camera"), "sensor_msgs/msg/Image"),
+                )
             w.write(conns["cmd_vel"], ns, TYPESTORE.serialize_cdr(twist_msg(*ep.actions[i]), "geometry_msgs/msg/Twist"))
             if joints is not None:
-                w.write(conns["joints"], ns, TYPESTORE.serialize_cdr(joint_state_msg(joints[0], joints[1][i], ns),
-                                                                     "sensor_msgs/msg/JointState"))
+                w.write(
+                    conns["joints"],
+                    ns,
+                    TYPESTORE.serialize_cdr(joint_state_msg(joints[0], joints[1][i], ns), "sensor_msgs/msg/JointState"),
+                )
         for key, conn in conns.items():
             if key != "instruction":
                 counts[conn.topic] = len(ep)
@@ -193,8 +219,9 @@ def decode_image(msg: BagMessage, size: int | None = None) -> np.ndarray:
     d = deserialize(msg)
     try:
         if not is_compressed(msg.msgtype):  # resized from the buffer, as the node does (no full-size copy)
-            return decode_raw_image(d.encoding, d.height, d.width, d.step, np.asarray(d.data, dtype=np.uint8),
-                                    size=size)
+            return decode_raw_image(
+                d.encoding, d.height, d.width, d.step, np.asarray(d.data, dtype=np.uint8), size=size
+            )
         rgb = decode_compressed_image(d.format, np.asarray(d.data, dtype=np.uint8))
     except ImageError as exc:
         raise BagError(f"bad image on {msg.topic} at {msg.timestamp_ns} ns: {exc}") from exc
@@ -222,18 +249,28 @@ class Alignment:
 
     def format(self) -> str:
         offsets = ", ".join(f"{r} {v * 1e3:.0f} ms" for r, v in self.max_offset_s.items()) or "none"
-        return (f"{self.head_frames} head frames: {self.dropped_before_start} before every stream started and "
-                f"{self.dropped_stale} with a stale stream dropped; largest offset per role: {offsets}")
+        return (
+            f"{self.head_frames} head frames: {self.dropped_before_start} before every stream started and "
+            f"{self.dropped_stale} with a stale stream dropped; largest offset per role: {offsets}"
+        )
 
 
 def _latest(times: np.ndarray, t: int) -> int:
     return int(np.searchsorted(times, t, side="right")) - 1
 
 
-def read_bag_episode(path: str | Path, topics: TopicMap | None = None, *, joint_names: list[str] | None = None,
-                     instructions: dict[str, str] | None = None, image_size: int | None = None,
-                     tolerance_s: float = 0.5, cmd_vel_timeout_s: float = 0.5, use_hand: bool = True,
-                     use_joints: bool = True):
+def read_bag_episode(
+    path: str | Path,
+    topics: TopicMap | None = None,
+    *,
+    joint_names: list[str] | None = None,
+    instructions: dict[str, str] | None = None,
+    image_size: int | None = None,
+    tolerance_s: float = 0.5,
+    cmd_vel_timeout_s: float = 0.5,
+    use_hand: bool = True,
+    use_joints: bool = True,
+):
     """A rosbag2 recording as an ``Episode``, by role (``topics``; default: the node's topics).
 
     One frame per head image. Every other role is aligned to it by receive time (one clock for every topic; header
@@ -256,10 +293,14 @@ def read_bag_episode(path: str | Path, topics: TopicMap | None = None, *, joint_
     for role in required:
         if role not in found or present[topics[role]].count == 0:
             listing = ", ".join(f"{t} ({i.msgtype}, {i.count})" for t, i in sorted(present.items()))
-            raise BagError(f"{path}: no messages on {topics[role]} (role {role}); the bag has: {listing}. Map the role "
-                           f"with --topic {role}=TOPIC (robovlm inspect-bag {path} proposes a mapping)")
+            raise BagError(
+                f"{path}: no messages on {topics[role]} (role {role}); the bag has: {listing}. Map the role "
+                f"with --topic {role}=TOPIC (robovlm inspect-bag {path} proposes a mapping)"
+            )
     hand_on = use_hand and "hand" in found and present[topics["hand"]].count > 0
-    wanted = {topics[r] for r in ("head", "cmd_vel", "instruction")} | ({topics["joint_states"]} if use_joints else set())
+    wanted = {topics[r] for r in ("head", "cmd_vel", "instruction")} | (
+        {topics["joint_states"]} if use_joints else set()
+    )
     if hand_on:
         wanted.add(topics["hand"])
     role_of = {topics[r]: r for r in ROLES}
@@ -284,8 +325,10 @@ def read_bag_episode(path: str | Path, topics: TopicMap | None = None, *, joint_
             pos = dict(zip(js.name, np.asarray(js.position, dtype=np.float64)))
             missing = [n for n in names if n not in pos]
             if missing:
-                raise BagError(f"{path}: joint state on {m.topic} at {m.timestamp_ns} ns lacks {missing} (has "
-                               f"{list(js.name)}); choose joints with --joints")
+                raise BagError(
+                    f"{path}: joint state on {m.topic} at {m.timestamp_ns} ns lacks {missing} (has "
+                    f"{list(js.name)}); choose joints with --joints"
+                )
             samples["joint_states"].append((m.timestamp_ns, [pos[n] for n in names]))
     report = Alignment(head_frames=len(heads))
     streams = {r: (np.array([t for t, _ in v], dtype=np.int64), [x for _, x in v]) for r, v in samples.items() if v}
@@ -314,18 +357,25 @@ def read_bag_episode(path: str | Path, topics: TopicMap | None = None, *, joint_
         if "joint_states" in idx:
             joints.append(streams["joint_states"][1][idx["joint_states"]])
     if not images:
-        raise BagError(f"{path}: no head frame has every required stream within {tolerance_s} s "
-                       f"({report.format()})")
+        raise BagError(f"{path}: no head frame has every required stream within {tolerance_s} s ({report.format()})")
     name = path.name
     match = SCENARIO_RE.search(name)
     instruction = texts[-1] if texts else ((instructions or {}).get(match.group(0)) if match else None)
     dts = np.diff(kept_t) * 1e-9
-    ep = Episode(path=path, name=name, scenario=match.group(0) if match else None, instruction=instruction,
-                 images=np.stack(images), actions=np.asarray(actions, np.float32),
-                 event_types=["start_action"] * len(images), frame_dt=float(np.median(dts)) if len(dts) else 0.1,
-                 joint_positions=np.asarray(joints, np.float32) if joints else None,
-                 joint_names=names if joints else None, hand_images=np.stack(hand_imgs) if hand_imgs else None,
-                 alignment=report)
+    ep = Episode(
+        path=path,
+        name=name,
+        scenario=match.group(0) if match else None,
+        instruction=instruction,
+        images=np.stack(images),
+        actions=np.asarray(actions, np.float32),
+        event_types=["start_action"] * len(images),
+        frame_dt=float(np.median(dts)) if len(dts) else 0.1,
+        joint_positions=np.asarray(joints, np.float32) if joints else None,
+        joint_names=names if joints else None,
+        hand_images=np.stack(hand_imgs) if hand_imgs else None,
+        alignment=report,
+    )
     if report.dropped_before_start or report.dropped_stale:
         log.info("%s: %s", path, report.format())
     return ep

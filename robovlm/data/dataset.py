@@ -27,8 +27,7 @@ ACTION_COLUMNS = {"linear.x": 0, "linear.y": 1, "angular.z": 2}
 
 def is_bag(path: Path) -> bool:
     """A rosbag2 directory (metadata.yaml, or sqlite3/MCAP storage files)."""
-    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap"))
-                              or any(path.glob("*.db3")))
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3")))
 
 
 def episode_paths(data: str | Path) -> list[Path]:
@@ -57,10 +56,19 @@ def select_joints(ep: Episode, names: list[str]) -> Episode:
     return ep
 
 
-def load_episodes(data: str | Path, instructions: dict[str, str] | None = None, *, topics: TopicMap | None = None,
-                  joint_names: list[str] | None = None, use_state: bool = False, state_dim: int | None = None,
-                  use_hand: bool = True, image_size: int | None = None, lazy: bool = False,
-                  cache_dir: Path | None = None) -> list[Episode]:
+def load_episodes(
+    data: str | Path,
+    instructions: dict[str, str] | None = None,
+    *,
+    topics: TopicMap | None = None,
+    joint_names: list[str] | None = None,
+    use_state: bool = False,
+    state_dim: int | None = None,
+    use_hand: bool = True,
+    image_size: int | None = None,
+    lazy: bool = False,
+    cache_dir: Path | None = None,
+) -> list[Episode]:
     """Every episode in ``data`` (HDF5 files and rosbag2 directories, sorted by name).
 
     Bags are read by role (``topics``) with images stored at ``image_size``. With ``use_state`` the joints are
@@ -77,25 +85,44 @@ def load_episodes(data: str | Path, instructions: dict[str, str] | None = None, 
         if p.suffix == ".h5":
             ep = read_hdf5_episode(p, instructions, lazy=lazy)
         else:
+
             def read(p=p):
-                return read_bag_episode(p, topics, joint_names=joint_names, instructions=instructions,
-                                        image_size=image_size, use_hand=use_hand, use_joints=use_state)
+                return read_bag_episode(
+                    p,
+                    topics,
+                    joint_names=joint_names,
+                    instructions=instructions,
+                    image_size=image_size,
+                    use_hand=use_hand,
+                    use_joints=use_state,
+                )
+
             if lazy:
-                options = {"topics": (topics or TopicMap()).topics, "joints": joint_names, "image_size": image_size,
-                           "hand": use_hand, "state": use_state, "instructions": instructions}
+                options = {
+                    "topics": (topics or TopicMap()).topics,
+                    "joints": joint_names,
+                    "image_size": image_size,
+                    "hand": use_hand,
+                    "state": use_state,
+                    "instructions": instructions,
+                }
                 ep = cached_bag_episode(p, read, options, cache_dir)
             else:
                 ep = read()
         if use_state:
             if joint_names is None:
                 if ep.joint_names is None or (state_dim is not None and len(ep.joint_names) != state_dim):
-                    raise EpisodeError(f"{p}: the model's state has {state_dim} joints but the episode has "
-                                       f"{ep.joint_names or 'none'}; name them with --joints NAME,NAME,...")
+                    raise EpisodeError(
+                        f"{p}: the model's state has {state_dim} joints but the episode has "
+                        f"{ep.joint_names or 'none'}; name them with --joints NAME,NAME,..."
+                    )
                 joint_names = list(ep.joint_names)
             ep = select_joints(ep, joint_names)
         if not ep.instruction:
-            raise EpisodeError(f"{ep.path}: no instruction for scenario {ep.scenario!r} (episode {ep.name!r}); "
-                               "add it to the instruction mapping or record it on the instruction topic")
+            raise EpisodeError(
+                f"{ep.path}: no instruction for scenario {ep.scenario!r} (episode {ep.name!r}); "
+                "add it to the instruction mapping or record it on the instruction topic"
+            )
         episodes.append(ep)
     return episodes
 
@@ -117,8 +144,9 @@ def split_episodes(episodes: list[Episode], val_fraction: float) -> tuple[list[E
     return train, val
 
 
-def compute_stats(episodes: list[Episode], *, action_fields: list[str], joint_names: list[str] | None,
-                  state_dim: int) -> NormStats:
+def compute_stats(
+    episodes: list[Episode], *, action_fields: list[str], joint_names: list[str] | None, state_dim: int
+) -> NormStats:
     """Action range (min/max with a 5% margin) and joint mean/std (std floored at 0.05) from the training set, in
     one pass that holds one episode's values at a time (running min/max; Chan's parallel mean/variance update)."""
     cols = [ACTION_COLUMNS[f] for f in action_fields]
@@ -148,23 +176,32 @@ def compute_stats(episodes: list[Episode], *, action_fields: list[str], joint_na
         names = joint_names or episodes[0].joint_names
     else:  # a model without a state: identity statistics, and no joint names (none are invented)
         mean, std, names = np.zeros(state_dim), np.ones(state_dim), joint_names or []
-    return NormStats(state_mean=[float(v) for v in mean], state_std=[float(v) for v in std],
-                     action_low=[float(v) for v in lo], action_high=[float(v) for v in hi],
-                     action_dt=float(np.median([ep.frame_dt for ep in episodes])), joint_names=list(names),
-                     action_fields=list(action_fields))
+    return NormStats(
+        state_mean=[float(v) for v in mean],
+        state_std=[float(v) for v in std],
+        action_low=[float(v) for v in lo],
+        action_high=[float(v) for v in hi],
+        action_dt=float(np.median([ep.frame_dt for ep in episodes])),
+        joint_names=list(names),
+        action_fields=list(action_fields),
+    )
 
 
 class WindowDataset(Dataset):
     """Items are dicts shaped like ``RoboVLM.forward`` batches, without the batch axis."""
 
-    def __init__(self, episodes: list[Episode], config: RoboVLMConfig, stats: NormStats, *,
-                 augment_shift: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, episodes: list[Episode], config: RoboVLMConfig, stats: NormStats, *, augment_shift: int = 0, seed: int = 0
+    ) -> None:
         """Item ``epoch * len(self) + i`` is window ``i`` with the camera shift of that epoch: the shift is drawn
         from (``seed``, epoch, i), so it is the same in any worker and any number of processes."""
         self.episodes = [ep for ep in episodes if len(ep) >= config.window_size]
         if len(self.episodes) < len(episodes):
-            log.warning("%d episode(s) shorter than window_size %d skipped", len(episodes) - len(self.episodes),
-                        config.window_size)
+            log.warning(
+                "%d episode(s) shorter than window_size %d skipped",
+                len(episodes) - len(self.episodes),
+                config.window_size,
+            )
         if not self.episodes:
             raise EpisodeError("no episode is as long as window_size")
         self.config, self.stats, self.shift, self.seed = config, stats, augment_shift, seed
@@ -173,9 +210,10 @@ class WindowDataset(Dataset):
         if config.use_state:
             for ep in self.episodes:
                 if ep.joint_positions is None or ep.joint_positions.shape[1] != config.state_dim:
-                    raise EpisodeError(f"{ep.path}: the model uses a state of {config.state_dim} joints but the "
-                                       "episode has " + ("none" if ep.joint_positions is None else
-                                                         str(ep.joint_positions.shape[1])))
+                    raise EpisodeError(
+                        f"{ep.path}: the model uses a state of {config.state_dim} joints but the "
+                        "episode has " + ("none" if ep.joint_positions is None else str(ep.joint_positions.shape[1]))
+                    )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -186,7 +224,7 @@ class WindowDataset(Dataset):
             p = self.shift
             padded = np.pad(frames, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
             dy, dx = rng.integers(0, 2 * p + 1, size=2)
-            frames = padded[:, dy:dy + frames.shape[1], dx:dx + frames.shape[2]]
+            frames = padded[:, dy : dy + frames.shape[1], dx : dx + frames.shape[2]]
         return to_pixels(np.ascontiguousarray(frames), size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
 
     def __getitem__(self, index: int) -> dict:
@@ -195,20 +233,20 @@ class WindowDataset(Dataset):
         ep = self.episodes[e]
         cfg, n, w = self.config, self.config.fwd_pred_next_n, self.config.window_size
         rng = np.random.default_rng([self.seed, epoch, i]) if self.shift > 0 else None
-        item = {"head_images": self._pixels(ep.images[s:s + w], rng), "instructions": ep.instruction}
+        item = {"head_images": self._pixels(ep.images[s : s + w], rng), "instructions": ep.instruction}
         if cfg.use_hand_rgb:
             if ep.hand_images is not None:
-                item["hand_images"] = self._pixels(ep.hand_images[s:s + w], rng)
+                item["hand_images"] = self._pixels(ep.hand_images[s : s + w], rng)
                 item["hand_valid"] = torch.ones(w, dtype=torch.bool)
             else:
                 item["hand_images"] = torch.zeros_like(item["head_images"])
                 item["hand_valid"] = torch.zeros(w, dtype=torch.bool)
         if cfg.use_state:
-            item["states"] = torch.from_numpy(self.stats.normalize_state(ep.joint_positions[s:s + w]))
+            item["states"] = torch.from_numpy(self.stats.normalize_state(ep.joint_positions[s : s + w]))
         acts = np.zeros((w, n, len(self.cols)), np.float32)
         mask = np.zeros((w, n), bool)
         for t in range(w):
-            chunk = ep.actions[s + t: s + t + n][:, self.cols]
+            chunk = ep.actions[s + t : s + t + n][:, self.cols]
             acts[t, : len(chunk)] = self.stats.normalize_action(chunk)
             mask[t, : len(chunk)] = True
         item["actions"], item["action_mask"] = torch.from_numpy(acts), torch.from_numpy(mask)

@@ -27,8 +27,11 @@ def default_cache_dir() -> Path:
 
 def cache_key(bag: Path, options: dict) -> str:
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(bag).iterdir() if p.is_file())
-    doc = json.dumps({"v": CACHE_VERSION, "bag": str(Path(bag).resolve()), "files": files, "options": options},
-                     sort_keys=True, default=str)
+    doc = json.dumps(
+        {"v": CACHE_VERSION, "bag": str(Path(bag).resolve()), "files": files, "options": options},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
@@ -48,18 +51,34 @@ def cached_bag_episode(bag: Path, read, options: dict, cache_dir: Path | None = 
         if ep.joint_positions is not None:
             arrays["joint_positions"] = ep.joint_positions
         np.savez(tmp / "arrays.npz", **arrays)
-        (tmp / "meta.json").write_text(json.dumps({
-            "name": ep.name, "scenario": ep.scenario, "instruction": ep.instruction, "event_types": ep.event_types,
-            "frame_dt": ep.frame_dt, "joint_names": ep.joint_names}))
+        (tmp / "meta.json").write_text(
+            json.dumps(
+                {
+                    "name": ep.name,
+                    "scenario": ep.scenario,
+                    "instruction": ep.instruction,
+                    "event_types": ep.event_types,
+                    "frame_dt": ep.frame_dt,
+                    "joint_names": ep.joint_names,
+                }
+            )
+        )
         try:
             tmp.rename(entry)  # atomic: a concurrent reader sees a whole entry or none
         except OSError:  # another process wrote it first
             shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads((entry / "meta.json").read_text())
     arrays = np.load(entry / "arrays.npz")
-    return Episode(path=Path(bag), name=meta["name"], scenario=meta["scenario"], instruction=meta["instruction"],
-                   images=np.load(entry / "head.npy", mmap_mode="r"), actions=arrays["actions"],
-                   event_types=meta["event_types"], frame_dt=meta["frame_dt"],
-                   joint_positions=arrays["joint_positions"] if "joint_positions" in arrays else None,
-                   joint_names=meta["joint_names"],
-                   hand_images=np.load(entry / "hand.npy", mmap_mode="r") if (entry / "hand.npy").is_file() else None)
+    return Episode(
+        path=Path(bag),
+        name=meta["name"],
+        scenario=meta["scenario"],
+        instruction=meta["instruction"],
+        images=np.load(entry / "head.npy", mmap_mode="r"),
+        actions=arrays["actions"],
+        event_types=meta["event_types"],
+        frame_dt=meta["frame_dt"],
+        joint_positions=arrays["joint_positions"] if "joint_positions" in arrays else None,
+        joint_names=meta["joint_names"],
+        hand_images=np.load(entry / "hand.npy", mmap_mode="r") if (entry / "hand.npy").is_file() else None,
+    )

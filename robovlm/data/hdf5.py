@@ -97,12 +97,14 @@ class LazyFrames:
             if not -len(self) <= index < len(self):
                 raise IndexError(f"frame {index} of {len(self)}")
             i = int(index) % len(self)
-            return self[i:i + 1][0]
+            return self[i : i + 1][0]
         try:
             return bgr_to_rgb(self._dataset()[index])
         except (OSError, KeyError, ValueError) as exc:  # h5py: a damaged chunk, a file cut short or replaced
-            raise EpisodeError(f"{self.path}: cannot read frames {_rows(index)} of '{self.key}' ({exc}); the file "
-                               "is damaged: remove it from the data or record it again") from exc
+            raise EpisodeError(
+                f"{self.path}: cannot read frames {_rows(index)} of '{self.key}' ({exc}); the file "
+                "is damaged: remove it from the data or record it again"
+            ) from exc
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
@@ -121,8 +123,9 @@ def load_instructions(path: str | Path | None = None) -> dict[str, str]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EpisodeError(f"{path}: cannot read the instruction mapping ({exc})") from exc
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
-                                             for k, v in data.items()):
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in data.items()
+    ):
         raise EpisodeError(f"{path}: must map scenario ids to non-empty sentences")
     return data
 
@@ -152,8 +155,10 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
         if n == 0:
             raise EpisodeError(f"{path}: empty episode (0 frames)")
         if images.shape[0] != n or f["action_event_types"].shape[0] != n:
-            raise EpisodeError(f"{path}: {images.shape[0]} images, {n} actions and {f['action_event_types'].shape[0]} "
-                               "event types: they must match")
+            raise EpisodeError(
+                f"{path}: {images.shape[0]} images, {n} actions and {f['action_event_types'].shape[0]} "
+                "event types: they must match"
+            )
         attrs = dict(f.attrs)
         name = attrs.get("episode_name", path.stem)
         name = name.decode() if isinstance(name, bytes) else str(name)
@@ -171,8 +176,10 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
         joints, joint_names = None, None
         if "joint_positions" in f:
             joints = np.asarray(f["joint_positions"][...], dtype=np.float32)
-            joint_names = [j.decode() if isinstance(j, bytes) else str(j) for j in f["joint_positions"].attrs.get(
-                "joint_names", [f"joint_{i}" for i in range(joints.shape[1])])]
+            joint_names = [
+                j.decode() if isinstance(j, bytes) else str(j)
+                for j in f["joint_positions"].attrs.get("joint_names", [f"joint_{i}" for i in range(joints.shape[1])])
+            ]
             if joints.shape != (n, len(joint_names)):
                 raise EpisodeError(f"{path}: 'joint_positions' must be (N, {len(joint_names)}), got {joints.shape}")
         hand = None
@@ -184,27 +191,51 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
     match = SCENARIO_RE.search(name)
     scenario = match.group(0) if match else None
     instruction = (instructions or {}).get(scenario) if scenario else None
-    return Episode(path=path, name=name, scenario=scenario, instruction=instruction, images=rgb, actions=acts,
-                   event_types=events, frame_dt=duration / n, joint_positions=joints, joint_names=joint_names,
-                   hand_images=hand)
+    return Episode(
+        path=path,
+        name=name,
+        scenario=scenario,
+        instruction=instruction,
+        images=rgb,
+        actions=acts,
+        event_types=events,
+        frame_dt=duration / n,
+        joint_positions=joints,
+        joint_names=joint_names,
+        hand_images=hand,
+    )
 
 
-def write_hdf5_episode(path: str | Path, *, images_rgb: np.ndarray, actions: np.ndarray, event_types: list[str],
-                       episode_name: str, frame_dt: float, action_chunk_size: int = 10,
-                       joint_positions: np.ndarray | None = None, joint_names: list[str] | None = None,
-                       hand_images_rgb: np.ndarray | None = None) -> None:
+def write_hdf5_episode(
+    path: str | Path,
+    *,
+    images_rgb: np.ndarray,
+    actions: np.ndarray,
+    event_types: list[str],
+    episode_name: str,
+    frame_dt: float,
+    action_chunk_size: int = 10,
+    joint_positions: np.ndarray | None = None,
+    joint_names: list[str] | None = None,
+    hand_images_rgb: np.ndarray | None = None,
+) -> None:
     """Write an episode in the user's format (images stored BGR, as their recorder does)."""
     import h5py
 
     n = len(actions)
     with h5py.File(path, "w") as f:
-        f.create_dataset("images", data=np.ascontiguousarray(images_rgb[..., ::-1]), compression="gzip",
-                         compression_opts=1)
+        f.create_dataset(
+            "images", data=np.ascontiguousarray(images_rgb[..., ::-1]), compression="gzip", compression_opts=1
+        )
         f.create_dataset("actions", data=np.asarray(actions, dtype=np.float32))
         f.create_dataset("action_event_types", data=np.array(event_types, dtype=h5py.string_dtype("utf-8")))
         if hand_images_rgb is not None:
-            f.create_dataset("hand_images", data=np.ascontiguousarray(hand_images_rgb[..., ::-1]), compression="gzip",
-                             compression_opts=1)
+            f.create_dataset(
+                "hand_images",
+                data=np.ascontiguousarray(hand_images_rgb[..., ::-1]),
+                compression="gzip",
+                compression_opts=1,
+            )
         if joint_positions is not None:
             ds = f.create_dataset("joint_positions", data=np.asarray(joint_positions, dtype=np.float32))
             ds.attrs["joint_names"] = np.array(joint_names, dtype=h5py.string_dtype("utf-8"))

@@ -63,7 +63,7 @@ class TopicMap:
     topics: dict[str, str] = field(default_factory=lambda: {r: absolute(t) for r, t in NODE_TOPICS.items()})
 
     @classmethod
-    def from_flags(cls, flags: list[str] | None) -> "TopicMap":
+    def from_flags(cls, flags: list[str] | None) -> TopicMap:
         """Parse ``ROLE=TOPIC`` items (the CLI's repeatable ``--topic``)."""
         m = cls()
         for item in flags or []:
@@ -96,9 +96,11 @@ class TopicMap:
                 continue
             t = normalize_type(bag_types[topic])
             if t not in ROLE_TYPES[role]:
-                raise RoleError(f"topic {topic} (role {role}) has type {bag_types[topic]}; {role} takes "
-                                f"{' or '.join(ROLE_TYPES[role])}. Map the role to another topic with "
-                                f"--topic {role}=TOPIC")
+                raise RoleError(
+                    f"topic {topic} (role {role}) has type {bag_types[topic]}; {role} takes "
+                    f"{' or '.join(ROLE_TYPES[role])}. Map the role to another topic with "
+                    f"--topic {role}=TOPIC"
+                )
             found[role] = t
         return found
 

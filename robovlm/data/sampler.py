@@ -14,8 +14,9 @@ from torch.utils.data import Sampler
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
-    def __init__(self, size: int, *, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0,
-                 shuffle: bool = True) -> None:
+    def __init__(
+        self, size: int, *, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0, shuffle: bool = True
+    ) -> None:
         """``size`` items; ``global_batch`` windows per micro-step over all processes (a multiple of ``world``);
         incomplete last batches are dropped so every process takes the same number of steps."""
         if global_batch % world:
@@ -39,7 +40,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = list(range(self.size))
         per = self.global_batch // self.world
         for b in range(len(self)):
-            batch = order[b * self.global_batch:(b + 1) * self.global_batch]
+            batch = order[b * self.global_batch : (b + 1) * self.global_batch]
             # the epoch rides along in the index (dataset items are ``epoch * size + i``), so augmentation in worker
             # processes draws per epoch without any state shared with them
-            yield [self.epoch * self.size + i for i in batch[self.rank * per:(self.rank + 1) * per]]
+            yield [self.epoch * self.size + i for i in batch[self.rank * per : (self.rank + 1) * per]]

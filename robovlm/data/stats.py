@@ -43,8 +43,10 @@ class NormStats:
         if any(not (math.isfinite(s) and s > 0) for s in self.state_std):
             raise StatsError(f"state_std must be finite and positive, got {self.state_std}")
         if len(self.action_high) != a or len(self.action_fields) != a:
-            raise StatsError(f"action_low ({a}), action_high ({len(self.action_high)}) and action_fields "
-                             f"({len(self.action_fields)}) must have the same length")
+            raise StatsError(
+                f"action_low ({a}), action_high ({len(self.action_high)}) and action_fields "
+                f"({len(self.action_fields)}) must have the same length"
+            )
         if any(not (lo < hi) for lo, hi in zip(self.action_low, self.action_high)):
             raise StatsError(f"action_low must be below action_high, got {self.action_low} / {self.action_high}")
         if self.joint_names and len(self.joint_names) != n:
@@ -53,17 +55,26 @@ class NormStats:
             raise StatsError(f"action_dt must be positive, got {self.action_dt}")
 
     @classmethod
-    def identity(cls, *, state_dim: int, action_dim: int, action_limit: float = 1.0) -> "NormStats":
+    def identity(cls, *, state_dim: int, action_dim: int, action_limit: float = 1.0) -> NormStats:
         """Untrained defaults: state unscaled, actions in [-action_limit, action_limit]."""
-        fields_ = ["linear.x", "linear.y", "angular.z"][:action_dim] if action_dim <= 3 else [
-            f"action_{i}" for i in range(action_dim)]
-        return cls(state_mean=[0.0] * state_dim, state_std=[1.0] * state_dim,
-                   action_low=[-action_limit] * action_dim, action_high=[action_limit] * action_dim,
-                   joint_names=[f"joint_{i}" for i in range(state_dim)], action_fields=fields_)
+        fields_ = (
+            ["linear.x", "linear.y", "angular.z"][:action_dim]
+            if action_dim <= 3
+            else [f"action_{i}" for i in range(action_dim)]
+        )
+        return cls(
+            state_mean=[0.0] * state_dim,
+            state_std=[1.0] * state_dim,
+            action_low=[-action_limit] * action_dim,
+            action_high=[action_limit] * action_dim,
+            joint_names=[f"joint_{i}" for i in range(state_dim)],
+            action_fields=fields_,
+        )
 
     def normalize_state(self, state: np.ndarray) -> np.ndarray:
         return (np.asarray(state, dtype=np.float32) - np.asarray(self.state_mean, np.float32)) / np.asarray(
-            self.state_std, np.float32)
+            self.state_std, np.float32
+        )
 
     def unnormalize_action(self, action: np.ndarray) -> np.ndarray:
         lo, hi = np.asarray(self.action_low, np.float32), np.asarray(self.action_high, np.float32)
@@ -77,7 +88,7 @@ class NormStats:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "NormStats":
+    def load(cls, path: str | Path) -> NormStats:
         path = Path(path)
         if not path.is_file():
             raise StatsError(f"missing {path}")

@@ -24,7 +24,12 @@ from ..config import BackboneConfig, ConfigError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 class BackboneError(FileNotFoundError):
@@ -39,8 +44,10 @@ def check_pretrained_dir(path: str | Path, what: str = "backbone") -> Path:
     if not (path / "config.json").is_file():
         raise BackboneError(f"{what}: missing {path / 'config.json'}")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise BackboneError(f"{what}: no weights in {path} (expected one of {', '.join(WEIGHT_FILES)}); "
-                            "download the checkpoint there or use a random-init 'config' for bring-up")
+        raise BackboneError(
+            f"{what}: no weights in {path} (expected one of {', '.join(WEIGHT_FILES)}); "
+            "download the checkpoint there or use a random-init 'config' for bring-up"
+        )
     return path
 
 
@@ -91,8 +98,14 @@ class BackboneAdapter(nn.Module):
     def _position_offset(self) -> int:
         return 0
 
-    def lm_forward(self, embeds: torch.Tensor, *, attention_mask: torch.Tensor, positions: torch.Tensor,
-                   cache: DynamicCache | None = None) -> tuple[torch.Tensor, DynamicCache | None]:
+    def lm_forward(
+        self,
+        embeds: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: DynamicCache | None = None,
+    ) -> tuple[torch.Tensor, DynamicCache | None]:
         """Run the language model on ``embeds`` (B, L, D).
 
         ``attention_mask`` (B, past + L) is 1 for real tokens; ``positions`` (B, L) are zero-based token positions;

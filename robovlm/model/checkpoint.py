@@ -28,8 +28,9 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or does not match the model; the message names the file."""
 
 
-def save_checkpoint(model, path: str | Path, stats: NormStats | None = None,
-                    weights: dict[str, torch.Tensor] | None = None) -> None:
+def save_checkpoint(
+    model, path: str | Path, stats: NormStats | None = None, weights: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write ``model``'s checkpoint directory. ``weights``: its full state dict when it lives elsewhere (gathered
     from FSDP/DeepSpeed shards)."""
     path = Path(path)
@@ -39,9 +40,14 @@ def save_checkpoint(model, path: str | Path, stats: NormStats | None = None,
     if isinstance(model.tokenizer, HFTokenizer):
         model.tokenizer.save(path / "tokenizer")
         tokenizer = "checkpoint"
-    model_cfg["backbone"] = {"type": model.backbone.type, "path": None, "config": model.backbone.hf_config_dict(),
-                             "tokenizer": tokenizer, "prompt": model.config.backbone.prompt,
-                             "max_instruction_tokens": model.config.backbone.max_instruction_tokens}
+    model_cfg["backbone"] = {
+        "type": model.backbone.type,
+        "path": None,
+        "config": model.backbone.hf_config_dict(),
+        "tokenizer": tokenizer,
+        "prompt": model.config.backbone.prompt,
+        "max_instruction_tokens": model.config.backbone.max_instruction_tokens,
+    }
     doc = {"robovlm_config_version": CONFIG_VERSION, "model": model_cfg}
     (path / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
     if weights is None:
@@ -50,8 +56,7 @@ def save_checkpoint(model, path: str | Path, stats: NormStats | None = None,
         from ..finetune import merged_state_dict
 
         weights = merged_state_dict(model, weights)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()
-               if not k.startswith(CLIP_ENCODER_PREFIX)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items() if not k.startswith(CLIP_ENCODER_PREFIX)}
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     fix_permissions(path / "model.safetensors")
     (stats or model.stats).save(path / "stats.json")
@@ -76,8 +81,10 @@ def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: s
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path / 'config.json'} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("robovlm_config_version") != CONFIG_VERSION or "model" not in doc:
-        raise CheckpointError(f"{path / 'config.json'} is not a RoboVLM checkpoint config "
-                              f"(expected robovlm_config_version {CONFIG_VERSION} and a 'model' key)")
+        raise CheckpointError(
+            f"{path / 'config.json'} is not a RoboVLM checkpoint config "
+            f"(expected robovlm_config_version {CONFIG_VERSION} and a 'model' key)"
+        )
     try:
         config = RoboVLMConfig.from_dict(doc["model"])
     except ConfigError as exc:
@@ -93,9 +100,11 @@ def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: s
     expected = {k for k in model.state_dict() if not k.startswith(CLIP_ENCODER_PREFIX)}
     missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
     if missing or unexpected:
-        raise CheckpointError(f"{path / 'model.safetensors'} does not match config.json: "
-                              f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
-                              f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+        raise CheckpointError(
+            f"{path / 'model.safetensors'} does not match config.json: "
+            f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+            f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
+        )
     try:
         model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:
@@ -105,8 +114,10 @@ def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: s
     except StatsError as exc:
         raise CheckpointError(str(exc)) from exc
     if len(stats.state_mean) != config.state_dim or len(stats.action_low) != config.action_dim:
-        raise CheckpointError(f"{path / 'stats.json'}: state has {len(stats.state_mean)} values and actions "
-                              f"{len(stats.action_low)}, but config.json says state_dim {config.state_dim}, "
-                              f"action_dim {config.action_dim}")
+        raise CheckpointError(
+            f"{path / 'stats.json'}: state has {len(stats.state_mean)} values and actions "
+            f"{len(stats.action_low)}, but config.json says state_dim {config.state_dim}, "
+            f"action_dim {config.action_dim}"
+        )
     model.stats = stats
     return model.to(device).eval()

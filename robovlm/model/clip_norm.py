@@ -49,7 +49,7 @@ class ClipNorm(nn.Module):
         self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, text_dim))
         self._cache: dict[str, torch.Tensor] = {}
 
-    def train(self, mode: bool = True) -> "ClipNorm":
+    def train(self, mode: bool = True) -> ClipNorm:
         super().train(mode)
         self.text_encoder.eval()  # frozen: no dropout, no statistics updates, ever
         return self
@@ -84,4 +84,3 @@ class ClipNorm(nn.Module):
     def _apply(self, fn, recurse=True):  # moving the module moves its cached targets too
         self._cache.clear()
         return super()._apply(fn, recurse)
-

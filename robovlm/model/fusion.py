@@ -31,12 +31,23 @@ class CrossAttention(nn.Module):
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        kv: torch.Tensor,
+        kv_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         # kv_mask: (B, Nk) True for real tokens
         pad = None if kv_mask is None else ~kv_mask
-        out, _ = self.attn(self.norm_q(q), self.norm_kv(kv), self.norm_kv(kv), key_padding_mask=pad,
-                           attn_mask=attn_mask, need_weights=False)
+        out, _ = self.attn(
+            self.norm_q(q),
+            self.norm_kv(kv),
+            self.norm_kv(kv),
+            key_padding_mask=pad,
+            attn_mask=attn_mask,
+            need_weights=False,
+        )
         return out
 
 
@@ -51,8 +62,9 @@ class ClawMatrixFusion(nn.Module):
         self.blocks = nn.ModuleDict({n: CrossAttention(dim, heads, dropout) for n in names})
         self.ff = _mlp(dim)
 
-    def forward(self, *, vision: torch.Tensor, language: torch.Tensor, language_mask: torch.Tensor,
-                action: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, *, vision: torch.Tensor, language: torch.Tensor, language_mask: torch.Tensor, action: torch.Tensor
+    ) -> torch.Tensor:
         # vision (B, Nv, D); language (B, L, D) with language_mask (B, L); action (B, Na, D), LRN last -> (B, D)
         b = self.blocks
         v = vision + b["v_from_l"](vision, language, language_mask) + b["v_from_a"](vision, action)

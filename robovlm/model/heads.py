@@ -32,8 +32,13 @@ class LSTMHead(nn.Module):
 
     def __init__(self, *, dim: int, cfg: ActHeadConfig, n: int, action_dim: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            dim,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.out = _ChunkOut(cfg.hidden_size, n, action_dim)
 
     def forward(self, x: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
@@ -63,8 +68,15 @@ class GPTHead(nn.Module):
         super().__init__()
         self.inp = nn.Linear(dim, cfg.hidden_size)
         self.pos = nn.Parameter(torch.randn(window_size, cfg.hidden_size) * 0.02)
-        layer = nn.TransformerEncoderLayer(cfg.hidden_size, cfg.num_heads, 4 * cfg.hidden_size, cfg.dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            cfg.hidden_size,
+            cfg.num_heads,
+            4 * cfg.hidden_size,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.blocks = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.hidden_size)
         self.out = _ChunkOut(cfg.hidden_size, n, action_dim)

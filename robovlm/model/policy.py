@@ -55,13 +55,20 @@ def prompt_ids(tokenizer: Tokenizer, backbone: BackboneConfig, instruction: str)
 
 
 class RoboVLM(nn.Module):
-    def __init__(self, config: RoboVLMConfig, *, backbone: BackboneAdapter | None = None,
-                 tokenizer: Tokenizer | None = None, load_backbone_weights: bool = True,
-                 with_clip: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: RoboVLMConfig,
+        *,
+        backbone: BackboneAdapter | None = None,
+        tokenizer: Tokenizer | None = None,
+        load_backbone_weights: bool = True,
+        with_clip: bool | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
-        self.backbone = backbone if backbone is not None else build_backbone(config.backbone,
-                                                                             load_weights=load_backbone_weights)
+        self.backbone = (
+            backbone if backbone is not None else build_backbone(config.backbone, load_weights=load_backbone_weights)
+        )
         if tokenizer is None:
             if config.backbone.tokenizer == "checkpoint":
                 raise ConfigError("backbone.tokenizer 'checkpoint' is only valid when loading with from_pretrained")
@@ -73,8 +80,14 @@ class RoboVLM(nn.Module):
 
         rc = config.vision_resampler
         if config.use_vision_resampler:
-            self.resampler = PerceiverResampler(dim=rc.vis_dim, depth=rc.depth, dim_head=rc.dim_head, heads=rc.heads,
-                                                num_latents=rc.num_latents, ff_mult=rc.ff_mult)
+            self.resampler = PerceiverResampler(
+                dim=rc.vis_dim,
+                depth=rc.depth,
+                dim_head=rc.dim_head,
+                heads=rc.heads,
+                num_latents=rc.num_latents,
+                ff_mult=rc.ff_mult,
+            )
             self.vision_projector = nn.Sequential(nn.Linear(rc.vis_dim, d), nn.GELU(), nn.Linear(d, d))
         self.num_cameras = 2 if config.use_hand_rgb else 1
         self.camera_embed = nn.Parameter(torch.randn(self.num_cameras, d) * 0.02)  # head, hand
@@ -91,13 +104,18 @@ class RoboVLM(nn.Module):
             self.claw_matrix = ClawMatrixFusion(dim=d, heads=fc.heads, dropout=fc.dropout)
         if config.use_advanced_attention:
             self.cross_modal = CrossModalAttention(dim=d, heads=fc.heads, dropout=fc.dropout)
-            self.temporal = TemporalAttention(dim=d, heads=fc.heads, window_size=config.window_size,
-                                              dropout=fc.dropout)
+            self.temporal = TemporalAttention(dim=d, heads=fc.heads, window_size=config.window_size, dropout=fc.dropout)
         if config.use_hierarchical:
-            self.planner = HierarchicalPlanner(dim=d, heads=fc.heads, num_subgoals=fc.num_subgoals,
-                                               window_size=config.window_size, dropout=fc.dropout)
-        self.head = build_head(config.act_head, dim=d, n=config.fwd_pred_next_n, action_dim=config.action_dim,
-                               window_size=config.window_size)
+            self.planner = HierarchicalPlanner(
+                dim=d, heads=fc.heads, num_subgoals=fc.num_subgoals, window_size=config.window_size, dropout=fc.dropout
+            )
+        self.head = build_head(
+            config.act_head,
+            dim=d,
+            n=config.fwd_pred_next_n,
+            action_dim=config.action_dim,
+            window_size=config.window_size,
+        )
         if with_clip is None:
             with_clip = config.use_clip_norm
         if with_clip and config.use_clip_norm:
@@ -110,15 +128,20 @@ class RoboVLM(nn.Module):
     def _check_backbone(self) -> None:
         cfg, bb = self.config, self.backbone
         if cfg.image_size != bb.image_size:
-            raise ConfigError(f"image_size ({cfg.image_size}) must equal the {bb.type} vision encoder's image_size "
-                              f"({bb.image_size})")
+            raise ConfigError(
+                f"image_size ({cfg.image_size}) must equal the {bb.type} vision encoder's image_size ({bb.image_size})"
+            )
         if cfg.use_vision_resampler and cfg.vision_resampler.vis_dim != bb.vision_width:
-            raise ConfigError(f"vision_resampler.vis_dim ({cfg.vision_resampler.vis_dim}) must equal the {bb.type} "
-                              f"vision encoder width ({bb.vision_width})")
+            raise ConfigError(
+                f"vision_resampler.vis_dim ({cfg.vision_resampler.vis_dim}) must equal the {bb.type} "
+                f"vision encoder width ({bb.vision_width})"
+            )
         vocab = bb.model.get_input_embeddings().num_embeddings
         if isinstance(self.tokenizer, ByteTokenizer) and vocab < ByteTokenizer.vocab_size:
-            raise ConfigError(f"the byte tokenizer needs a vocabulary of {ByteTokenizer.vocab_size}; the {bb.type} "
-                              f"language model has {vocab}")
+            raise ConfigError(
+                f"the byte tokenizer needs a vocabulary of {ByteTokenizer.vocab_size}; the {bb.type} "
+                f"language model has {vocab}"
+            )
 
     # ------------------------------------------------------------------------------------------------ sizes
     @property
@@ -157,8 +180,8 @@ class RoboVLM(nn.Module):
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, device=device)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(r, device=device)
+            mask[i, width - len(r) :] = 1
         return ids, mask
 
     # ------------------------------------------------------------------------------------------------ frames
@@ -169,8 +192,9 @@ class RoboVLM(nn.Module):
             return self.vision_projector(self.resampler(patches))  # (N, num_latents, D)
         return self.backbone.project_native(patches)
 
-    def _frame_embeds(self, head: torch.Tensor, hand: torch.Tensor | None, hand_valid: torch.Tensor | None,
-                      state: torch.Tensor | None) -> torch.Tensor:
+    def _frame_embeds(
+        self, head: torch.Tensor, hand: torch.Tensor | None, hand_valid: torch.Tensor | None, state: torch.Tensor | None
+    ) -> torch.Tensor:
         """One frame per row: head (N, 3, H, W), hand (N, 3, H, W), hand_valid (N,), state (N, S) -> (N, F, D)."""
         cfg = self.config
         n = head.shape[0]
@@ -205,18 +229,22 @@ class RoboVLM(nn.Module):
         nv = self.num_cameras * self.tokens_per_camera
         return hidden[:, :nv], hidden[:, nv:]
 
-    def _fuse_frame(self, vision: torch.Tensor, action: torch.Tensor, language: torch.Tensor,
-                    language_mask: torch.Tensor) -> torch.Tensor:
+    def _fuse_frame(
+        self, vision: torch.Tensor, action: torch.Tensor, language: torch.Tensor, language_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Per-frame fusion -> (N, D). Raw LRN hidden state when no per-frame fusion is on."""
         feat = action[:, -1]
         lang_mask = language_mask.bool()
         if self.config.use_claw_matrix:
-            feat = self.claw_matrix(vision=vision, language=language, language_mask=lang_mask,
-                                    action=torch.cat([action[:, :-1], feat.unsqueeze(1)], dim=1))
+            feat = self.claw_matrix(
+                vision=vision,
+                language=language,
+                language_mask=lang_mask,
+                action=torch.cat([action[:, :-1], feat.unsqueeze(1)], dim=1),
+            )
         if self.config.use_advanced_attention:
             ctx = torch.cat([vision, action[:, :-1], language], dim=1)
-            ones = torch.ones(ctx.shape[0], vision.shape[1] + action.shape[1] - 1, dtype=torch.bool,
-                              device=ctx.device)
+            ones = torch.ones(ctx.shape[0], vision.shape[1] + action.shape[1] - 1, dtype=torch.bool, device=ctx.device)
             feat = self.cross_modal(action=feat, context=ctx, context_mask=torch.cat([ones, lang_mask], dim=1))
         return feat
 
@@ -244,14 +272,16 @@ class RoboVLM(nn.Module):
         if t > self.config.window_size:
             raise ValueError(f"window of {t} frames is longer than window_size {self.config.window_size}")
         flat = lambda x: None if x is None else x.reshape(bsz * t, *x.shape[2:])  # noqa: E731
-        frames = self._frame_embeds(flat(head), flat(batch.get("hand_images")), flat(batch.get("hand_valid")),
-                                    flat(batch.get("states")))  # (B*T, F, D)
+        frames = self._frame_embeds(
+            flat(head), flat(batch.get("hand_images")), flat(batch.get("hand_valid")), flat(batch.get("states"))
+        )  # (B*T, F, D)
         ids, mask = self._prefix(list(batch["instructions"]))
         prefix = self.backbone.embed_text(ids)  # (B, Lp, D)
         lp = ids.shape[1]
         embeds = torch.cat([prefix.repeat_interleave(t, dim=0), frames], dim=1)  # (B*T, Lp+F, D)
-        full_mask = torch.cat([mask.repeat_interleave(t, dim=0), torch.ones_like(frames[..., 0], dtype=mask.dtype)],
-                              dim=1)
+        full_mask = torch.cat(
+            [mask.repeat_interleave(t, dim=0), torch.ones_like(frames[..., 0], dtype=mask.dtype)], dim=1
+        )
         positions = (full_mask.cumsum(1) - 1).clamp(min=0)
         hidden, _ = self.backbone.lm_forward(embeds, attention_mask=full_mask, positions=positions)
         vision, action = self._split(hidden[:, lp:])
@@ -286,8 +316,13 @@ class RoboVLM(nn.Module):
         self._prefix_state: dict | None = None
 
     @torch.inference_mode()
-    def step(self, head_image: torch.Tensor, hand_image: torch.Tensor | None = None,
-             state: torch.Tensor | None = None, instruction: str | list[str] | None = None) -> torch.Tensor:
+    def step(
+        self,
+        head_image: torch.Tensor,
+        hand_image: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        instruction: str | list[str] | None = None,
+    ) -> torch.Tensor:
         """One control step: (B, 3, H, W) pixels, state (B, S) -> action chunk (B, n, A) for this frame.
 
         A new instruction recomputes its keys and values and clears the window (a new task); the same instruction
@@ -332,21 +367,29 @@ class RoboVLM(nn.Module):
         ids, mask = self._prefix(instructions)
         cache = self.backbone.new_cache()
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        hidden, cache = self.backbone.lm_forward(self.backbone.embed_text(ids), attention_mask=mask,
-                                                 positions=positions, cache=cache)
+        hidden, cache = self.backbone.lm_forward(
+            self.backbone.embed_text(ids), attention_mask=mask, positions=positions, cache=cache
+        )
         self._window.clear()
-        self._prefix_state = {"instructions": instructions, "cache": cache, "mask": mask, "hidden": hidden,
-                              "length": ids.shape[1]}
+        self._prefix_state = {
+            "instructions": instructions,
+            "cache": cache,
+            "mask": mask,
+            "hidden": hidden,
+            "length": ids.shape[1],
+        }
 
     # ------------------------------------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path: str | Path, stats: NormStats | None = None,
-                        weights: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(
+        self, path: str | Path, stats: NormStats | None = None, weights: dict[str, torch.Tensor] | None = None
+    ) -> None:
         """Write the checkpoint directory (``checkpoint.save_checkpoint``)."""
         save_checkpoint(self, path, stats, weights)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, load_clip: bool = False,
-                        device: str | torch.device = "cpu") -> "RoboVLM":
+    def from_pretrained(
+        cls, path: str | Path, *, load_clip: bool = False, device: str | torch.device = "cpu"
+    ) -> RoboVLM:
         """Load a checkpoint directory or ``hf://owner/name`` from the local Hub cache
         (``checkpoint.load_checkpoint``)."""
         return load_checkpoint(cls, path, load_clip=load_clip, device=device)

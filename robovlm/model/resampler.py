@@ -13,7 +13,9 @@ from torch import nn
 
 def feed_forward(*, dim: int, mult: int = 4) -> nn.Sequential:
     inner = dim * mult
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
+    return nn.Sequential(
+        nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False)
+    )
 
 
 class PerceiverAttention(nn.Module):
@@ -44,14 +46,17 @@ class PerceiverAttention(nn.Module):
 class PerceiverResampler(nn.Module):
     """``(B, N, dim)`` or ``(B, T, N, dim)`` -> ``(B, num_latents, dim)`` or ``(B, T, num_latents, dim)``."""
 
-    def __init__(self, *, dim: int, depth: int = 6, dim_head: int = 64, heads: int = 8, num_latents: int = 64,
-                 ff_mult: int = 4) -> None:
+    def __init__(
+        self, *, dim: int, depth: int = 6, dim_head: int = 64, heads: int = 8, num_latents: int = 64, ff_mult: int = 4
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.num_latents = num_latents
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
         self.layers = nn.ModuleList(
-            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim=dim, mult=ff_mult)])
+            nn.ModuleList(
+                [PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim=dim, mult=ff_mult)]
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)

@@ -52,8 +52,9 @@ class HFTokenizer:
         try:
             self._tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise FileNotFoundError(f"no usable tokenizer files in {path} ({exc}); "
-                                    "set tokenizer 'bytes' for a random-init backbone") from exc
+            raise FileNotFoundError(
+                f"no usable tokenizer files in {path} ({exc}); set tokenizer 'bytes' for a random-init backbone"
+            ) from exc
         self.bos_token_id = self._tok.bos_token_id if self._tok.bos_token_id is not None else self._tok.cls_token_id
         self.eos_token_id = self._tok.eos_token_id
         self.pad_token_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
@@ -84,8 +85,10 @@ def count_instruction_tokens(tokenizer: Tokenizer, text: str, limit: int) -> int
     hostile or mistaken instruction from exhausting the robot computer."""
     size = len(text.encode("utf-8", errors="replace"))
     if size > limit * MAX_BYTES_PER_TOKEN:
-        raise InstructionTooLong(f"instruction of {size} bytes is longer than max_instruction_tokens={limit} tokens "
-                                 f"can hold (at most {limit * MAX_BYTES_PER_TOKEN} bytes); refused")
+        raise InstructionTooLong(
+            f"instruction of {size} bytes is longer than max_instruction_tokens={limit} tokens "
+            f"can hold (at most {limit * MAX_BYTES_PER_TOKEN} bytes); refused"
+        )
     n = len(tokenizer.encode_text(text)) - 1
     if n > limit:
         raise InstructionTooLong(f"instruction has {n} tokens, more than max_instruction_tokens={limit}; refused")
@@ -102,7 +105,8 @@ def load_tokenizer(kind: str, path: str | None) -> Tokenizer:
 
 
 def checkpoint_tokenizer(kind: str, backbone_path: str | None, checkpoint: str | Path) -> Tokenizer:
-    """The tokenizer a saved checkpoint uses: its own ``tokenizer/`` folder (``checkpoint``), or as ``load_tokenizer``."""
+    """The tokenizer a saved checkpoint uses: its own ``tokenizer/`` folder (``checkpoint``), or as
+    ``load_tokenizer``."""
     if kind == "checkpoint":
         return HFTokenizer(Path(checkpoint) / "tokenizer")
     return load_tokenizer(kind, backbone_path)

@@ -108,7 +108,7 @@ class TorchEngine(EngineBase):
         self._setup(RoboVLM.from_pretrained(checkpoint, device=torch.device(device)), dtype)
 
     @classmethod
-    def from_model(cls, model: RoboVLM, *, dtype: str = "float32") -> "TorchEngine":
+    def from_model(cls, model: RoboVLM, *, dtype: str = "float32") -> TorchEngine:
         """An engine over a model already in memory (export's parity check, benchmarks)."""
         engine = cls.__new__(cls)
         engine._setup(model, dtype)
@@ -131,8 +131,9 @@ class TorchEngine(EngineBase):
         return to_pixels(rgb, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std).to(self.device, self.dtype)
 
     @torch.inference_mode()
-    def step(self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None,
-             instruction: str) -> np.ndarray:
+    def step(
+        self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None, instruction: str
+    ) -> np.ndarray:
         """RGB uint8 (H, W, 3) frames, raw joint state (S,) -> (n, A) actions in physical units."""
         head = self._pixels(head_rgb)
         hand = self._pixels(hand_rgb) if (hand_rgb is not None and self.uses_hand) else None
@@ -145,8 +146,16 @@ class TorchEngine(EngineBase):
         return self.stats.unnormalize_action(chunk.float().cpu().numpy())
 
 
-def build_engine(name: str, checkpoint: str | Path, *, device: str = "cpu", dtype: str = "float32",
-                 tensorrt: bool = False, trt_cache_dir: str | None = None, warm_up: bool = True) -> EngineBase:
+def build_engine(
+    name: str,
+    checkpoint: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    tensorrt: bool = False,
+    trt_cache_dir: str | None = None,
+    warm_up: bool = True,
+) -> EngineBase:
     """The engine ``name`` on ``checkpoint``; ``warm_up`` runs one blank step first (see ``EngineBase.warm_up``).
 
     ``dtype`` is the torch engine's; an ONNX export has its precision fixed at export (``--dtype``), so another
@@ -160,8 +169,10 @@ def build_engine(name: str, checkpoint: str | Path, *, device: str = "cpu", dtyp
         engine: EngineBase = TorchEngine(checkpoint, device=device, dtype=dtype)
     else:
         if dtype != "float32":
-            raise EngineError(f"dtype {dtype!r} applies to the torch engine; the ONNX graphs' precision is chosen "
-                              "when exporting (robovlm export --dtype fp16)")
+            raise EngineError(
+                f"dtype {dtype!r} applies to the torch engine; the ONNX graphs' precision is chosen "
+                "when exporting (robovlm export --dtype fp16)"
+            )
         from .onnx_engine import OnnxEngine
 
         engine = OnnxEngine(checkpoint, device=device, tensorrt=tensorrt, trt_cache_dir=trt_cache_dir)

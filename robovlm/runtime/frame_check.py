@@ -43,8 +43,9 @@ class FrameCheck:
     def size_fault(self, width: int, height: int) -> tuple[str, str] | None:
         """(cause, reason) when a ``width`` x ``height`` frame is too small for the model, else None."""
         if min(width, height) < self.min_side_px:
-            return "image_too_small", (f"frame of {width}x{height} is smaller than min_image_side_px="
-                                       f"{self.min_side_px}")
+            return "image_too_small", (
+                f"frame of {width}x{height} is smaller than min_image_side_px={self.min_side_px}"
+            )
         return None
 
     def content_fault(self, rgb: np.ndarray) -> tuple[str, str] | None:
@@ -52,14 +53,18 @@ class FrameCheck:
         luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # (H, W)
         contrast = float(luma.std())
         if contrast < self.min_contrast:
-            return "blank_image", (f"frame is one colour (luminance std {contrast:.2f} < min_image_contrast="
-                                   f"{self.min_contrast:g}, mean {float(luma.mean()):.0f}): covered lens or dead "
-                                   "sensor?")
+            return "blank_image", (
+                f"frame is one colour (luminance std {contrast:.2f} < min_image_contrast="
+                f"{self.min_contrast:g}, mean {float(luma.mean()):.0f}): covered lens or dead "
+                "sensor?"
+            )
         if self.max_saturated_fraction < 1:
             low = (rgb <= CLIP_LOW).all(axis=-1)
             high = (rgb >= CLIP_HIGH).all(axis=-1)
             clipped = float((low | high).mean())
             if clipped > self.max_saturated_fraction:
-                return "saturated_image", (f"{clipped:.0%} of the frame is clipped to black or white (more than "
-                                           f"max_saturated_fraction={self.max_saturated_fraction:g}): exposure?")
+                return "saturated_image", (
+                    f"{clipped:.0%} of the frame is clipped to black or white (more than "
+                    f"max_saturated_fraction={self.max_saturated_fraction:g}): exposure?"
+                )
         return None

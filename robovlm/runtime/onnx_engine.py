@@ -47,14 +47,18 @@ def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: b
     if device != "cuda":
         raise EngineError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if "CUDAExecutionProvider" not in available:
-        raise EngineError(f"device 'cuda' needs onnxruntime's CUDA execution provider; this onnxruntime "
-                          f"{ort.__version__} offers {available} (install the gpu extra: pip install "
-                          "'robovlm[gpu]', which brings onnxruntime-gpu, and the CUDA 12 runtime)")
+        raise EngineError(
+            f"device 'cuda' needs onnxruntime's CUDA execution provider; this onnxruntime "
+            f"{ort.__version__} offers {available} (install the gpu extra: pip install "
+            "'robovlm[gpu]', which brings onnxruntime-gpu, and the CUDA 12 runtime)"
+        )
     providers: list = [("CUDAExecutionProvider", {"device_id": 0})]
     if tensorrt:
         if "TensorrtExecutionProvider" not in available:
-            raise EngineError(f"onnx_tensorrt needs onnxruntime's TensorRT execution provider; this onnxruntime "
-                              f"{ort.__version__} offers {available} (onnxruntime-gpu with TensorRT 10 libraries)")
+            raise EngineError(
+                f"onnx_tensorrt needs onnxruntime's TensorRT execution provider; this onnxruntime "
+                f"{ort.__version__} offers {available} (onnxruntime-gpu with TensorRT 10 libraries)"
+            )
         options = {"device_id": 0, "trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -86,23 +90,35 @@ def check_parity_report(onnx_dir: Path) -> dict:
         report = json.loads(path.read_text())
         float(report["end_to_end_max_abs_diff_physical"])
     except FileNotFoundError:
-        raise EngineError(f"{onnx_dir}: the ONNX export is incomplete (no parity.json: it was interrupted before "
-                          "its parity check); export again with `robovlm export`") from None
+        raise EngineError(
+            f"{onnx_dir}: the ONNX export is incomplete (no parity.json: it was interrupted before "
+            "its parity check); export again with `robovlm export`"
+        ) from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise EngineError(f"{path}: unreadable parity report ({type(exc).__name__}: {exc}); export again") from exc
     return report
 
 
 class OnnxEngine(EngineBase):
-    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", tensorrt: bool = False,
-                 trt_cache_dir: str | None = None, threads: int | None = None, require_parity: bool = True) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        device: str = "cpu",
+        tensorrt: bool = False,
+        trt_cache_dir: str | None = None,
+        threads: int | None = None,
+        require_parity: bool = True,
+    ) -> None:
         """``require_parity``: refuse an export without its parity report (an export that was interrupted before
         its check; only the exporter's own parity run passes False)."""
         path = Path(checkpoint)
         onnx_dir = path / ONNX_DIR
         if not (onnx_dir / "manifest.json").is_file():
-            raise EngineError(f"{path} has no ONNX export ({onnx_dir / 'manifest.json'} is missing); write one with "
-                              f"`robovlm export {path} --out DIR` and point model_path at DIR")
+            raise EngineError(
+                f"{path} has no ONNX export ({onnx_dir / 'manifest.json'} is missing); write one with "
+                f"`robovlm export {path} --out DIR` and point model_path at DIR"
+            )
         if require_parity:
             check_parity_report(onnx_dir)
         try:
@@ -165,8 +181,9 @@ class OnnxEngine(EngineBase):
         cfg = self.config
         return to_pixels(rgb, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std).numpy()  # (1, 3, S, S)
 
-    def step(self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None,
-             instruction: str) -> np.ndarray:
+    def step(
+        self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None, instruction: str
+    ) -> np.ndarray:
         """RGB uint8 (H, W, 3) frames, raw joint state (S,) -> (n, A) actions in physical units."""
         cfg = self.config
         if self._prefix is None or self._prefix["instruction"] != instruction:

@@ -12,8 +12,13 @@ class ImageError(ValueError):
 
 
 # encoding -> (channels, channel order that yields RGB)
-RAW_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]), "bgra8": (4, [2, 1, 0]),
-                 "mono8": (1, [0, 0, 0])}
+RAW_ENCODINGS = {
+    "rgb8": (3, [0, 1, 2]),
+    "bgr8": (3, [2, 1, 0]),
+    "rgba8": (4, [0, 1, 2]),
+    "bgra8": (4, [2, 1, 0]),
+    "mono8": (1, [0, 0, 0]),
+}
 
 
 def check_raw_image(encoding: str, height: int, width: int, step: int, size: int) -> None:
@@ -89,8 +94,9 @@ def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     return x[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def to_pixels(images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, float, float],
-              std: tuple[float, float, float]) -> torch.Tensor:
+def to_pixels(
+    images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) RGB uint8 -> (B, 3, size, size) float32, normalized with ``mean``/``std``."""
     x = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
     if x.ndim == 3:

@@ -5,7 +5,8 @@ Rules, in order (the first that applies wins and is counted under its cause):
 - a fault the caller has already found (``HOLD_CAUSES``: engine down, refused instruction, an input with a bad
   header stamp, a stalled clock, a camera frame with nothing to drive on) -> zero;
 - a required input older than ``input_timeout_s`` (or never received) -> zero;
-- no fresh action (no chunk, or the newest chunk older than ``chunk_timeout_s``, or its actions all in the past) -> zero;
+- no fresh action (no chunk, or the newest chunk older than ``chunk_timeout_s``, or its actions all in the past)
+  -> zero;
 - a non-finite action -> zero;
 - otherwise clamp each component to ``+-max_velocity`` and limit its change per tick to ``max_accel * dt``.
 
@@ -79,8 +80,15 @@ class SafetyFilter:
         self._last, self._last_t = zero, now
         return SafetyDecision(zero, cause)
 
-    def apply(self, action: np.ndarray | None, *, now: float, active: bool,
-              input_ages: dict[str, float | None], hold: str | None = None) -> SafetyDecision:
+    def apply(
+        self,
+        action: np.ndarray | None,
+        *,
+        now: float,
+        active: bool,
+        input_ages: dict[str, float | None],
+        hold: str | None = None,
+    ) -> SafetyDecision:
         """``action``: (A,) due now, or None; ``input_ages``: seconds since each required input (None: never);
         ``hold``: one of ``HOLD_CAUSES`` when the caller knows the robot must stop."""
         if not active:

@@ -76,8 +76,17 @@ def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: in
     except Exception as exc:  # reported to the parent, which fails configure with this text
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"name": engine.name, "device_name": engine.device_name, "config": engine.config.to_dict(),
-                         "stats": asdict(engine.stats)}))
+    conn.send(
+        (
+            "ready",
+            {
+                "name": engine.name,
+                "device_name": engine.device_name,
+                "config": engine.config.to_dict(),
+                "stats": asdict(engine.stats),
+            },
+        )
+    )
     while True:
         try:
             msg = conn.recv()
@@ -101,16 +110,30 @@ def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: in
 class EngineProcess(EngineBase):
     """Same interface as ``TorchEngine`` (``step``, ``reset``, ``stats``, ``config``), served by a child process."""
 
-    def __init__(self, name: str, checkpoint: str | Path, *, device: str = "cpu", threads: int = 1, nice: int = 0,
-                 start_timeout_s: float = 180.0, step_timeout_s: float = 30.0,
-                 cancel: threading.Event | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        checkpoint: str | Path,
+        *,
+        device: str = "cpu",
+        threads: int = 1,
+        nice: int = 0,
+        start_timeout_s: float = 180.0,
+        step_timeout_s: float = 30.0,
+        cancel: threading.Event | None = None,
+        **options: Any,
+    ) -> None:
         """``nice``: added to the child's niceness (0: same priority as the node); ``step_timeout_s``: a step that
         takes longer means the process hung, and it is killed; ``cancel``: set it to abandon start-up at once;
         ``options``: ``build_engine``'s (dtype, tensorrt, trt_cache_dir, warm_up)."""
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, name, str(checkpoint), device, nice, threads, options),
-                                 name="robovlm-engine", daemon=True)
+        self._proc = ctx.Process(
+            target=_serve,
+            args=(child, name, str(checkpoint), device, nice, threads, options),
+            name="robovlm-engine",
+            daemon=True,
+        )
         self._proc.start()
         child.close()
         self.step_timeout_s = step_timeout_s
@@ -178,8 +201,9 @@ class EngineProcess(EngineBase):
     def reset(self) -> None:
         self._call(("reset",), "reset")
 
-    def step(self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None,
-             instruction: str) -> np.ndarray:
+    def step(
+        self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None, instruction: str
+    ) -> np.ndarray:
         return self._call(("step", head_rgb, hand_rgb, state, instruction), "step")
 
     def close(self) -> None:

@@ -44,12 +44,25 @@ def run_expert_episode(env: CupWorldEnv, scenario: str, seed: int, *, noise: flo
         executed = a + rng.normal(0.0, noise, size=2) if noise > 0 else a
         obs, done, info = env.step(executed)
     events = ["episode_start"] + ["start_action"] * (len(actions) - 2) + ["stop_action"]
-    return (np.stack(heads), np.stack(hands), np.stack(joints), np.asarray(actions, np.float32), events[: len(actions)],
-            info.success)
+    return (
+        np.stack(heads),
+        np.stack(hands),
+        np.stack(joints),
+        np.asarray(actions, np.float32),
+        events[: len(actions)],
+        info.success,
+    )
 
 
-def collect(out_dir: str | Path, *, episodes_per_scenario: int, seed_offset: int = 0, image_size: int = 64,
-            noise: float = 0.05, bags: bool = False) -> CollectResult:
+def collect(
+    out_dir: str | Path,
+    *,
+    episodes_per_scenario: int,
+    seed_offset: int = 0,
+    image_size: int = 64,
+    noise: float = 0.05,
+    bags: bool = False,
+) -> CollectResult:
     from ..data.bag import episode_to_bag
     from ..data.hdf5 import load_instructions, read_hdf5_episode, write_hdf5_episode
 
@@ -65,12 +78,21 @@ def collect(out_dir: str | Path, *, episodes_per_scenario: int, seed_offset: int
             log.warning("expert failed %s seed %d; episode skipped", scenario, seed)
             continue
         path = out / f"sim_{scenario}_{seed:05d}.h5"
-        write_hdf5_episode(path, images_rgb=head, hand_images_rgb=hand, actions=actions, event_types=events,
-                           episode_name=f"sim_{scenario}_{seed:05d}", frame_dt=env.control_dt,
-                           joint_positions=joints, joint_names=list(JOINT_NAMES))
+        write_hdf5_episode(
+            path,
+            images_rgb=head,
+            hand_images_rgb=hand,
+            actions=actions,
+            event_types=events,
+            episode_name=f"sim_{scenario}_{seed:05d}",
+            frame_dt=env.control_dt,
+            joint_positions=joints,
+            joint_names=list(JOINT_NAMES),
+        )
         if bags:
-            episode_to_bag(read_hdf5_episode(path, load_instructions()), out / f"sim_{scenario}_{seed:05d}_bag",
-                           storage="mcap")
+            episode_to_bag(
+                read_hdf5_episode(path, load_instructions()), out / f"sim_{scenario}_{seed:05d}_bag", storage="mcap"
+            )
         frames += len(actions)
         written += 1
     env.close()

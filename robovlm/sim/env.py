@@ -61,8 +61,9 @@ class CupWorldEnv:
         self.data = mujoco.MjData(self.model)
         self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
         self._substeps = max(1, int(round(self.control_dt / self.model.opt.timestep)))
-        self._box_geoms = {mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"box{i}")
-                           for i in range(len(self.layout.boxes))}
+        self._box_geoms = {
+            mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"box{i}") for i in range(len(self.layout.boxes))
+        }
         self._base_geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, "base")
         boxes = self.layout.boxes
         self._span = (min(b.x - b.half_x for b in boxes), max(b.x + b.half_x for b in boxes))
@@ -100,8 +101,9 @@ class CupWorldEnv:
         return self._renderer.render().copy()
 
     def observe(self) -> Observation:
-        return Observation(head=self._render("head"), hand=self._render("hand"), joints=self.joint_positions(),
-                           time=self.time)
+        return Observation(
+            head=self._render("head"), hand=self._render("hand"), joints=self.joint_positions(), time=self.time
+        )
 
     def _touching_box(self) -> bool:
         for i in range(self.data.ncon):

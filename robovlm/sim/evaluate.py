@@ -58,10 +58,12 @@ class EvalReport:
         return out
 
     def format(self) -> str:
-        lines = [f"closed-loop evaluation{' (ablate ' + self.ablate + ')' if self.ablate else ''}: "
-                 f"{sum(r.success for r in self.results)}/{len(self.results)} reached the cup "
-                 f"({100 * self.success_rate:.0f}%), collisions {sum(r.collision for r in self.results)}, "
-                 f"wrong side {sum(r.wrong_side for r in self.results)}"]
+        lines = [
+            f"closed-loop evaluation{' (ablate ' + self.ablate + ')' if self.ablate else ''}: "
+            f"{sum(r.success for r in self.results)}/{len(self.results)} reached the cup "
+            f"({100 * self.success_rate:.0f}%), collisions {sum(r.collision for r in self.results)}, "
+            f"wrong side {sum(r.wrong_side for r in self.results)}"
+        ]
         for sc, (ok, n) in sorted(self.per_scenario().items()):
             times = [r.time_s for r in self.results if r.scenario == sc and r.success]
             t = f", mean time {np.mean(times):.1f} s" if times else ""
@@ -69,9 +71,19 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def run_episode(engine: TorchEngine, env: CupWorldEnv, scenario: str, seed: int, instruction: str, *,
-                ablate: str | None = None, chunk_mode: str = "ensemble", max_velocity: float = 0.5,
-                max_accel: float = 2.0, record: bool = False) -> EpisodeResult:
+def run_episode(
+    engine: TorchEngine,
+    env: CupWorldEnv,
+    scenario: str,
+    seed: int,
+    instruction: str,
+    *,
+    ablate: str | None = None,
+    chunk_mode: str = "ensemble",
+    max_velocity: float = 0.5,
+    max_accel: float = 2.0,
+    record: bool = False,
+) -> EpisodeResult:
     obs = env.reset(scenario, seed)
     engine.reset()
     dt = engine.stats.action_dt
@@ -94,13 +106,25 @@ def run_episode(engine: TorchEngine, env: CupWorldEnv, scenario: str, seed: int,
         obs, done, info = env.step(decision.command)
         if done:
             break
-    result.success, result.collision, result.wrong_side, result.time_s = (info.success, info.collision, info.wrong_side,
-                                                                        env.time)
+    result.success, result.collision, result.wrong_side, result.time_s = (
+        info.success,
+        info.collision,
+        info.wrong_side,
+        env.time,
+    )
     return result
 
 
-def evaluate(checkpoint: str | Path, *, episodes: int, seed_offset: int, ablate: str | None = None,
-             chunk_mode: str = "ensemble", device: str = "cpu", record: int = 0) -> EvalReport:
+def evaluate(
+    checkpoint: str | Path,
+    *,
+    episodes: int,
+    seed_offset: int,
+    ablate: str | None = None,
+    chunk_mode: str = "ensemble",
+    device: str = "cpu",
+    record: int = 0,
+) -> EvalReport:
     """Episode k runs scenario ``SCENARIOS[k % 8]`` with seed ``seed_offset + k``."""
     if ablate is not None and ablate not in ABLATIONS:
         raise ValueError(f"ablate must be one of {list(ABLATIONS)}, got {ablate!r}")
@@ -110,7 +134,17 @@ def evaluate(checkpoint: str | Path, *, episodes: int, seed_offset: int, ablate:
     results = []
     for k in tqdm(range(episodes), desc="eval-sim", unit="ep"):
         scenario = SCENARIOS[k % len(SCENARIOS)]
-        results.append(run_episode(engine, env, scenario, seed_offset + k, instructions[scenario], ablate=ablate,
-                                   chunk_mode=chunk_mode, record=k < record))
+        results.append(
+            run_episode(
+                engine,
+                env,
+                scenario,
+                seed_offset + k,
+                instructions[scenario],
+                ablate=ablate,
+                chunk_mode=chunk_mode,
+                record=k < record,
+            )
+        )
     env.close()
     return EvalReport(results=results, ablate=ablate)

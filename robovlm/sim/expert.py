@@ -17,14 +17,20 @@ class WaypointExpert:
         back = max(b.x + b.half_x for b in layout.boxes)
         reach = max(abs(b.y) + b.half_y for b in layout.boxes)
         lateral = layout.side * (reach + BASE_RADIUS + 0.15)
-        self.waypoints = [np.array([front - 0.3, lateral]), np.array([back + 0.3, lateral]),
-                          np.array([layout.cup_x, layout.cup_y])]
+        self.waypoints = [
+            np.array([front - 0.3, lateral]),
+            np.array([back + 0.3, lateral]),
+            np.array([layout.cup_x, layout.cup_y]),
+        ]
         self.index = 0
 
     def action(self, pose: np.ndarray) -> np.ndarray:
         """Base-frame [vx, vy] for world pose (x, y, yaw); zero once at the cup."""
         pos = pose[:2]
-        while self.index < len(self.waypoints) - 1 and np.linalg.norm(self.waypoints[self.index] - pos) < self.switch_radius:
+        while (
+            self.index < len(self.waypoints) - 1
+            and np.linalg.norm(self.waypoints[self.index] - pos) < self.switch_radius
+        ):
             self.index += 1
         err = self.waypoints[self.index] - pos
         if self.index == len(self.waypoints) - 1 and np.linalg.norm(err) < 0.15:

@@ -62,14 +62,28 @@ def sample_layout(scenario: str, seed: int) -> Layout:
             hx, hy = rng.uniform(0.07, 0.10), rng.uniform(0.22, 0.30)
         tone = rng.uniform(0.35, 0.6)
         rgba = (tone + rng.uniform(0.1, 0.25), tone * 0.75, tone * 0.45, 1.0)  # brownish cardboard
-        boxes.append(Box(x=float(cx + rng.uniform(-0.05, 0.05)), y=float(rng.uniform(-0.04, 0.04)), half_x=float(hx),
-                         half_y=float(hy), rgba=tuple(float(v) for v in rgba)))
+        boxes.append(
+            Box(
+                x=float(cx + rng.uniform(-0.05, 0.05)),
+                y=float(rng.uniform(-0.04, 0.04)),
+                half_x=float(hx),
+                half_y=float(hy),
+                rgba=tuple(float(v) for v in rgba),
+            )
+        )
     cup_rgba = (float(rng.uniform(0.75, 0.95)), float(rng.uniform(0.05, 0.2)), float(rng.uniform(0.1, 0.25)), 1.0)
     g = rng.uniform(0.55, 0.75)
     floor = (float(g), float(g + rng.uniform(-0.05, 0.05)), float(g + rng.uniform(-0.05, 0.05)), 1.0)
-    return Layout(scenario=scenario, boxes=tuple(boxes), cup_x=float(cup_x), cup_y=float(rng.uniform(-0.05, 0.05)),
-                  cup_rgba=cup_rgba, floor_rgba=floor, arm_pan=float(rng.uniform(-0.2, 0.2)),
-                  arm_lift=float(rng.uniform(0.0, 0.05)))
+    return Layout(
+        scenario=scenario,
+        boxes=tuple(boxes),
+        cup_x=float(cup_x),
+        cup_y=float(rng.uniform(-0.05, 0.05)),
+        cup_rgba=cup_rgba,
+        floor_rgba=floor,
+        arm_pan=float(rng.uniform(-0.2, 0.2)),
+        arm_lift=float(rng.uniform(0.0, 0.05)),
+    )
 
 
 def _rgba(c) -> str:
@@ -81,7 +95,8 @@ def build_mjcf(layout: Layout) -> str:
     boxes = "\n".join(
         f'<body name="box{i}" pos="{b.x:.4f} {b.y:.4f} 0.2"><geom name="box{i}" type="box" '
         f'size="{b.half_x:.4f} {b.half_y:.4f} 0.2" rgba="{_rgba(b.rgba)}" contype="1" conaffinity="1"/></body>'
-        for i, b in enumerate(layout.boxes))
+        for i, b in enumerate(layout.boxes)
+    )
     return f"""
 <mujoco model="robovlm_cup_world">
   <option timestep="0.01" gravity="0 0 -9.81"/>
