@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps test bench bench-train soak demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test bench bench-train soak demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -23,27 +23,35 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 
 install: sysdeps $(VENV)/.installed
 
+# ruff (lint, format), import-linter (layers: the library never imports ROS; no cycles), mypy (strict on the
+# runtime and the node). Configuration in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
 test: install
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) -m robovlm.bench
-	$(PY) -m robovlm.bench_engines
-	$(PY) -m robovlm_node.bench
+	$(PY) -m bench.streaming
+	$(PY) -m bench.engines
+	$(PY) -m bench.node
 
 # Fine-tuning modes (step time, memory) on kosmos2_small, and memory of lazy data for 200 and 2,000 episodes.
 bench-train: install
-	$(PY) -m robovlm.bench_train
+	$(PY) -m bench.training
 
 # The node for DURATION seconds (default 10 minutes) on two 640x480 cameras at 30 Hz, beside LOAD CPU-bound jobs.
 DURATION ?= 600
 LOAD ?= 0
 soak: install
-	$(PY) -m robovlm_node.soak --duration $(DURATION) --load $(LOAD)
+	$(PY) -m bench.soak --duration $(DURATION) --load $(LOAD)
 
 # Closed loop over ROS: the trained demo checkpoint drives the simulated robot through robovlm_node.
 demo: install
-	$(PY) -m robovlm_node.demo
+	$(PY) -m robovlm_node.tools.demo
 
 # Reproduces models/demo: expert episodes (seeds from 0), then training on this CPU (about 25 minutes).
 train-demo: install

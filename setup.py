@@ -5,7 +5,7 @@ it (``requires-python`` becomes a SpecifierSet that colcon cannot parse, colcon/
 metadata lives here, as in other ROS 2 Python packages, and ``python_requires`` is left out (Python >= 3.10).
 The data files put what ROS 2 tools and our CLIs look for under ``share/robovlm``: the ament index marker,
 package.xml, launch files, the parameter YAML and ``models/`` (configs, instructions, the demo checkpoint), in the
-same layout as the source tree, so ``robovlm.resources`` finds them in either place.
+same layout as the source tree, so ``robovlm.utils.resources`` finds them in either place.
 """
 
 from glob import glob
@@ -81,14 +81,23 @@ setup(
         # CUDA and TensorRT execution providers. onnxruntime-gpu installs the same `onnxruntime` module as the CPU
         # package: on a GPU machine remove the CPU one afterwards (README, "GPU").
         "gpu": ["onnxruntime-gpu>=1.17"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "colcon-common-extensions>=0.3"],
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "colcon-common-extensions>=0.3",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "import-linter>=2.0",
+        ],
     },
     entry_points={
         "console_scripts": [
             "robovlm = robovlm.cli:main",
             "robovlm_node = robovlm_node.process:main",
-            "robovlm_sim = robovlm_node.sim_bridge:main",
-        ]
+            "robovlm_sim = robovlm_node.tools.sim_bridge:main",
+        ],
+        # commands of the ROS layer on the `robovlm` command line (robovlm.cli.ENTRY_POINT_GROUP)
+        "robovlm.commands": ["replay = robovlm_node.tools.replay_command:register"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -17,21 +17,15 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from robovlm.runtime.preprocess import (
-    ImageError,
-    check_raw_image,
-    decode_compressed_image,
-    decode_raw_image,
-    resize_rgb,
-)
+from robovlm.utils.images import ImageError, check_raw_image, decode_compressed_image, decode_raw_image, resize_rgb
 
 try:  # the real bridge when ROS provides it
-    from cv_bridge import CvBridge, CvBridgeError  # type: ignore
+    from cv_bridge import CvBridge, CvBridgeError
 
     _BRIDGE: CvBridge | None = CvBridge()
 except ImportError:  # pip-only installs: the NumPy/OpenCV path below
     _BRIDGE = None
-    CvBridgeError = RuntimeError  # type: ignore
+    CvBridgeError = RuntimeError
 
 TWIST_FIELDS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 

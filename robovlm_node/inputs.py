@@ -30,13 +30,7 @@ from robovlm.model.tokenizer import InstructionTooLong, count_instruction_tokens
 from robovlm.runtime.frame_check import FrameCheck
 from robovlm.runtime.timecheck import stamp_fault
 
-from .convert import (
-    ImageConversionError,
-    JointStateError,
-    check_image_size,
-    frame_at_size,
-    joint_state_vector,
-)
+from .convert import ImageConversionError, JointStateError, check_image_size, frame_at_size, joint_state_vector
 
 INPUT_LABELS = {"head": "head camera", "hand": "hand camera", "state": "joint states"}
 STAMP_FAULTS = ("stale_stamp", "future_stamp")

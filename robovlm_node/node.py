@@ -37,7 +37,6 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
-from robovlm.hub import HubError, resolve_checkpoint
 from robovlm.model.tokenizer import checkpoint_tokenizer
 from robovlm.runtime.frame_check import FrameCheck
 from robovlm.runtime.metrics import EventWindow
@@ -45,6 +44,7 @@ from robovlm.runtime.safety import SafetyFilter, SafetyLimits
 from robovlm.runtime.scheduler import ChunkScheduler
 from robovlm.runtime.supervisor import RestartPolicy
 from robovlm.runtime.worker import EngineCancelled
+from robovlm.utils.hub import HubError, resolve_checkpoint
 
 from .convert import make_twist
 from .diagnostics import STOP_CAUSES, InputMonitor, NodeDiagnostics

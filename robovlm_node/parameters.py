@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,8 +230,11 @@ def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
 
 def coerce(name: str, spec: Spec, value: Any) -> Any:
     """``value`` as ``spec.type`` (integers widen to floats), or ``ParameterError`` naming the parameter."""
-    is_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
-    ok = {
+
+    def is_num(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    ok: Callable[[Any], bool] = {
         T.STRING: lambda v: isinstance(v, str),
         T.BOOL: lambda v: isinstance(v, bool),
         T.INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -296,7 +300,7 @@ def unknown_overrides(node: Node) -> list[str]:
     return lines
 
 
-def set_refusal(node: Node, param: Parameter) -> str | None:
+def set_refusal(node: Node, param: Parameter[Any]) -> str | None:
     """Why a runtime set of ``param`` (from ``ros2 param set`` or any parameter client) is refused, in words that
     name the parameter, or None when rclpy's own checks and the node's callback should decide.
 
@@ -324,7 +328,7 @@ def set_refusal(node: Node, param: Parameter) -> str | None:
     return None
 
 
-def _shown(param: Parameter) -> str:
+def _shown(param: Parameter[Any]) -> str:
     return "no value" if param.type_ == T.NOT_SET else f"{param.value!r} ({param.type_.name.lower()})"
 
 

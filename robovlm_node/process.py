@@ -140,7 +140,7 @@ def main(args: list[str] | None = None) -> int:
         while not stop.wait(0.1):
             pass
         if signals.received:
-            node.get_logger().info(signals.describe())
+            node.get_logger().info(signals.describe() or "")
         if node._fatal_reason:
             code = 1
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -14,7 +14,8 @@ import time
 
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from robovlm.runtime.engine import build_engine, limit_threads
+from robovlm.runtime.engine import limit_threads
+from robovlm.runtime.factory import build_engine
 from robovlm.runtime.worker import EngineCancelled, EngineProcess
 
 from .parameters import Settings

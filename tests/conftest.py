@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from robovlm.config import RoboVLMConfig
+from robovlm.configs.model import RoboVLMConfig
 
 # Each test process gets its own DDS domain and never discovers anything beyond this machine.
 os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)

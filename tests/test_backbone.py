@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import Kosmos2Config, Kosmos2Model
 
-from robovlm.config import BackboneConfig, ConfigError
+from robovlm.configs.model import BackboneConfig, ConfigError
 from robovlm.model.backbone import BackboneError, build_backbone
 
 from .conftest import KOSMOS_TINY, PALIGEMMA_TINY

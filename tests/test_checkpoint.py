@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import Kosmos2Config, Kosmos2Model, PreTrainedTokenizerFast
 
-from robovlm.config import RoboVLMConfig
+from robovlm.configs.model import RoboVLMConfig
 from robovlm.model.policy import CheckpointError, RoboVLM
 
 from .conftest import KOSMOS_TINY, make_batch, tiny_config

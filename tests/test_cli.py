@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from robovlm.cli import main
-from robovlm.config import load_config
-from robovlm.config_import import ImportRefused, import_robovlms_config
+from robovlm.configs.model import load_config
+from robovlm.configs.robovlms import ImportRefused, import_robovlms_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ROBOVLMS = ROOT / "tests" / "data" / "robovlms" / "configs"  # the layout of RoboVLMs' configs/ folder
@@ -27,7 +27,7 @@ def test_info_works_on_every_shipped_config(config, capsys):
 
 def test_init_checkpoint_then_info_on_it(tmp_path, capsys):
     cfg = tmp_path / "tiny.json"
-    from robovlm.config import save_config
+    from robovlm.configs.model import save_config
 
     from .conftest import tiny_config
 
@@ -70,7 +70,7 @@ def test_import_paligemma_takes_its_processor_normalization():
 
 
 def test_import_resolves_parent_and_maps_train_setup(tmp_path, capsys):
-    from robovlm.config_import import load_robovlms_config
+    from robovlm.configs.robovlms import load_robovlms_config
 
     src = load_robovlms_config(CHILD)
     assert src["window_size"] == 8 and src["train_setup"]["lora_dropout"] == 0.05  # from the parent, merged
@@ -86,8 +86,8 @@ def test_import_resolves_parent_and_maps_train_setup(tmp_path, capsys):
 
 
 def test_import_parent_errors_are_named(tmp_path):
-    from robovlm.config import ConfigError
-    from robovlm.config_import import load_robovlms_config
+    from robovlm.configs.model import ConfigError
+    from robovlm.configs.robovlms import load_robovlms_config
 
     (tmp_path / "a.json").write_text(json.dumps({"parent": "b.json"}))
     (tmp_path / "b.json").write_text(json.dumps({"parent": "a.json"}))
@@ -124,7 +124,7 @@ def test_import_cli_reports_refusal(tmp_path, capsys):
 
 
 def test_demo_runs_the_real_path(tmp_path, capsys):
-    from robovlm.config import save_config
+    from robovlm.configs.model import save_config
 
     from .conftest import tiny_config
 
@@ -192,3 +192,34 @@ def test_training_on_a_file_damaged_mid_way_is_one_line_and_leaves_no_output(tmp
     line = _one_error_line(capsys)
     assert victim.name in line and "damaged" in line, line
     assert not out.exists(), "a failed run must leave no empty output directory"
+
+
+_NO_ROS = """
+import sys
+
+
+class NoRos:
+    def find_spec(self, name, path=None, target=None):
+        if name == "rclpy" or name.startswith(("rclpy.", "robovlm_node.tools.replay")):
+            raise ImportError(f"no module named {name!r} (ROS hidden by the test)")
+        return None
+
+
+sys.meta_path.insert(0, NoRos())
+"""
+
+
+@pytest.mark.parametrize("ros", [True, False], ids=["with-ros", "without-ros"])
+def test_robovlm_help_lists_replay_only_with_ros_and_never_imports_it(ros):
+    import subprocess
+    import sys
+
+    code = ("" if ros else _NO_ROS) + (
+        "\nimport sys\nfrom robovlm.cli import build_parser\nhelp = build_parser().format_help()\n"
+        "print('replay' in help, 'rclpy' in sys.modules, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    listed, rclpy_loaded, torch_loaded = proc.stdout.split()
+    assert listed == str(ros), "replay must be listed exactly when ROS is installed"
+    assert rclpy_loaded == "False" and torch_loaded == "False", "--help must not import ROS or torch"

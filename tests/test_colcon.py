@@ -85,7 +85,7 @@ def test_install_tree_has_what_ros2_tools_look_for(install):
 def test_the_installed_package_finds_its_shipped_files(install, tmp_path):
     kind, prefix = install
     code = (
-        "import robovlm, robovlm.resources as r; print(robovlm.__file__); "
+        "import robovlm, robovlm.utils.resources as r; print(robovlm.__file__); "
         "print(r.find_resource('models', 'configs', 'demo.json')); print(r.find_resource('config', 'robovlm.yaml'))"
     )
     out = subprocess.run(

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from robovlm.config import ConfigError, RoboVLMConfig, load_config, save_config
+from robovlm.configs.model import ConfigError, RoboVLMConfig, load_config, save_config
 
 from .conftest import tiny_config
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robovlm.config import ConfigError
-from robovlm.finetune import apply_train_setup, backbone_parts, format_parameter_table, has_lora, parameter_table
+from robovlm.configs.model import ConfigError
+from robovlm.model.lora import has_lora
 from robovlm.model.policy import RoboVLM
+from robovlm.training.finetune import apply_train_setup, backbone_parts, format_parameter_table, parameter_table
 
 from .conftest import _node_stats, make_batch, tiny_config
 
@@ -70,7 +71,7 @@ def test_lora_trains_far_fewer_parameters_and_keeps_the_base():
 
 
 def test_a_lora_checkpoint_is_merged_and_loads_like_any_other(tmp_path):
-    from robovlm.runtime.engine import TorchEngine
+    from robovlm.runtime.torch_engine import TorchEngine
 
     model = _model(lora={"r": 2, "alpha": 4, "dropout": 0.0, "vision": True})
     _steps(model)
@@ -117,7 +118,7 @@ def test_train_setup_is_validated_and_lora_targets_must_match():
 
 def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     from robovlm.sim.collect import collect
-    from robovlm.train import STATE_FILE, TrainSettings, train
+    from robovlm.training.trainer import STATE_FILE, TrainSettings, train
 
     collect(tmp_path / "data", episodes_per_scenario=2, image_size=56, noise=0.05)
     cfg = json.loads(open("models/configs/demo.json").read())
@@ -133,7 +134,7 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     )
     from safetensors.torch import load_file as load_weights
 
-    from robovlm.train import STATE_DIR
+    from robovlm.training.trainer import STATE_DIR
 
     exact = load_weights(str(tmp_path / "ck" / STATE_DIR / "model.safetensors"))  # unmerged, for resuming
     assert any(".lora_A." in k for k in exact) and any(".base_layer." in k for k in exact)
@@ -148,7 +149,7 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
         device="cpu",
     )
     assert m["steps"] == 6 and len(json.loads((tmp_path / "ck" / STATE_FILE).read_text())["history"]) == 6
-    from robovlm.hub import read_model_card
+    from robovlm.utils.hub import read_model_card
 
     card = read_model_card(tmp_path / "ck")
     assert "lora" in card["tags"] and card["datasets"] == ["data"]

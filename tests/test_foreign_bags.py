@@ -11,8 +11,8 @@ import pytest
 from robovlm.cli import main
 from robovlm.data.bag import BagError, read_bag, read_bag_episode
 from robovlm.data.roles import RoleError, TopicMap, normalize_type, propose_mapping
-from robovlm.resources import find_resource
-from robovlm_node.replay import ReplayError, replay
+from robovlm.utils.resources import find_resource
+from robovlm_node.tools.replay import ReplayError, replay
 
 from .robot_bag import FOREIGN_TOPICS, HEAD, INSTRUCTION, TELEOP, WRIST, write_robot_bag
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from robovlm.hub import read_model_card
 from robovlm.model.policy import CheckpointError, RoboVLM
+from robovlm.utils.hub import read_model_card
 
 from .conftest import tiny_config
 from .test_packaging import ROOT
@@ -60,7 +60,7 @@ def test_a_path_that_looks_like_a_hub_id_is_local_and_never_looked_up(tmp_path, 
     is only asked for an explicit hf:// reference."""
     import huggingface_hub
 
-    from robovlm.hub import HubError, resolve_checkpoint
+    from robovlm.utils.hub import HubError, resolve_checkpoint
 
     def no_network(*args, **kwargs):
         raise AssertionError(f"the Hub was asked for {args}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from robovlm.config import load_config
+from robovlm.configs.model import load_config
 from robovlm.data.bag import episode_to_bag
 from robovlm.data.dataset import WindowDataset, collate, compute_stats, load_episodes
 from robovlm.data.hdf5 import LazyFrames, load_instructions, read_hdf5_episode

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from robovlm.export import ExportError, export_checkpoint, streaming_inputs
+from robovlm.export.exporter import ExportError, export_checkpoint, streaming_inputs
 from robovlm.model.policy import RoboVLM
-from robovlm.runtime.engine import EngineError, TorchEngine, build_engine
+from robovlm.runtime.engine import EngineError
+from robovlm.runtime.factory import build_engine
 from robovlm.runtime.onnx_engine import OnnxEngine
+from robovlm.runtime.torch_engine import TorchEngine
 
 from .conftest import _node_stats, tiny_config
 
@@ -157,7 +159,7 @@ def test_an_export_that_fails_or_is_killed_leaves_nothing_the_engine_would_load(
     import sys
     import time
 
-    import robovlm.export as export_module
+    import robovlm.export.exporter as export_module
 
     ckpt = _checkpoint(tmp_path, "kosmos2")
     # A copy of a finished export without its parity report (killed between the graphs and the check): refused.

@@ -9,7 +9,7 @@ from robovlm.cli import main
 from robovlm.data.bag import read_bag
 from robovlm.data.hdf5 import write_hdf5_episode
 from robovlm.model.policy import RoboVLM
-from robovlm_node.replay import ReplayError, replay
+from robovlm_node.tools.replay import ReplayError, replay
 
 from .conftest import tiny_config
 

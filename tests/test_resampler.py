@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robovlm.config import ConfigError
+from robovlm.configs.model import ConfigError
 from robovlm.model.policy import RoboVLM
 from robovlm.model.resampler import PerceiverResampler
 

@@ -12,12 +12,12 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from robovlm.config import load_config
+from robovlm.configs.model import load_config
 from robovlm.data.stats import NormStats
 from robovlm.model.policy import RoboVLM
-from robovlm_node.demo import bringup_command
 from robovlm_node.node import RoboVLMNode
-from robovlm_node.sim_bridge import SimBridge
+from robovlm_node.tools.demo import bringup_command
+from robovlm_node.tools.sim_bridge import SimBridge
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from robovlm.cli import main
-from robovlm.config import load_config
+from robovlm.configs.model import load_config
 from robovlm.data.bag import episode_to_bag, read_bag_episode
 from robovlm.data.dataset import WindowDataset, compute_stats, cosine_with_warmup, load_episodes, split_episodes
 from robovlm.data.hdf5 import EpisodeError, load_instructions, read_hdf5_episode
 from robovlm.model.policy import RoboVLM
 from robovlm.sim.collect import collect
-from robovlm.train import TrainSettings, train
+from robovlm.training.trainer import TrainSettings, train
 
 
 @pytest.fixture(scope="module")

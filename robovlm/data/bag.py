@@ -17,7 +17,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..runtime.preprocess import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
+from ..utils.images import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
 from .hdf5 import Episode
 from .roles import ROLES, TopicMap, is_compressed, is_stamped_twist, normalize_type
 

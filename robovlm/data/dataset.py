@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..config import RoboVLMConfig
-from ..runtime.preprocess import to_pixels
+from ..configs.model import RoboVLMConfig
+from ..utils.images import to_pixels
 from .bag import read_bag_episode
 from .hdf5 import Episode, EpisodeError, load_instructions, read_hdf5_episode
 from .roles import TopicMap

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import find_resource
+from ..utils.resources import find_resource
 
 SCENARIO_RE = re.compile(r"(?:1|2)box_(?:vert|hori)_(?:left|right)")
-DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.resources
+DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.utils.resources
 ACTION_FIELDS = ("linear.x", "linear.y", "angular.z")
 
 

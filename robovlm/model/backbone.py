@@ -20,7 +20,7 @@ from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import DynamicCache, Kosmos2Config, Kosmos2Model, PaliGemmaConfig, PaliGemmaModel, PreTrainedModel
 
-from ..config import BackboneConfig, ConfigError
+from ..configs.model import BackboneConfig, ConfigError
 
 log = logging.getLogger(__name__)
 

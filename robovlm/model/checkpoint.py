@@ -14,9 +14,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import ConfigError, RoboVLMConfig
+from ..configs.model import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
-from ..hub import HubError, fix_permissions, resolve_checkpoint, write_model_card
+from ..utils.hub import HubError, fix_permissions, resolve_checkpoint, write_model_card
 from .tokenizer import HFTokenizer, checkpoint_tokenizer
 
 CONFIG_VERSION = 1
@@ -53,7 +53,7 @@ def save_checkpoint(
     if weights is None:
         weights = model.state_dict()
     if any(".lora_A." in k for k in weights):  # LoRA fine-tuning: adapters merged into their base layers
-        from ..finetune import merged_state_dict
+        from .lora import merged_state_dict
 
         weights = merged_state_dict(model, weights)
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items() if not k.startswith(CLIP_ENCODER_PREFIX)}

@@ -15,7 +15,7 @@ from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from ..config import ClipTextConfig, ConfigError
+from ..configs.model import ClipTextConfig, ConfigError
 from .backbone import check_pretrained_dir
 from .tokenizer import load_tokenizer
 

@@ -12,7 +12,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..config import ActHeadConfig
+from ..configs.model import ActHeadConfig
 from .fusion import causal_mask
 
 

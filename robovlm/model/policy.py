@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import BackboneConfig, ConfigError, RoboVLMConfig
+from ..configs.model import BackboneConfig, ConfigError, RoboVLMConfig
 from ..data.stats import NormStats
 from .backbone import BackboneAdapter, build_backbone
 from .checkpoint import CLIP_ENCODER_PREFIX, CheckpointError, load_checkpoint, save_checkpoint

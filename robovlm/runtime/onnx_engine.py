@@ -18,26 +18,29 @@ import json
 import logging
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from ..config import ConfigError, RoboVLMConfig
+from ..configs.model import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
 from ..model.policy import MissingInputError, prompt_ids
 from ..model.tokenizer import checkpoint_tokenizer
+from ..utils.images import to_pixels
 from .engine import EngineBase, EngineError, cpu_name
-from .preprocess import to_pixels
 
 log = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 GRAPHS = ("vision", "instruction", "frame", "window")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+Provider = str | tuple[str, dict[str, Any]]
+"""An execution provider by name, or with its options."""
 
 
-def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: bool) -> list:
+def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: bool) -> list[Provider]:
     """Execution providers for ``device``; raises ``EngineError`` when this onnxruntime build lacks one."""
     available = ort.get_available_providers()
     if device == "cpu":
@@ -52,14 +55,18 @@ def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: b
             f"{ort.__version__} offers {available} (install the gpu extra: pip install "
             "'robovlm[gpu]', which brings onnxruntime-gpu, and the CUDA 12 runtime)"
         )
-    providers: list = [("CUDAExecutionProvider", {"device_id": 0})]
+    providers: list[Provider] = [("CUDAExecutionProvider", {"device_id": 0})]
     if tensorrt:
         if "TensorrtExecutionProvider" not in available:
             raise EngineError(
                 f"onnx_tensorrt needs onnxruntime's TensorRT execution provider; this onnxruntime "
                 f"{ort.__version__} offers {available} (onnxruntime-gpu with TensorRT 10 libraries)"
             )
-        options = {"device_id": 0, "trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
+        options: dict[str, int | bool | str] = {
+            "device_id": 0,
+            "trt_fp16_enable": fp16,
+            "trt_engine_cache_enable": cache_dir is not None,
+        }
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             options["trt_engine_cache_path"] = str(cache_dir)
@@ -67,7 +74,7 @@ def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: b
     return providers
 
 
-def session_options(threads: int, *, fp16_on_cpu: bool = False):
+def session_options(threads: int, *, fp16_on_cpu: bool = False) -> ort.SessionOptions:
     """One session's options: ``threads`` intra-op threads, sequential execution.
 
     ``fp16_on_cpu``: onnxruntime 1.32's CPU provider crashes (SIGSEGV in session creation) on fp16 graphs with
@@ -83,11 +90,11 @@ def session_options(threads: int, *, fp16_on_cpu: bool = False):
     return opts
 
 
-def check_parity_report(onnx_dir: Path) -> dict:
+def check_parity_report(onnx_dir: Path) -> dict[str, Any]:
     """The export's parity report, or ``EngineError``: an export without one never finished its check."""
     path = onnx_dir / "parity.json"
     try:
-        report = json.loads(path.read_text())
+        report: dict[str, Any] = json.loads(path.read_text())
         float(report["end_to_end_max_abs_diff_physical"])
     except FileNotFoundError:
         raise EngineError(
@@ -158,9 +165,9 @@ class OnnxEngine(EngineBase):
     # ----------------------------------------------------------------------------------------------- streaming
     def reset(self) -> None:
         self._window: deque[np.ndarray] = deque(maxlen=self.window_size)
-        self._prefix: dict | None = None
+        self._prefix: dict[str, Any] | None = None  # the instruction's cache on the device
 
-    def _ortvalue(self, array: np.ndarray):
+    def _ortvalue(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.ort_device, 0)
 
     def _encode_instruction(self, instruction: str) -> None:
@@ -188,12 +195,14 @@ class OnnxEngine(EngineBase):
         cfg = self.config
         if self._prefix is None or self._prefix["instruction"] != instruction:
             self._encode_instruction(instruction)
+        p = self._prefix
+        assert p is not None  # set by _encode_instruction
         hand_ok = hand_rgb is not None and cfg.use_hand_rgb
         if cfg.use_hand_rgb and not hand_ok and cfg.missing_hand == "error":
             raise MissingInputError("a frame has no hand-camera image and missing_hand is 'error'")
         if cfg.use_state and state is None:
             raise ValueError("the model uses the joint state but none was given")
-        images = [self._pixels(head_rgb)] + ([self._pixels(hand_rgb)] if hand_ok else [])
+        images = [self._pixels(head_rgb)] + ([self._pixels(hand_rgb)] if hand_rgb is not None and hand_ok else [])
         pixels = np.concatenate(images).astype(self.float_type)  # (C', 3, S, S)
         camera = np.arange(len(images), dtype=np.int64)
         vision = self.sessions["vision"].io_binding()
@@ -213,7 +222,6 @@ class OnnxEngine(EngineBase):
         if cfg.use_state:
             st = self.stats.normalize_state(np.asarray(state, dtype=np.float32))[None].astype(self.float_type)
             frame.bind_ortvalue_input("state", self._ortvalue(st))
-        p = self._prefix
         frame.bind_ortvalue_input("past", p["past"])
         frame.bind_ortvalue_input("prefix_mask", p["mask"])
         if "prefix_hidden" in self.inputs["frame"]:

@@ -63,7 +63,7 @@ class SafetyDecision:
 @dataclass
 class SafetyFilter:
     limits: SafetyLimits
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
     _last: np.ndarray | None = None
     _last_t: float | None = None
 

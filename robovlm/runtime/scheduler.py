@@ -83,4 +83,5 @@ class ChunkScheduler:
             if not acts:
                 return None
             w = np.exp(-self.decay * np.arange(len(acts)))
-            return (w[:, None] * np.stack(acts)).sum(0) / w.sum()
+            ensembled: np.ndarray = (w[:, None] * np.stack(acts)).sum(0) / w.sum()
+            return ensembled

@@ -23,7 +23,7 @@ class RestartPolicy:
     """Delay before the first restart; doubled for each further failure in the window."""
     max_backoff_s: float = 8.0
     """Longest delay between failure and restart."""
-    _failures: deque = field(default_factory=deque)
+    _failures: deque[float] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_restarts, int) and self.max_restarts >= 0):
@@ -41,7 +41,7 @@ class RestartPolicy:
         n = len(self._failures)
         if n > self.max_restarts:
             return None
-        return min(self.backoff_s * 2 ** (n - 1), self.max_backoff_s)
+        return float(min(self.backoff_s * 2 ** (n - 1), self.max_backoff_s))
 
     def recent(self) -> int:
         return len(self._failures)

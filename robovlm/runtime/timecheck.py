@@ -52,7 +52,7 @@ class ClockWatch:
                 self.stalled = False
                 return "resumed"
             return None
-        if not self.stalled and steady - self._since >= self.stall_s:
+        if not self.stalled and self._since is not None and steady - self._since >= self.stall_s:
             self.stalled = True
             return "stalled"
         return None

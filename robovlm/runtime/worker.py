@@ -7,7 +7,7 @@ means a model that crashes (even in native code) or hangs can only stop the robo
 
 The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads). Messages over a pipe:
 ``("step", head, hand, state, instruction)`` -> ``("ok", actions)`` | ``("error", text)``. Frames arrive already
-resized to the model's input size (``robovlm.runtime.preprocess.prepare_frame``), so a message is a few kB.
+resized to the model's input size (``robovlm.utils.images``), so a message is a few kB.
 
 The child never outlives the node: a thread in it waits on the parent's lifeline (``multiprocessing``'s parent
 sentinel, a pipe the kernel closes when the parent ends, SIGKILL included) and ends the child at once. This is
@@ -31,14 +31,16 @@ import signal
 import threading
 import time
 from dataclasses import asdict
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import RoboVLMConfig
+from ..configs.model import RoboVLMConfig
 from ..data.stats import NormStats
-from .engine import EngineBase, EngineError, build_engine, limit_threads
+from .engine import EngineBase, EngineError, limit_threads
+from .factory import build_engine
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="robovlm-lifeline", daemon=True).start()
 
 
-def _serve(conn, name: str, checkpoint: str, device: str, nice: int, threads: int, options: dict) -> None:
+def _serve(
+    conn: Connection, name: str, checkpoint: str, device: str, nice: int, threads: int, options: dict[str, Any]
+) -> None:
     _exit_with_parent()
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):  # the terminal's signals go to the whole group
         signal.signal(sig, signal.SIG_IGN)
@@ -181,12 +185,13 @@ class EngineProcess(EngineBase):
             self.kill()
             raise EngineError(f"inference process did not answer '{what}' within {timeout:g} s (hung); killed it")
         try:
-            return self._conn.recv()
+            reply: tuple[str, Any] = self._conn.recv()
+            return reply
         except (EOFError, OSError) as exc:
             self._proc.join(timeout=1.0)
             raise EngineError(f"inference process died during '{what}' (exit code {self._proc.exitcode})") from exc
 
-    def _call(self, msg: tuple, what: str) -> Any:
+    def _call(self, msg: tuple[Any, ...], what: str) -> Any:
         if not self._proc.is_alive():
             raise EngineError(f"inference process is not running (exit code {self._proc.exitcode})")
         try:
@@ -204,7 +209,8 @@ class EngineProcess(EngineBase):
     def step(
         self, head_rgb: np.ndarray, hand_rgb: np.ndarray | None, state: np.ndarray | None, instruction: str
     ) -> np.ndarray:
-        return self._call(("step", head_rgb, hand_rgb, state, instruction), "step")
+        actions: np.ndarray = self._call(("step", head_rgb, hand_rgb, state, instruction), "step")
+        return actions
 
     def close(self) -> None:
         if self._proc.is_alive():

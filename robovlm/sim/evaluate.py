@@ -15,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.hdf5 import load_instructions
-from ..runtime.engine import TorchEngine
 from ..runtime.safety import SafetyFilter, SafetyLimits
 from ..runtime.scheduler import ActionChunk, ChunkScheduler
+from ..runtime.torch_engine import TorchEngine
 from .env import CupWorldEnv
 from .world import SCENARIOS
 

@@ -39,9 +39,9 @@ def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch
     """One mode in this process: build, train ``steps`` steps on synthetic batches, report."""
     import torch
 
-    from .config import RoboVLMConfig, load_config
-    from .finetune import apply_train_setup
-    from .model.policy import RoboVLM
+    from robovlm.configs.model import RoboVLMConfig, load_config
+    from robovlm.model.policy import RoboVLM
+    from robovlm.training.finetune import apply_train_setup
 
     torch.manual_seed(0)
     data = load_config(config).to_dict()
@@ -121,9 +121,9 @@ def run_data(data: str, lazy: bool, batches: int, workers: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from .config import load_config
-    from .data.dataset import WindowDataset, collate, compute_stats, load_episodes
-    from .resources import find_resource
+    from robovlm.configs.model import load_config
+    from robovlm.data.dataset import WindowDataset, collate, compute_stats, load_episodes
+    from robovlm.utils.resources import find_resource
 
     t0 = time.perf_counter()
     eps = load_episodes(data, lazy=lazy, use_state=True, state_dim=2)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = job.pop("kind")
         print(json.dumps(run_mode(**job) if kind == "mode" else run_data(**job)))
         return 0
-    from .resources import find_resource
+    from robovlm.utils.resources import find_resource
 
     config = args.config or str(find_resource("models", "configs", "kosmos2_small.json"))
     print(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from .model.policy import RoboVLM
+from ..model.policy import RoboVLM
 
 
 class _Graph(nn.Module):

@@ -37,12 +37,11 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from robovlm.config import load_config  # noqa: E402
+from robovlm.configs.model import load_config  # noqa: E402
 from robovlm.model.policy import RoboVLM  # noqa: E402
-from robovlm.resources import find_resource  # noqa: E402
-
-from .convert import rgb_to_image  # noqa: E402
-from .node import RoboVLMNode  # noqa: E402
+from robovlm.utils.resources import find_resource  # noqa: E402
+from robovlm_node.convert import rgb_to_image  # noqa: E402
+from robovlm_node.node import RoboVLMNode  # noqa: E402
 
 FEED_SHAPE = tuple(int(v) for v in os.environ.get("ROBOVLM_BENCH_FEED_SHAPE", "240,320,3").split(","))
 
@@ -125,8 +124,7 @@ def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
     path before frames were prepared on the node side)."""
     from robovlm.runtime.engine import limit_threads
     from robovlm.runtime.worker import EngineProcess
-
-    from .convert import frame_at_size, image_to_rgb
+    from robovlm_node.convert import frame_at_size, image_to_rgb
 
     limit_threads(1)
     engine = EngineProcess("torch", model, threads=1)
@@ -198,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.feeder:
         feed(args.camera_hz, args.joints.split(","))
         return 0
-    from .node import CONTROL_SWITCH_INTERVAL_S
+    from robovlm_node.node import CONTROL_SWITCH_INTERVAL_S
 
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
     r = measure(args.seconds, args.rate, args.camera_hz)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from torch import nn
 
-from .model.policy import RoboVLM
+from ..model.lora import ADAPTER
+from ..model.policy import RoboVLM
 
 log = logging.getLogger(__name__)
 
-ADAPTER = "default"
 DEFAULT_TARGETS = {
     "kosmos2": ["q_proj", "k_proj", "v_proj", "out_proj"],
     "paligemma": ["q_proj", "k_proj", "v_proj", "o_proj", "out_proj"],
@@ -70,35 +69,6 @@ def apply_train_setup(model: RoboVLM) -> None:
             hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def has_lora(model: nn.Module) -> bool:
-    return any(".lora_A." in name for name, _ in model.named_parameters())
-
-
-def merged_state_dict(model: RoboVLM, weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The model's weights (``weights``, default its state dict) with every LoRA layer merged into its base layer,
-    ``W + alpha/r * B @ A``, under the names of a model without adapters (what ``RoboVLM.from_pretrained``
-    expects)."""
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
-    weights = model.state_dict() if weights is None else weights
-    merged: dict[str, torch.Tensor] = {}
-    lora_prefixes = []
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLinear):
-            lora_prefixes.append(name + ".")
-            a = weights[f"{name}.lora_A.{ADAPTER}.weight"].float()
-            b = weights[f"{name}.lora_B.{ADAPTER}.weight"].float()
-            base = weights[f"{name}.base_layer.weight"]
-            merged[f"{name}.weight"] = (base.float() + module.scaling[ADAPTER] * (b @ a)).to(base.dtype)
-            if f"{name}.base_layer.bias" in weights:
-                merged[f"{name}.bias"] = weights[f"{name}.base_layer.bias"]
-    for key, value in weights.items():
-        if any(key.startswith(p) for p in lora_prefixes):
-            continue  # base_layer.* and lora_* of a merged layer
-        merged[key] = value
-    return merged
 
 
 def parameter_table(model: RoboVLM) -> list[tuple[str, int, int]]:

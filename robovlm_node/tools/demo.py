@@ -34,9 +34,9 @@ from std_msgs.msg import String  # noqa: E402
 
 from robovlm.data.hdf5 import load_instructions  # noqa: E402
 from robovlm.data.stats import NormStats  # noqa: E402
-from robovlm.resources import find_resource  # noqa: E402
 from robovlm.sim.evaluate import EpisodeResult  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
+from robovlm.utils.resources import find_resource  # noqa: E402
 
 from .sim_bridge import SimBridge  # noqa: E402
 
@@ -141,7 +141,7 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
         print(f"error: no checkpoint at {checkpoint}; run `make train-demo` first", file=sys.stderr)
         return 2
     stats = NormStats.load(checkpoint / "stats.json")
-    from robovlm.config import load_config
+    from robovlm.configs.model import load_config
 
     cfg = load_config(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)

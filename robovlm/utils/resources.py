@@ -21,7 +21,7 @@ class ResourceNotFound(FileNotFoundError):
 
 
 def _install_prefix() -> Path | None:
-    """``<prefix>`` for ``<prefix>/lib/pythonX.Y/site-packages/robovlm/resources.py``."""
+    """``<prefix>`` for ``<prefix>/lib/pythonX.Y/site-packages/robovlm/utils/resources.py``."""
     here = Path(__file__).resolve()
     for parent in here.parents:
         if parent.name == "lib" and parent.parent != parent:
@@ -31,12 +31,12 @@ def _install_prefix() -> Path | None:
 
 def search_roots() -> list[Path]:
     """Directories that may hold the package's files, in lookup order (existing ones only, no duplicates)."""
-    candidates = [Path(__file__).resolve().parents[1]]  # the source tree: robovlm/ sits beside models/, config/
+    candidates = [Path(__file__).resolve().parents[2]]  # the source tree: robovlm/ sits beside models/, config/
     for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
         candidates.append(Path(prefix) / "share" / PACKAGE)
-    prefix = _install_prefix()
-    if prefix is not None:
-        candidates.append(prefix / "share" / PACKAGE)
+    install = _install_prefix()
+    if install is not None:
+        candidates.append(install / "share" / PACKAGE)
     candidates.append(Path(sys.prefix) / "share" / PACKAGE)
     roots: list[Path] = []
     for c in candidates:

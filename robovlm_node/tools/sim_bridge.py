@@ -22,7 +22,7 @@ from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.evaluate import EpisodeResult
 from robovlm.sim.world import JOINT_NAMES
 
-from .convert import rgb_to_image
+from ..convert import rgb_to_image
 
 CMD_TIMEOUT_S = 0.5
 

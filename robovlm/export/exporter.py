@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from .model.policy import RoboVLM
-from .onnx_graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
+from ..model.policy import RoboVLM
+from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +305,9 @@ def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module]
     on the CPU execution provider."""
     import onnxruntime as ort
 
-    from .runtime.engine import DTYPES, TorchEngine
-    from .runtime.onnx_engine import OnnxEngine, session_options
+    from ..runtime.engine import DTYPES
+    from ..runtime.onnx_engine import OnnxEngine, session_options
+    from ..runtime.torch_engine import TorchEngine
 
     other = sample_inputs(
         model, batch=2, instructions=["go left", "go right around the box to the cup"], window=2, seed=1

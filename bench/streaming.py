@@ -26,8 +26,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .config import RoboVLMConfig, load_config
-from .resources import find_resource
+from robovlm.configs.model import RoboVLMConfig, load_config
+from robovlm.utils.resources import find_resource
 
 PALIGEMMA_SHAPED = {
     "text_config": {
@@ -118,7 +118,7 @@ class PeakTensorMemory(TorchDispatchMode):
 
 def bench_resampler(resampler: bool, steps: int, device: torch.device) -> dict:
     """Median streaming-step latency and the peak memory of one step, for the PaliGemma-shaped model."""
-    from .model.policy import RoboVLM
+    from robovlm.model.policy import RoboVLM
 
     torch.manual_seed(0)
     cfg = paligemma_shaped(resampler=resampler)
@@ -154,7 +154,7 @@ def bench_streaming(window: int, rounds: int, device: torch.device) -> dict:
     """Streaming ``step()`` vs ``forward()`` over the whole window, interleaved: each round times four streaming
     steps and one re-run, so load from other programs falls on both alike. Returns the median ms of each, their
     ratio, and the ratio in each third of the rounds (its spread says how stable the figure is)."""
-    from .model.policy import RoboVLM
+    from robovlm.model.policy import RoboVLM
 
     torch.manual_seed(0)
     data = load_config(find_resource("models", "configs", "kosmos2_small.json")).to_dict()

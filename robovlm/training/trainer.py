@@ -30,14 +30,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import ConfigError, load_config
-from .data.dataset import WindowDataset, collate, compute_stats, cosine_with_warmup, load_episodes, split_episodes
-from .data.roles import TopicMap
-from .data.sampler import ShardedBatchSampler
+from ..configs.model import ConfigError, load_config
+from ..configs.training import TrainSettings
+from ..data.dataset import WindowDataset, collate, compute_stats, cosine_with_warmup, load_episodes, split_episodes
+from ..data.roles import TopicMap
+from ..data.sampler import ShardedBatchSampler
+from ..model.policy import RoboVLM
+from ..utils.hub import write_model_card
 from .finetune import apply_train_setup, format_parameter_table
-from .hub import write_model_card
-from .model.policy import RoboVLM
-from .train_settings import TrainSettings
 
 log = logging.getLogger(__name__)
 

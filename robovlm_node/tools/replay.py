@@ -33,14 +33,14 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock
 
-from robovlm.config import load_config
+from robovlm.configs.model import load_config
 from robovlm.data.bag import TYPESTORE, BagError, bag_topics, iter_bag, twist_values
 from robovlm.data.roles import RoleError, TopicMap, is_compressed
 from robovlm.model.policy import CheckpointError
 
-from .diagnostics import STOP_CAUSES
-from .node import RoboVLMNode
-from .parameters import ParameterError
+from ..diagnostics import STOP_CAUSES
+from ..node import RoboVLMNode
+from ..parameters import ParameterError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RoboVLMConfig
+from .model import ConfigError, RoboVLMConfig
 
 KOSMOS_PROMPT = "<grounding>An image of a robot {instruction}"  # RoboVLMs' Kosmos-2 prompt
 SIGLIP_MEAN_STD = (0.5, 0.5, 0.5)  # PaliGemma's processor normalizes with 0.5 / 0.5, whatever image_mean says

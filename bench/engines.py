@@ -22,17 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import export_checkpoint, streaming_inputs
-from .resources import find_resource
-from .runtime.engine import build_engine, limit_threads
+from robovlm.export.exporter import export_checkpoint, streaming_inputs
+from robovlm.runtime.engine import limit_threads
+from robovlm.runtime.factory import build_engine
+from robovlm.utils.resources import find_resource
 
 
 def _checkpoint(name: str, tmp: Path) -> Path:
     if name == "demo":
         return find_resource("models", "demo")
-    from .config import load_config
-    from .data.stats import NormStats
-    from .model.policy import RoboVLM
+    from robovlm.configs.model import load_config
+    from robovlm.data.stats import NormStats
+    from robovlm.model.policy import RoboVLM
 
     torch.manual_seed(0)
     cfg = load_config(find_resource("models", "configs", f"{name}.json"))

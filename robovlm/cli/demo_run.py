@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import load_config
-from .model.policy import RoboVLM
-from .resources import find_resource
-from .runtime.preprocess import to_pixels
+from ..configs.model import load_config
+from ..model.policy import RoboVLM
+from ..utils.images import to_pixels
+from ..utils.resources import find_resource
 
-DEFAULT_CONFIG = ("models", "configs", "kosmos2_small.json")  # looked up with robovlm.resources
+DEFAULT_CONFIG = ("models", "configs", "kosmos2_small.json")  # looked up with robovlm.utils.resources
 
 
 def synthetic_frame(t: int, *, hand: bool, height: int = 240, width: int = 320) -> np.ndarray:

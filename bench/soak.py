@@ -34,9 +34,8 @@ from std_msgs.msg import Header  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from robovlm.data.stats import NormStats  # noqa: E402
-from robovlm.resources import find_resource  # noqa: E402
-
-from .convert import rgb_to_image  # noqa: E402
+from robovlm.utils.resources import find_resource  # noqa: E402
+from robovlm_node.convert import rgb_to_image  # noqa: E402
 
 NODE_NAME = "robovlm_soak"
 WARMUP_S = 15.0

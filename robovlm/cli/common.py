@@ -1,0 +1,27 @@
+"""Helpers every ``robovlm`` command shares: argument types and help texts."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a count of episodes, steps, ...), refused with a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+TOPIC_HELP = (
+    "bag topic of a role (repeatable): head, hand, joint_states, cmd_vel, instruction; defaults are the "
+    "node's topics (/head_camera/image_raw, ...); message types are read from the bag"
+)

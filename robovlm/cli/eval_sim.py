@@ -1,0 +1,34 @@
+"""``robovlm eval-sim``: closed-loop success rate in the simulator."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import at_least
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``eval-sim`` to the ``robovlm`` command line."""
+    s = sub.add_parser("eval-sim", help="closed-loop success rate in the simulator")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--episodes", type=at_least(1), default=40)
+    s.add_argument("--seed-offset", type=at_least(0), default=100_000, help="first seed (training uses seeds from 0)")
+    s.add_argument("--ablate", choices=["image", "instruction"])
+    s.add_argument("--chunk-mode", default="ensemble", choices=["ensemble", "open_loop", "latest"])
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_eval_sim)
+
+
+def cmd_eval_sim(args: argparse.Namespace) -> int:
+    from ..sim.evaluate import evaluate
+
+    report = evaluate(
+        args.checkpoint,
+        episodes=args.episodes,
+        seed_offset=args.seed_offset,
+        ablate=args.ablate,
+        chunk_mode=args.chunk_mode,
+        device=args.device,
+    )
+    print(report.format())
+    return 0

@@ -1,0 +1,116 @@
+"""``robovlm train``: behaviour cloning on HDF5 episodes and rosbag2 recordings (``robovlm.training``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .common import TOPIC_HELP, at_least
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train`` to the ``robovlm`` command line."""
+    from ..configs.training import TrainSettings
+
+    d = TrainSettings()
+    s = sub.add_parser(
+        "train",
+        help="train a checkpoint on HDF5 episodes and rosbag2 recordings (one process, or "
+        "several under torchrun / accelerate launch)",
+    )
+    s.add_argument("config")
+    s.add_argument("--data", required=True, help="directory of *.h5 episodes and/or rosbag2 directories (or one)")
+    s.add_argument("--out", required=True, help="checkpoint directory")
+    s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
+    s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
+    s.add_argument(
+        "--action-fields",
+        metavar="FIELD,FIELD",
+        help=f"Twist fields the model predicts, in order (default: {','.join(d.action_fields)}; the "
+        "config's action_dim must match)",
+    )
+    s.add_argument("--steps", type=at_least(1), default=d.steps)
+    s.add_argument("--batch-size", type=at_least(1), default=d.batch_size)
+    s.add_argument("--lr", type=float, default=d.lr)
+    s.add_argument("--warmup-steps", type=at_least(0), default=d.warmup_steps)
+    s.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay})")
+    s.add_argument(
+        "--grad-accum",
+        type=at_least(1),
+        default=d.grad_accum,
+        help="micro-batches per optimizer step (--batch-size stays the global batch)",
+    )
+    s.add_argument(
+        "--mixed-precision",
+        default=d.mixed_precision,
+        choices=["auto", "no", "bf16", "fp16"],
+        help="auto: bf16 on CUDA, full precision on the CPU",
+    )
+    s.add_argument("--num-workers", type=at_least(0), default=d.num_workers, help="DataLoader worker processes")
+    s.add_argument("--eval-every", type=at_least(1), default=d.eval_every)
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    s.set_defaults(func=cmd_train)
+
+
+def _joints(text: str | None) -> list[str] | None:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names or None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..data.roles import TopicMap
+    from ..training.trainer import TrainSettings, train
+
+    extra = {"action_fields": tuple(f.strip() for f in args.action_fields.split(","))} if args.action_fields else {}
+    if args.weight_decay is not None:
+        extra["weight_decay"] = args.weight_decay
+    extra.update(grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, num_workers=args.num_workers)
+    try:
+        settings = TrainSettings(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            warmup_steps=args.warmup_steps,
+            **extra,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    existed = out.exists()
+    try:
+        m = train(
+            args.config,
+            args.data,
+            out,
+            settings,
+            resume=args.resume,
+            device=args.device,
+            topics=TopicMap.from_flags(args.topic),
+            joint_names=_joints(args.joints),
+        )
+    except BaseException:  # bad data found mid-run (a damaged file), Ctrl-C: no empty output directory stays
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate launch: the main process reports
+        return 0
+    print(
+        f"trained {m['steps']} steps in {m['train_seconds'] / 60:.1f} min on {m['train_episodes']} episodes; "
+        f"final loss {m['final_loss']:.4f}"
+    )
+    if m["final_val_mae"]:
+        print(
+            "validation MAE (held-out episodes): "
+            + ", ".join(
+                f"{k} {v:.4f} {'rad/s' if k.startswith('angular') else 'm/s'}" for k, v in m["final_val_mae"].items()
+            )
+        )
+    print(f"checkpoint, loss_curve.png and metrics.json in {args.out}")
+    return 0
