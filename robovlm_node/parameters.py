@@ -12,6 +12,7 @@ Cross-parameter rules (an action field per limit, distinct joints) are checked b
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class Spec:
     range: tuple[float, float] | None = None
     """Inclusive bounds of a numeric parameter."""
     read_only: bool = True
+    one_of: tuple[str, ...] | None = None
+    """The values a string parameter may take."""
 
 
 PARAMETERS: dict[str, Spec] = {
@@ -58,13 +61,13 @@ PARAMETERS: dict[str, Spec] = {
         "checkpoint directory (config.json, model.safetensors, stats.json), or "
         "hf://owner/name: a Hugging Face Hub model in the local Hub cache",
     ),
-    "device": Spec(T.STRING, "cpu", "cpu | cuda"),
-    "engine": Spec(T.STRING, "torch", f"inference engine: {' | '.join(ENGINES)}"),
+    "device": Spec(T.STRING, "cpu", "inference device", one_of=("cpu", "cuda")),
+    "engine": Spec(T.STRING, "torch", "inference engine", one_of=tuple(ENGINES)),
     "dtype": Spec(
         T.STRING,
         "float32",
-        f"torch engine precision: {' | '.join(DTYPES)} (weights cast once at load); "
-        "an ONNX export's precision is chosen at export",
+        "torch engine precision (weights cast once at load); an ONNX export's precision is chosen at export",
+        one_of=tuple(DTYPES),
     ),
     "onnx_tensorrt": Spec(
         T.BOOL, False, "onnxruntime on cuda: TensorRT execution provider first (CUDA for what it cannot run)"
@@ -193,7 +196,7 @@ PARAMETERS: dict[str, Spec] = {
     "chunk_timeout_s": Spec(
         T.DOUBLE, 1.0, "stop when the newest action chunk is older than this (model stalled), s", (0.001, 60.0)
     ),
-    "chunk_mode": Spec(T.STRING, "ensemble", f"action selection: {' | '.join(MODES)}"),
+    "chunk_mode": Spec(T.STRING, "ensemble", "action selection from the chunks", one_of=tuple(MODES)),
     "ensemble_decay": Spec(T.DOUBLE, 0.01, "temporal-ensembling weight decay per chunk (ACT uses 0.01)", (0.0, 100.0)),
     "control_rt_priority": Spec(
         T.INTEGER,
@@ -225,6 +228,8 @@ def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))]
     elif spec.range is not None and spec.type == T.INTEGER:
         d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    if spec.one_of is not None:
+        d.additional_constraints = "one of: " + ", ".join(spec.one_of)
     return d
 
 
@@ -254,6 +259,8 @@ def coerce(name: str, spec: Spec, value: Any) -> Any:
         value = list(value)
     if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
         raise ParameterError(f"parameter '{name}' must be in [{spec.range[0]}, {spec.range[1]}], got {value}")
+    if spec.one_of is not None and value not in spec.one_of:
+        raise ParameterError(f"parameter '{name}' must be one of {list(spec.one_of)}, got {value!r}")
     return value
 
 
@@ -394,12 +401,6 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
     v = {name: coerce(name, spec, [] if raw[name] is None else raw[name]) for name, spec in PARAMETERS.items()}
     if not v["model_path"]:
         raise ParameterError("parameter 'model_path' is empty: set it to a checkpoint directory")
-    if v["device"] not in ("cpu", "cuda"):
-        raise ParameterError(f"parameter 'device' must be 'cpu' or 'cuda', got {v['device']!r}")
-    if v["engine"] not in ENGINES:
-        raise ParameterError(f"parameter 'engine' must be one of {list(ENGINES)}, got {v['engine']!r}")
-    if v["dtype"] not in DTYPES:
-        raise ParameterError(f"parameter 'dtype' must be one of {list(DTYPES)}, got {v['dtype']!r}")
     if v["engine"] == "onnxruntime" and v["dtype"] != "float32":
         raise ParameterError(
             f"parameter 'dtype' ({v['dtype']}) applies to the torch engine; an ONNX export's "
@@ -407,8 +408,6 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
         )
     if v["onnx_tensorrt"] and (v["engine"] != "onnxruntime" or v["device"] != "cuda"):
         raise ParameterError("parameter 'onnx_tensorrt' needs engine 'onnxruntime' and device 'cuda'")
-    if v["chunk_mode"] not in MODES:
-        raise ParameterError(f"parameter 'chunk_mode' must be one of {list(MODES)}, got {v['chunk_mode']!r}")
     for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
         if not v[name].strip():
             raise ParameterError(f"parameter '{name}' is empty")
@@ -437,3 +436,32 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
         raise ParameterError(f"parameter 'state_joints' must be distinct joint names, got {v['state_joints']}")
     v["state_joints"] = joints
     return Settings(**v)
+
+
+def reference_markdown() -> str:
+    """The parameter reference (``docs/parameters.md``), written from ``PARAMETERS``; a test keeps them equal."""
+    lines = [
+        "# robovlm_node parameters",
+        "",
+        "Generated from `robovlm_node/parameters.py` (`python -m robovlm_node.parameters > docs/parameters.md`); the",
+        "shipped values are in `config/robovlm.yaml`. All but `instruction` are read on configure and set at start-up.",
+        "",
+        "| name | type | default | allowed | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, spec in PARAMETERS.items():
+        if spec.one_of is not None:
+            allowed = " \\| ".join(f"`{v}`" for v in spec.one_of)
+        elif spec.range is not None:
+            allowed = f"[{spec.range[0]:g}, {spec.range[1]:g}]"
+        else:
+            allowed = ""
+        default = "(unset)" if spec.default is None else f"`{json.dumps(spec.default)}`"
+        runtime = "" if spec.read_only else " Changes at runtime."
+        text = spec.description.replace("|", "\\|")
+        lines.append(f"| `{name}` | {_TYPE_WORDS[spec.type]} | {default} | {allowed} | {text}{runtime} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -173,20 +173,16 @@ def test_a_stale_required_input_is_an_error_and_counts_as_stopped(checkpoint, ha
 @pytest.mark.parametrize(
     "params, needle",
     [
-        ({"chunk_mode": "bogus"}, "'chunk_mode'"),
         ({"max_velocity": [0.3, 0.3, 0.3]}, "'max_velocity'"),
         ({"action_fields": ["linear.x", "linear.q"]}, "'action_fields'"),
         ({"action_fields": ["linear.x", "linear.y", "angular.z"], "max_velocity": [1.0]}, "predicts 2 action"),
         ({"state_joints": ["a", "b"]}, "'state_joints'"),
-        ({"engine": "tensorrt"}, "'engine'"),
         ({"engine": "onnxruntime"}, "no ONNX export"),  # a torch-only checkpoint: the fix is named
-        ({"dtype": "int8"}, "'dtype'"),
         ({"model_path": "hf://acme/not-downloaded"}, "hf download acme/not-downloaded"),  # a Hub model not in the cache
         ({"model_path": "acme/not-downloaded"}, "write hf://acme/not-downloaded"),  # local unless it says otherwise
         ({"head_camera_topic": "my camera"}, "'head_camera_topic' is not a valid ROS topic"),
         ({"engine": "onnxruntime", "dtype": "bfloat16"}, "'dtype'"),
         ({"onnx_tensorrt": True}, "'onnx_tensorrt'"),
-        ({"device": "tpu"}, "'device'"),
         ({"instruction": "z" * 129}, "instruction has 129 tokens, more than max_instruction_tokens=128"),
         ({"instruction": "z" * 100_000}, "longer than max_instruction_tokens=128 tokens can hold"),
         ({"model_path": "/nonexistent/ckpt"}, "checkpoint directory '/nonexistent/ckpt' does not exist"),

@@ -38,6 +38,8 @@ def make_node():
 def test_every_parameter_is_statically_typed_with_a_description():
     for name, spec in PARAMETERS.items():
         assert spec.type != Parameter.Type.NOT_SET and spec.description, name
+        if spec.one_of is not None:
+            assert spec.type == Parameter.Type.STRING and spec.default in spec.one_of, name
     numeric = [n for n, s in PARAMETERS.items() if s.type in (Parameter.Type.DOUBLE, Parameter.Type.INTEGER)]
     assert all(PARAMETERS[n].range is not None for n in numeric), "every scalar number has a range"
     assert [n for n, s in PARAMETERS.items() if not s.read_only] == ["instruction"]
@@ -52,6 +54,10 @@ def test_every_parameter_is_statically_typed_with_a_description():
         ({"control_rt_priority": 150}, "parameter 'control_rt_priority' must be in [0, 99], got 150"),
         ({"stamped": "yes"}, "parameter 'stamped' must be true or false"),
         ({"max_velocity": ["a"]}, "parameter 'max_velocity' must be a list of numbers"),
+        ({"device": "tpu"}, "parameter 'device' must be one of ['cpu', 'cuda'], got 'tpu'"),
+        ({"engine": "tensorrt"}, "parameter 'engine' must be one of ['torch', 'onnxruntime'], got 'tensorrt'"),
+        ({"dtype": "int8"}, "parameter 'dtype' must be one of ['float32', 'bfloat16', 'float16'], got 'int8'"),
+        ({"chunk_mode": "bogus"}, "parameter 'chunk_mode' must be one of"),
     ],
 )
 def test_bad_start_up_values_are_refused_naming_the_parameter(make_node, params, needle):
@@ -138,3 +144,14 @@ def test_the_console_script_refuses_a_bad_value_and_warns_about_an_unknown_one(t
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_parameter_reference_and_the_shipped_yaml_come_from_the_one_table():
+    from robovlm_node.parameters import reference_markdown
+
+    assert (ROOT / "docs" / "parameters.md").read_text() == reference_markdown(), (
+        "docs/parameters.md is out of date: python -m robovlm_node.parameters > docs/parameters.md"
+    )
+    params = yaml.safe_load((ROOT / "config" / "robovlm.yaml").read_text())["/**"]["ros__parameters"]
+    unknown = sorted(set(params) - set(PARAMETERS) - {"use_sim_time"})
+    assert not unknown, f"config/robovlm.yaml sets parameters the node does not declare: {unknown}"
