@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps lint test bench bench-train soak demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test test-fast bench bench-train soak demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -33,6 +33,10 @@ lint: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The inner loop: everything but DDS, colcon, Docker and the slow tests (under 90 s on 2 cores).
+test-fast: install
+	$(PY) -m pytest -q -m "not dds and not colcon and not docker and not slow" tests
 
 bench: install
 	$(PY) -m bench.streaming

@@ -2,7 +2,7 @@
 
 Every process shuffles the same permutation (seed + epoch) and cuts it into global batches; process ``rank`` takes
 its slice of each. So a run on N processes sees exactly the windows a one-process run sees, step by step, which is
-what makes the two comparable (``tests/test_distributed.py``) and resumable the same way.
+what makes the two comparable (``tests/robovlm/training/test_distributed.py``) and resumable the same way.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""Static checks of the ROS 2 packaging: CI cannot import launch/launch_ros, so the launch files are checked as
+source here (they were run against the real launch sources by hand; see the closing note of issue 4)."""
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import yaml
+
+from robovlm_node.parameters import PARAMETERS, validate_settings
+from tests import ROOT
+
+
+def _launch_args(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
+            names.append(node.args[0].value)
+    return names
+
+
+def test_bringup_declares_the_documented_arguments_and_starts_our_executable():
+    src = (ROOT / "launch" / "bringup.launch.py").read_text()
+    compile(src, "bringup.launch.py", "exec")
+    assert set(_launch_args(ROOT / "launch" / "bringup.launch.py")) == {
+        "model_path",
+        "params_file",
+        "namespace",
+        "use_sim_time",
+        "instruction",
+        "log_level",
+        "autostart",
+    }
+    assert 'package="robovlm"' in src and 'executable="robovlm_node"' in src and "LifecycleNode(" in src
+    assert "TRANSITION_CONFIGURE" in src and "TRANSITION_ACTIVATE" in src
+    assert '"robovlm_node = robovlm_node.process:main"' in (ROOT / "setup.py").read_text()
+
+
+def test_replay_launch_compiles_and_plays_with_clock():
+    src = (ROOT / "launch" / "replay.launch.py").read_text()
+    compile(src, "replay.launch.py", "exec")
+    assert {"bag", "model_path", "out"} <= set(_launch_args(ROOT / "launch" / "replay.launch.py"))
+    assert '"--clock"' in src and '"use_sim_time": "true"' in src
+
+
+def test_params_yaml_is_valid_for_the_node():
+    data = yaml.safe_load((ROOT / "config" / "robovlm.yaml").read_text())
+    params = data["/**"]["ros__parameters"]
+    assert set(params) <= set(PARAMETERS), set(params) - set(PARAMETERS)
+    raw = {k: spec.default for k, spec in PARAMETERS.items()}
+    raw.update(params)
+    raw["model_path"] = "/some/checkpoint"
+    s = validate_settings(raw)
+    assert s.max_velocity == [0.3, 0.3] and s.chunk_mode == "ensemble"
+
+
+def test_every_imported_ros_package_is_an_exec_depend():
+    """A ROS install resolves what package.xml names: every ROS package the node and launch files import is there."""
+    deps = {e.text for e in ET.parse(ROOT / "package.xml").getroot().iter("exec_depend")}
+    ros_like = re.compile(r"^\s*(?:from|import) ([a-z0-9_]+)", re.M)
+    imported = set()
+    for path in [*(ROOT / "robovlm_node").glob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        imported |= set(ros_like.findall(path.read_text()))
+    ros = {
+        m
+        for m in imported
+        if m.endswith(("_msgs", "_interfaces")) or m in ("rclpy", "launch", "launch_ros", "ament_index_python")
+    }
+    assert ros and ros <= deps, ros - deps
+
+
+def test_package_xml_and_ament_data_files():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.get("format") == "3" and root.findtext("name") == "robovlm"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.iter("exec_depend")}
+    assert {"rclpy", "launch_ros", "sensor_msgs", "geometry_msgs", "lifecycle_msgs", "rosgraph_msgs"} <= deps
+    assert {
+        "python3-torch",
+        "python3-transformers-pip",
+        "python3-numpy",
+        "python3-yaml",
+        "python3-h5py",
+        "python3-opencv",
+        "python3-rosbags-pip",
+    } <= deps
+    setup = (ROOT / "setup.py").read_text()
+    for needle in (
+        "share/ament_index/resource_index/packages",
+        "launch/*.launch.py",
+        "config/*.yaml",
+        'tree("models")',
+    ):
+        assert needle in setup
+    assert (ROOT / "resource" / "robovlm").exists()
+    assert (ROOT / "ros2_ws" / "src" / "robovlm" / "package.xml").exists()  # colcon workspace links the package
+    assert "install_scripts=$base/lib/robovlm" in (ROOT / "setup.cfg").read_text()

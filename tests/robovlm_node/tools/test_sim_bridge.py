@@ -1,0 +1,89 @@
+"""The unchanged node drives the simulated robot over DDS, on sim time."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+
+from robovlm.configs.model import load_config
+from robovlm.data.stats import NormStats
+from robovlm.model.policy import RoboVLM
+from robovlm_node.node import RoboVLMNode
+from robovlm_node.tools.demo import bringup_command
+from robovlm_node.tools.sim_bridge import SimBridge
+
+pytestmark = pytest.mark.dds
+
+
+@pytest.fixture(scope="module")
+def demo_shaped_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = RoboVLM(load_config("models/configs/demo.json"))
+    path = tmp_path_factory.mktemp("demo_ckpt")
+    model.save_pretrained(
+        path,
+        stats=NormStats(
+            state_mean=[0.0, 0.0],
+            state_std=[0.1, 0.1],
+            action_low=[-0.4, -0.4],
+            action_high=[0.4, 0.4],
+            joint_names=["arm_pan", "arm_lift"],
+        ),
+    )
+    return path
+
+
+def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
+    context = Context()
+    rclpy.init(context=context)
+    node = RoboVLMNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model_path", value=str(demo_shaped_checkpoint)),
+            Parameter("use_sim_time", value=True),
+            Parameter("instruction", value="go around the box on the left and stop at the cup"),
+            Parameter("engine_process", value=False),
+        ],
+    )
+    bridge = SimBridge(context=context, image_size=56)
+    bridge.env.time_limit_s = 3.0
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(bridge)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(0.5)  # discovery
+        out = bridge.run_episode("1box_vert_left", 5)
+        assert out.time_s >= 3.0 - 1e-6 or out.success or out.collision
+        assert len(out.frames) >= 25
+        # commands arrive at about 20 Hz of sim time, and the node's clock is the sim clock
+        assert len(out.commands) >= 0.5 * 20 * out.time_s, len(out.commands)
+        assert node.now() < 100.0  # sim time (starts at 1 s), not the wall clock
+        assert max(abs(c[1]) for c in out.commands) <= 0.5 + 1e-9  # the node's default max_velocity
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(0.3)
+        assert np.all(node.last_command == 0)
+        second = bridge.run_episode("2box_hori_right", 6)  # the sim clock keeps going forward across episodes
+        assert second.time_s > 0 and bridge.sim_time() > out.time_s
+    finally:
+        executor.shutdown()
+        spin.join(timeout=5)
+        node.destroy_node()
+        bridge.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_demo_starts_the_node_like_bringup(tmp_path):
+    cmd = bringup_command(tmp_path, params_file=tmp_path / "p.yaml", use_sim_time=True)
+    assert cmd[1:3] == ["-m", "robovlm_node.process"] and "--ros-args" in cmd
+    assert f"model_path:={tmp_path}" in cmd and "use_sim_time:=true" in cmd and "__node:=robovlm" in cmd
