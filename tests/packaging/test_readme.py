@@ -8,7 +8,11 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from tests import ROOT
+
+pytestmark = pytest.mark.slow
 
 SLOW = {
     "make demo": "the closed-loop demo (minutes); run by hand for each release",

@@ -11,6 +11,7 @@ import time
 import zlib
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -175,6 +176,7 @@ def test_twists_are_always_finite(values):
     assert all(math.isfinite(v) for v in (twist.linear.x, twist.linear.y, twist.angular.z))
 
 
+@pytest.mark.dds
 def test_callbacks_of_a_running_node_never_raise_and_commands_stay_bounded(checkpoint, harness_factory):
     """The node's own callbacks, called with fuzzed messages while its loops drive on good inputs."""
     h = harness_factory(node_params(checkpoint))

@@ -157,6 +157,7 @@ def test_careless_cli_inputs_are_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "sim").exists()
 
 
+@pytest.mark.slow
 def test_training_on_a_file_damaged_mid_way_is_one_line_and_leaves_no_output(tmp_path, capsys):
     """The frames of one episode are garbage half way through (a disk error, a copy cut short and patched): the
     index reads fine, the loader meets the damage in a worker process during training."""

@@ -71,6 +71,7 @@ def test_bag_reader_errors_name_the_topic_or_joint(bags):
         read_bag_episode(bags / "robot_mcap", TopicMap.from_flags(FOREIGN_TOPICS), joint_names=["arm_pan", "elbow"])
 
 
+@pytest.mark.dds
 def test_replay_a_foreign_mcap_bag_with_mapped_roles(bags, tmp_path):
     report = replay(bags / "robot_mcap", DEMO, topics=TopicMap.from_flags(FOREIGN_TOPICS), out=tmp_path / "out")
     assert report.skipped_topics == [HEAD, "/tf", "/tf_static"]
@@ -86,6 +87,7 @@ def test_replay_a_foreign_mcap_bag_with_mapped_roles(bags, tmp_path):
     assert "stopped:" in text and "skipped topics (no role): /camera/color/image_raw, /tf, /tf_static" in text
 
 
+@pytest.mark.dds
 def test_replay_cli_on_a_sqlite3_bag_with_plain_twist(bags, tmp_path, capsys):
     assert (
         main(

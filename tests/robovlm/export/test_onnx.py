@@ -18,6 +18,8 @@ from robovlm.runtime.torch_engine import TorchEngine
 from tests import ROOT
 from tests.conftest import _node_stats, tiny_config
 
+pytestmark = pytest.mark.slow
+
 TOL = 1e-4  # action chunk, physical units, fp32
 ALL_FUSION = {
     "use_hand_rgb": True,
@@ -234,6 +236,7 @@ def test_torch_engine_over_a_model_in_memory_matches_the_loaded_one(checkpoint):
 
 
 # ------------------------------------------------------------------------------------------------ the node
+@pytest.mark.dds
 @pytest.mark.parametrize("engine_process", [True, False], ids=["process", "thread"])
 def test_node_drives_with_the_onnxruntime_engine(checkpoint, tmp_path, harness_factory, engine_process):
     """The node on an exported checkpoint: commands flow over DDS, within the limits, and diagnostics name the

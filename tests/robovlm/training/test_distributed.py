@@ -18,6 +18,8 @@ import pytest
 
 from tests import ROOT
 
+pytestmark = pytest.mark.slow
+
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -115,6 +115,7 @@ def test_train_setup_is_validated_and_lora_targets_must_match():
         _model(lora={"target_modules": ["no_such_proj"]})
 
 
+@pytest.mark.slow
 def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
     from robovlm.sim.collect import collect
     from robovlm.training.trainer import STATE_FILE, TrainSettings, train

@@ -13,6 +13,8 @@ from robovlm.model.policy import RoboVLM
 from robovlm.sim.collect import collect
 from robovlm.training.trainer import TrainSettings, train
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory):

@@ -29,6 +29,7 @@ def test_saved_files_get_the_umask_permissions_and_a_model_card(tmp_path):
     assert {"robotics", "kosmos2"} <= set(card["tags"])
 
 
+@pytest.mark.slow
 def test_a_hub_id_loads_from_the_local_cache_offline(tmp_path):
     """The layout huggingface_hub writes: models--OWNER--NAME/{refs/main, snapshots/<commit>/...}."""
     commit = "0123456789abcdef0123456789abcdef01234567"
