@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from robovlm_node.node import RoboVLMNode
 RATE = 20.0
 VMAX = 0.3
 AMAX = 1.0
+
+
+def node_command(*params: str, name: str | None = None) -> list[str]:
+    """The node as a process, as ``robovlm_node --ros-args -p A:=B ... -r __node:=NAME`` runs it."""
+    args = [sys.executable, "-m", "robovlm_node.process", "--ros-args"]
+    for p in params:
+        args += ["-p", p]
+    return args + (["-r", f"__node:={name}"] if name else [])
 
 
 def node_params(ckpt, **kw) -> dict:

@@ -4,7 +4,6 @@ commands, require zero while the fault lasts, require recovery when it ends."""
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +15,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 from robovlm_node.convert import rgb_to_compressed, rgb_to_image
-from tests.ros_harness import RATE, VMAX, activate, node_params, statuses
+from tests.ros_harness import RATE, VMAX, activate, node_command, node_params, statuses
 
 pytestmark = pytest.mark.dds
 
@@ -232,22 +231,13 @@ def test_a_hand_camera_that_stops_is_logged_once_each_way_and_warns(checkpoint, 
 
 def test_sigterm_during_model_loading_ends_the_process_promptly(checkpoint):
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "robovlm_node.process",
-            "--ros-args",
-            "-p",
+        node_command(
             f"model_path:={checkpoint}",
-            "-p",
             "autostart:=true",
-            "-p",
             "engine_process:=true",
-            "-p",
             "instruction:=go",
-            "-r",
-            "__node:=robovlm_sigterm",
-        ],
+            name="robovlm_sigterm",
+        ),
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

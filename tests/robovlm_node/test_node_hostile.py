@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import JointState
 
 from robovlm_node.convert import rgb_to_image
-from tests.ros_harness import activate, node_params, statuses
+from tests.ros_harness import activate, node_command, node_params, statuses
 
 pytestmark = pytest.mark.dds
 
@@ -271,22 +270,13 @@ def test_a_model_path_that_looks_like_a_hub_id_never_reaches_the_network(checkpo
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_CACHE=str(tmp_path / "hub"))
     try:
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "robovlm_node.process",
-                "--ros-args",
-                "-p",
+            node_command(
                 "model_path:=models/demo",
-                "-p",
                 "autostart:=true",
-                "-p",
                 "instruction:=go",
-                "-p",
                 "engine_process:=false",
-                "-r",
-                "__node:=robovlm_hubprobe",
-            ],
+                name="robovlm_hubprobe",
+            ),
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -315,18 +305,7 @@ def test_a_model_path_that_looks_like_a_hub_id_never_reaches_the_network(checkpo
 )
 def test_a_bad_start_up_value_of_rclpy_or_ours_is_one_line(checkpoint, override, needle):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robovlm_node.process",
-            "--ros-args",
-            "-p",
-            f"model_path:={checkpoint}",
-            "-p",
-            override,
-            "-r",
-            "__node:=robovlm_badstart",
-        ],
+        node_command(f"model_path:={checkpoint}", override, name="robovlm_badstart"),
         env=os.environ.copy(),
         capture_output=True,
         text=True,

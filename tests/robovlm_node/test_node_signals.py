@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,30 +15,21 @@ import numpy as np
 import pytest
 
 from robovlm_node.process import stop_signals
+from tests.ros_harness import node_command
 
 pytestmark = pytest.mark.dds
 
 
 def _start(checkpoint: str, name: str, *, engine_process: bool) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "robovlm_node.process",
-            "--ros-args",
-            "-p",
+        node_command(
             f"model_path:={checkpoint}",
-            "-p",
             "autostart:=true",
-            "-p",
             "instruction:=go to the cup",
-            "-p",
             "max_velocity:=[0.3]",
-            "-p",
             f"engine_process:={'true' if engine_process else 'false'}",
-            "-r",
-            f"__node:={name}",
-        ],
+            name=f"{name}",
+        ),
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 import rclpy
@@ -13,6 +12,7 @@ from rclpy.parameter import Parameter
 from robovlm_node.node import RoboVLMNode
 from robovlm_node.parameters import PARAMETERS, ParameterError, coerce, read_parameters, unknown_overrides
 from tests import ROOT
+from tests.ros_harness import node_command
 
 pytestmark = pytest.mark.dds
 
@@ -103,16 +103,7 @@ def test_the_shipped_yaml_needs_no_placeholders():
 def test_the_console_script_refuses_a_bad_value_and_warns_about_an_unknown_one(tmp_path):
     env = {**os.environ, "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "7")}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robovlm_node.process",
-            "--ros-args",
-            "-p",
-            "model_path:=/x",
-            "-p",
-            "control_rate_hz:=fast",
-        ],
+        node_command("model_path:=/x", "control_rate_hz:=fast"),
         env=env,
         capture_output=True,
         text=True,
@@ -121,16 +112,7 @@ def test_the_console_script_refuses_a_bad_value_and_warns_about_an_unknown_one(t
     assert proc.returncode == 2
     assert "parameter 'control_rate_hz' must be a number, got 'fast'" in proc.stderr + proc.stdout
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "robovlm_node.process",
-            "--ros-args",
-            "-p",
-            "model_path:=/x",
-            "-p",
-            "control_rate:=50.0",
-        ],
+        node_command("model_path:=/x", "control_rate:=50.0"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
