@@ -1,4 +1,5 @@
 """RoboVLMNode: a lifecycle node that turns cameras, joint states and an instruction into safe velocity commands.
+(Just over 400 lines while the node is still mixed in from its part files; composing it, issue 17, shrinks it.)
 
 Files: parameters (``parameters.py``), inputs and the instruction (``inputs.py``), the inference, control and
 watchdog loops (``loops.py``), engine start and restart (``supervision.py``), diagnostics (``diagnostics.py``),

@@ -1,4 +1,5 @@
 """The node's parameters: one table of name, type, default, range and description; declaration; validation.
+(Over 400 lines because the table holds every parameter with its documentation, the one place each is written.)
 
 Every parameter is declared with its real type (no ``dynamic_typing``) and, where it has one, an
 ``IntegerRange``/``FloatingPointRange``, so a bad value is refused when it is set and the refusal names it.

@@ -1,4 +1,6 @@
 """Model configuration: strict dataclasses, JSON in and out.
+(Over 400 lines because every section of the model config is here with its documented, validated fields, so the
+schema reads top to bottom in one file.)
 
 Every field is documented and validated in ``__post_init__``; an unknown key is an error that names it
 and the closest valid key. ``load_config(path)`` is the entry point. Official RoboVLMs training configs

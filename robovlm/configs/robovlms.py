@@ -1,4 +1,5 @@
 """Import an official RoboVLMs training config (``robovlm import-robovlms-config IN.json OUT.json``).
+(Over 400 lines because each of RoboVLMs' 53 keys is mapped, ignored or refused here, with its reason.)
 
 RoboVLMs configs mix the model with training infrastructure (paths, deepspeed, logging, data sets). Every key is
 sorted into one of three lists: mapped (with its target), ignored (with the reason), or refused (it would change

@@ -1,4 +1,5 @@
 """Rosbag2 replay into the real node, over DDS, on the bag's own time; records what the node commands.
+(Just over 400 lines: the player, the clock, the recorder thread and the report belong to one run.)
 
 Roles, not topics (``robovlm.data.roles``): the bag's topic for each role is configured on the node (topic
 parameters; ``Image`` or ``CompressedImage`` read from the bag), and only those topics are played, as the raw CDR
