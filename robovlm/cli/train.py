@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .common import TOPIC_HELP, at_least
 
@@ -65,7 +66,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..data.roles import TopicMap
     from ..training.trainer import TrainSettings, train
 
-    extra = {"action_fields": tuple(f.strip() for f in args.action_fields.split(","))} if args.action_fields else {}
+    extra: dict[str, Any] = {}
+    if args.action_fields:
+        extra["action_fields"] = tuple(f.strip() for f in args.action_fields.split(","))
     if args.weight_decay is not None:
         extra["weight_decay"] = args.weight_decay
     extra.update(grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, num_workers=args.num_workers)

@@ -243,7 +243,7 @@ class LoraConfig:
             self.target_modules is None
             or (
                 isinstance(self.target_modules, list)
-                and self.target_modules
+                and len(self.target_modules) > 0
                 and all(isinstance(t, str) and t for t in self.target_modules)
             ),
             "train_setup.lora.target_modules",
@@ -403,11 +403,11 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
 
 
 def _dataclass_in(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp
     if get_origin(tp) is Union or str(get_origin(tp)) == "<class 'types.UnionType'>":
         for arg in get_args(tp):
-            if dataclasses.is_dataclass(arg):
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg):
                 return arg
     return None
 

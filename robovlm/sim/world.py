@@ -68,7 +68,7 @@ def sample_layout(scenario: str, seed: int) -> Layout:
                 y=float(rng.uniform(-0.04, 0.04)),
                 half_x=float(hx),
                 half_y=float(hy),
-                rgba=tuple(float(v) for v in rgba),
+                rgba=(float(rgba[0]), float(rgba[1]), float(rgba[2]), float(rgba[3])),
             )
         )
     cup_rgba = (float(rng.uniform(0.75, 0.95)), float(rng.uniform(0.05, 0.2)), float(rng.uniform(0.1, 0.25)), 1.0)
