@@ -34,7 +34,11 @@ log = logging.getLogger("robovlm")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robovlm", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="robovlm",
+        description="RoboVLM: inspect, train, evaluate and export the vision-language-action policy of a mobile robot, "
+        "and replay recordings through its ROS 2 node.",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
