@@ -203,10 +203,14 @@ class NodeInputs:
         """A stamp fault on the newest message of a required input, which stops the robot while it lasts."""
         required = self.required_inputs()
         with self._lock:
-            for key in required:
-                latest = self._inputs.get(key)
-                if latest is not None and latest.fault is not None:
-                    return latest.fault
+            return self._stamp_fault_locked(required)
+
+    def _stamp_fault_locked(self, required: list[str]) -> str | None:
+        """The first stamp fault among ``required`` inputs; the caller holds ``_lock``."""
+        for key in required:
+            latest = self._inputs.get(key)
+            if latest is not None and latest.fault is not None:
+                return latest.fault
         return None
 
     def input_fault(self, key: str) -> str | None:
@@ -220,14 +224,12 @@ class NodeInputs:
     def input_hold(self) -> str | None:
         """What stops the robot in its inputs: a stamp fault, or a required camera's frames with nothing to drive
         on (``degenerate_image``) until one of its frames is usable again."""
-        fault = self.stamp_hold()
-        if fault is not None:
-            return fault
-        required = self.required_inputs()
+        required = self.required_inputs()  # once per control tick: one pass under one lock
         with self._lock:
-            if any(key in self._frame_faults for key in required):
-                return "degenerate_image"
-        return None
+            fault = self._stamp_fault_locked(required)
+            if fault is None and any(key in self._frame_faults for key in required):
+                fault = "degenerate_image"
+        return fault
 
     # ----------------------------------------------------------------------------------------------- instruction
     def _on_set_parameters(self, params: list) -> SetParametersResult:
