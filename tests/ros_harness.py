@@ -165,14 +165,15 @@ class Harness:
 
     def close(self) -> None:
         self.stop_feeding()
-        try:  # stop the node's own threads (loops, watchdog) before its executor goes
+        # The spin thread ends first: the shutdown transition destroys subscriptions, and destroying an entity
+        # from this thread while the executor adds it to a wait set raises InvalidHandle in the spin thread;
+        # Executor.shutdown() under a running handler can likewise destroy its guard condition.
+        self._spinning.clear()
+        self._spin.join(timeout=5.0)
+        try:  # stop the node's own threads (loops, watchdog); publishing the final zero needs no executor
             self.node.trigger_shutdown()
         except Exception:  # already finalized, or mid-transition in a test that failed: nothing left to stop
             pass
-        # The spin thread ends before the executor goes: Executor.shutdown() from another thread while it spins
-        # can destroy its guard condition under a running handler (an AttributeError in the spin thread).
-        self._spinning.clear()
-        self._spin.join(timeout=5.0)
         self.executor.shutdown()
         self.node.destroy_node()
         self.peer.destroy_node()
