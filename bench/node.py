@@ -87,11 +87,14 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
         t0 = node.now()
         time.sleep(seconds)
         t1 = node.now()
-        ticks = np.array([t for t in node._control_events._t if t0 <= t <= t1])
-        e2e = np.array([v for t, v in zip(node._e2e_events._t, node._e2e_events._v) if t0 <= t <= t1])
-        lat = np.array([v for t, v in zip(node._infer_events._t, node._infer_events._v) if t0 <= t <= t1])
-        faults = dict(node.faults)
-        scheduling, engine = node.control_scheduling, node.engine.name
+        status = node.status
+        ticks = np.array([t for t in status.control_events.times() if t0 <= t <= t1])
+        e2e = np.array([v for t, v in status.e2e_events.items() if t0 <= t <= t1])
+        lat = np.array([v for t, v in status.infer_events.items() if t0 <= t <= t1])
+        counters = status.snapshot()
+        faults, scheduling = counters.faults, counters.control_scheduling
+        assert node.supervisor is not None
+        engine = node.supervisor.snapshot().name
     finally:
         feeder_proc.terminate()
         feeder_proc.wait(timeout=10)

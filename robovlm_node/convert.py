@@ -156,7 +156,8 @@ def joint_state_vector(msg: JointState, names: list[str]) -> np.ndarray:
     missing = [n for n in names if n not in index]
     if missing:
         raise JointStateError(f"joint state lacks {missing} (has {list(msg.name)}); check 'state_joints'")
-    vec = np.array([msg.position[index[n]] for n in names], dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below with its value
+        vec = np.array([msg.position[index[n]] for n in names], dtype=np.float32)
     if not np.all(np.isfinite(vec)):
         raise JointStateError(f"non-finite joint positions {dict(zip(names, vec.tolist()))}")
     return vec

@@ -6,98 +6,84 @@ control loop (rate, jitter, stopped fraction by cause). Input statuses carry the
 model and control statuses the inference device.
 A stale hand camera is a WARN even when the node does not require it (the model then runs on its missing-hand
 marker); a stale required input is an ERROR (the robot is stopped).
+
+``Diagnostics`` is the node's part that publishes them once a second on a thread of the steady clock (diagnostics
+keep coming when a stalled ``/clock`` freezes node time). It reads the other parts only through their snapshots and
+readers: ``NodeStatus.snapshot``, ``Inputs.monitors``/``input_fault``/``instruction``, ``EngineSupervisor.snapshot``,
+the scheduler's ``newest_stamp``, ``Watchdog.stalled`` and the output's ``is_open``.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from robovlm.runtime.metrics import EventWindow
-from robovlm.runtime.safety import STOP_CAUSES as SAFETY_STOP_CAUSES
+from robovlm.runtime.scheduler import ChunkScheduler
+
+from .input_monitor import InputMonitor
+from .inputs import Inputs
+from .loop_thread import LoopThread
+from .output import CommandPublisher
+from .settings import Settings
+from .status import STOP_CAUSES, NodeStatus
+from .supervision import EngineSupervisor
+from .watchdog import Watchdog
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-STOP_CAUSES = (*SAFETY_STOP_CAUSES, "control_error")
 FAULT_RECENT_S = 5.0  # a fault younger than this keeps its input at WARN
 
 
-@dataclass
-class InputMonitor:
-    """Arrival rate, last arrival and last fault of one input, on the node clock."""
-
-    label: str
-    topic: str
-    arrivals: EventWindow = field(default_factory=lambda: EventWindow(100))
-    last_rx: float | None = None
-    last_fault: str = ""
-    last_fault_t: float | None = None
-    faults: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def arrived(self, now: float) -> None:
-        self.arrivals.add(now)
-        with self._lock:
-            self.last_rx = now
-
-    def fault(self, now: float, text: str) -> None:
-        with self._lock:
-            self.faults += 1
-            self.last_fault, self.last_fault_t = text, now
-
-    def age(self, now: float) -> float | None:
-        with self._lock:
-            return None if self.last_rx is None else now - self.last_rx
-
-    def status(
-        self,
-        now: float,
-        *,
-        node: str,
-        used: bool,
-        required: bool,
-        timeout_s: float,
-        active: bool,
-        fault_now: str | None = None,
-    ) -> DiagnosticStatus:
-        """``fault_now``: the fault of the input's newest message or frames (``stale_stamp``, ``blank_image``, ...),
-        an ERROR when the input is required (the robot is stopped), a WARN otherwise."""
-        age = self.age(now)
-        with self._lock:
-            fault, fault_t, faults = self.last_fault, self.last_fault_t, self.faults
-        st = DiagnosticStatus(name=f"{node}: {self.label}", hardware_id=self.topic)
-        st.values = _kv(
-            {
-                "topic": self.topic,
-                "used_by_model": used,
-                "required": required,
-                "rate_hz": f"{self.arrivals.rate_hz(now):.2f}",
-                "age_s": "never" if age is None else f"{age:.3f}",
-                "faults": faults,
-                "last_fault": fault or "none",
-            }
-        )
-        stale = age is None or age > timeout_s
-        recent_fault = fault_t is not None and now - fault_t <= FAULT_RECENT_S
-        problems = ([fault] if fault_now else []) + (
-            ["never received" if age is None else f"stale ({age:.2f} s)"] if stale else []
-        )
-        if not used:
-            st.level, st.message = OK, "not used by the model"
-        elif problems and active and required:
-            st.level, st.message = ERROR, "; ".join(problems) + ": stopped"
-        elif problems and active:
-            st.level, st.message = WARN, "; ".join(problems) + ": the model runs on its missing-input marker"
-        elif fault_now:
-            st.level, st.message = WARN, fault
-        elif recent_fault:
-            st.level, st.message = WARN, f"bad messages: {fault}"
-        else:
-            st.level, st.message = OK, "ok" if not stale else "inactive"
-        return st
+def input_status(
+    monitor: InputMonitor,
+    now: float,
+    *,
+    node: str,
+    used: bool,
+    required: bool,
+    timeout_s: float,
+    active: bool,
+    fault_now: str | None = None,
+) -> DiagnosticStatus:
+    """``fault_now``: the fault of the input's newest message or frames (``stale_stamp``, ``blank_image``, ...),
+    an ERROR when the input is required (the robot is stopped), a WARN otherwise."""
+    m = monitor.snapshot(now)
+    age, fault = m.age, m.last_fault
+    st = DiagnosticStatus(name=f"{node}: {monitor.label}", hardware_id=monitor.topic)
+    st.values = _kv(
+        {
+            "topic": monitor.topic,
+            "used_by_model": used,
+            "required": required,
+            "rate_hz": f"{m.rate_hz:.2f}",
+            "age_s": "never" if age is None else f"{age:.3f}",
+            "faults": m.faults,
+            "last_fault": fault or "none",
+        }
+    )
+    stale = age is None or age > timeout_s
+    recent_fault = m.last_fault_t is not None and now - m.last_fault_t <= FAULT_RECENT_S
+    problems = ([fault] if fault_now else []) + (
+        ["never received" if age is None else f"stale ({age:.2f} s)"] if stale else []
+    )
+    if not used:
+        st.level, st.message = OK, "not used by the model"
+    elif problems and active and required:
+        st.level, st.message = ERROR, "; ".join(problems) + ": stopped"
+    elif problems and active:
+        st.level, st.message = WARN, "; ".join(problems) + ": the model runs on its missing-input marker"
+    elif fault_now:
+        st.level, st.message = WARN, fault
+    elif recent_fault:
+        st.level, st.message = WARN, f"bad messages: {fault}"
+    else:
+        st.level, st.message = OK, "ok" if not stale else "inactive"
+    return st
 
 
 def instruction_status(
@@ -225,96 +211,128 @@ def period_jitter(times: list[float], period: float) -> tuple[float, float]:
     return float(np.percentile(dev, 50)), float(np.percentile(dev, 99))
 
 
-def _kv(values: dict) -> list[KeyValue]:
+def _kv(values: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
 
 
-class NodeDiagnostics:
-    """The node's ``/diagnostics`` from its state; mixed into ``RoboVLMNode``."""
+class Diagnostics:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        settings: Settings,
+        publisher: Any,
+        clock: Callable[[], float],
+        stamp: Callable[[], Any],
+        status: NodeStatus,
+        inputs: Inputs,
+        supervisor: EngineSupervisor,
+        scheduler: ChunkScheduler,
+        watchdog: Watchdog,
+        output: CommandPublisher,
+    ) -> None:
+        self.node_name = node_name
+        self.settings = settings
+        self._publisher = publisher  # DiagnosticArray on /diagnostics; the node creates and frees it
+        self._now = clock  # node clock, seconds
+        self._stamp = stamp  # node clock as a message stamp
+        self._status = status
+        self._inputs = inputs
+        self._supervisor = supervisor
+        self._scheduler = scheduler
+        self._watchdog = watchdog
+        self._output = output
+        self._thread = LoopThread("robovlm-diagnostics", self.run)
 
-    def diagnostics(self) -> list[DiagnosticStatus]:
-        """One status per input, one for the model, one for the control loop (robovlm_node.diagnostics)."""
-        now, s, name = self.now(), self.settings, self.get_name()
-        used = {"head": True, "hand": self.engine.uses_hand, "state": self.engine.uses_state}
-        required = set(self.required_inputs())
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._thread.stop(timeout_s)
+
+    def statuses(self) -> list[DiagnosticStatus]:
+        """One status per input, one for the instruction, the model and the control loop."""
+        now, s, name = self._now(), self.settings, self.node_name
+        active = self._output.is_open()
+        inputs = self._inputs
         statuses = [
-            m.status(
+            input_status(
+                m,
                 now,
                 node=name,
-                used=used[k],
-                required=k in required,
+                used=inputs.used[k],
+                required=k in inputs.required,
                 timeout_s=s.input_timeout_s,
-                active=self._active,
-                fault_now=self.input_fault(k),
+                active=active,
+                fault_now=inputs.input_fault(k),
             )
-            for k, m in self.monitors.items()
+            for k, m in inputs.monitors.items()
         ]
-        with self._lock:
-            text, refused_why, down = self._instruction, self._instruction_error, self._engine_down
+        counters = self._status.snapshot()
+        ins = inputs.instruction()
         statuses.append(
             instruction_status(
                 node=name,
                 topic=s.instruction_topic,
-                text=text,
-                source=self._instruction_source,
-                changed_at=self._instruction_t,
+                text=ins.text,
+                source=ins.source,
+                changed_at=ins.changed_at,
                 now=now,
-                active=self._active,
-                refused=self.faults.get("instruction_refused", 0),
-                error=refused_why,
+                active=active,
+                refused=counters.faults.get("instruction_refused", 0),
+                error=ins.error,
             )
         )
-        newest = self.scheduler.newest_stamp()
-        device_name = getattr(self.engine, "device_name", s.device)
+        engine = self._supervisor.snapshot()
+        newest = self._scheduler.newest_stamp()
         statuses.append(
             model_status(
                 node=name,
-                engine=self.engine.name,
+                engine=engine.name,
                 device=s.device,
-                device_name=device_name,
-                latency=self._infer_events,
+                device_name=engine.device_name,
+                latency=self._status.infer_events,
                 now=now,
-                active=self._active,
+                active=active,
                 fresh=newest is not None and now - newest <= s.chunk_timeout_s,
-                restarts=self.engine_restarts,
-                errors=self.faults.get("inference_error", 0),
-                last_error=self._last_error,
-                down=down,
+                restarts=engine.restarts,
+                errors=counters.faults.get("inference_error", 0),
+                last_error=engine.last_error,
+                down=engine.down,
                 threads=s.engine_threads,
             )
         )
         control = control_status(
             node=name,
-            device_name=device_name,
-            ticks=self._control_events,
+            device_name=engine.device_name,
+            ticks=self._status.control_events,
             target_hz=s.control_rate_hz,
-            total_ticks=self.control_ticks,
-            stops=self.stops,
-            scheduling=self.control_scheduling,
+            total_ticks=counters.control_ticks,
+            stops=counters.stops,
+            scheduling=counters.control_scheduling,
             now=now,
-            active=self._active,
-            last_cause="clock_stalled" if self._clock_stalled else self._last_cause,
+            active=active,
+            last_cause="clock_stalled" if self._watchdog.stalled() else counters.last_cause,
         )
+        e2e = self._status.e2e_events
         control.values += [
-            KeyValue(key="camera_to_command_p50_ms", value=f"{self._e2e_events.percentile(50) * 1e3:.1f}"),
-            KeyValue(key="camera_to_command_p99_ms", value=f"{self._e2e_events.percentile(99) * 1e3:.1f}"),
-            *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(self.faults.items())],
+            KeyValue(key="camera_to_command_p50_ms", value=f"{e2e.percentile(50) * 1e3:.1f}"),
+            KeyValue(key="camera_to_command_p99_ms", value=f"{e2e.percentile(99) * 1e3:.1f}"),
+            *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(counters.faults.items())],
         ]
         statuses.append(control)
         return statuses
 
-    def _diagnostics_loop(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Publish once a second of steady time until ``stop``; one failed round is logged, never fatal."""
         while not stop.wait(1.0):
             try:
-                self._publish_diagnostics()
+                self.publish()
             except Exception as exc:  # e.g. the publisher destroyed during cleanup; the next round sees it gone
-                self.get_logger().debug(f"diagnostics round skipped: {exc}")
+                self._status.log.debug(f"diagnostics round skipped: {exc}")
 
-    def _publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self.settings is None:
-            return
+    def publish(self) -> None:
         msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = self.diagnostics()
-        self._diag_pub.publish(msg)
+        msg.header.stamp = self._stamp()
+        msg.status = self.statuses()
+        self._publisher.publish(msg)

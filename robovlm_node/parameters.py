@@ -30,6 +30,7 @@ from robovlm.runtime.engine import DTYPES, ENGINES
 from robovlm.runtime.scheduler import MODES
 
 from .convert import TWIST_FIELDS
+from .settings import Settings
 
 T = Parameter.Type
 DEFAULT_ENGINE_THREADS = 1
@@ -349,52 +350,6 @@ def read_parameters(node: Node) -> dict[str, Any]:
         except ParameterUninitializedException:  # a list declared without a value
             out[name] = []
     return out
-
-
-@dataclass
-class Settings:
-    """Validated parameters, as the node uses them (limits expanded to one value per action field)."""
-
-    model_path: str
-    device: str
-    engine: str
-    dtype: str
-    onnx_tensorrt: bool
-    onnx_cache_dir: str
-    engine_process: bool
-    instruction: str
-    engine_threads: int
-    engine_step_timeout_s: float
-    engine_max_restarts: int
-    engine_restart_window_s: float
-    max_image_pixels: int
-    min_image_side_px: int
-    min_image_contrast: float
-    max_saturated_fraction: float
-    use_receive_time: bool
-    max_stamp_lead_s: float
-    clock_stall_timeout_s: float
-    instruction_topic: str
-    control_rate_hz: float
-    head_camera_topic: str
-    head_camera_compressed: bool
-    hand_camera_topic: str
-    hand_camera_compressed: bool
-    require_hand_camera: bool
-    joint_states_topic: str
-    state_joints: list[str]
-    cmd_vel_topic: str
-    stamped: bool
-    frame_id: str
-    action_fields: list[str]
-    max_velocity: list[float]
-    max_accel: list[float]
-    input_timeout_s: float
-    chunk_timeout_s: float
-    chunk_mode: str
-    ensemble_decay: float
-    control_rt_priority: int
-    autostart: bool
 
 
 def validate_settings(raw: dict[str, Any]) -> Settings:

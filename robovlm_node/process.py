@@ -141,7 +141,7 @@ def main(args: list[str] | None = None) -> int:
             pass
         if signals.received:
             node.get_logger().info(signals.describe() or "")
-        if node._fatal_reason:
+        if node.fatal_reason:
             code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

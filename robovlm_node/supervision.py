@@ -1,34 +1,74 @@
-"""Engine supervision, as a mixin of ``RoboVLMNode``: start the inference engine, restart it when it dies or hangs,
-and give up into the lifecycle error state when failures repeat (``robovlm.runtime.supervisor.RestartPolicy``).
+"""EngineSupervisor: start the inference engine, restart it when it dies or hangs, and give up when failures repeat
+(``robovlm.runtime.supervisor.RestartPolicy``).
 
-While the engine is down the robot is stopped (``engine_down`` holds the control loop at zero), diagnostics report
-ERROR, and every failure and restart is logged and counted. A step that outlives ``engine_step_timeout_s`` means a
-hung process: it is killed and treated like a crash. Start-up watches the node's ``shutdown_requested`` event, so a
-SIGTERM during a long model load ends the process at once.
+While the engine is down the robot is stopped (``hold_cause`` is ``engine_down``), diagnostics report ERROR, and every
+failure and restart is logged and counted. A step that outlives ``engine_step_timeout_s`` means a hung process: it
+is killed and treated like a crash. Start-up watches the ``cancel`` event (the node's shutdown request), so a SIGTERM
+during a long model load ends the process at once.
+
+Owns: the engine, the restart policy, why the engine is down, the last error and the restart count.
+Called by: the node (``start``, ``reset``, ``close``), the inference loop (``engine``, ``step_failed``, ``recover``),
+the control loop (``hold_cause``) and diagnostics (``snapshot``). It calls ``on_fatal(reason)`` when it gives up;
+the node wires that to its lifecycle error transition. No rclpy.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-
-from rclpy.lifecycle import TransitionCallbackReturn
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from robovlm.runtime.engine import limit_threads
 from robovlm.runtime.factory import build_engine
+from robovlm.runtime.supervisor import RestartPolicy
 from robovlm.runtime.worker import EngineCancelled, EngineProcess
 
-from .parameters import Settings
+from .settings import Settings
+from .status import NodeStatus
 
 
-class EngineSupervision:
-    """Mixed into ``RoboVLMNode``; uses its settings, scheduler, logger and lifecycle transitions."""
+@dataclass(frozen=True)
+class EngineSnapshot:
+    name: str
+    device_name: str
+    down: str | None
+    """Why the engine is down (the robot is stopped), else None."""
+    restarts: int
+    last_error: str
 
-    shutdown_requested: threading.Event
 
-    def _build_engine(self, s: Settings):
-        """The configured engine; ``EngineCancelled`` when shutdown was requested during loading."""
-        options = {"dtype": s.dtype, "tensorrt": s.onnx_tensorrt, "trt_cache_dir": s.onnx_cache_dir or None}
+class EngineSupervisor:
+    def __init__(
+        self, settings: Settings, *, status: NodeStatus, cancel: threading.Event, on_fatal: Callable[[str], None]
+    ) -> None:
+        self.settings = settings
+        self._status = status
+        self._cancel = cancel
+        self._on_fatal = on_fatal
+        self._policy = RestartPolicy(
+            max_restarts=settings.engine_max_restarts, window_s=settings.engine_restart_window_s
+        )
+        self._lock = threading.Lock()
+        self._engine: Any = None
+        self._down: str | None = None
+        self._last_error = ""
+        self._restarts = 0
+
+    @property
+    def engine(self) -> Any:
+        """The running engine (``robovlm.runtime.engine.Engine`` or its ``EngineProcess``); None after close."""
+        return self._engine
+
+    def start(self) -> Any:
+        """Load the engine; ``EngineCancelled`` when shutdown was requested during loading, any load error as is."""
+        self._engine = self._build()
+        return self._engine
+
+    def _build(self) -> Any:
+        s = self.settings
+        cache = s.onnx_cache_dir or None
         if s.engine_process:
             return EngineProcess(
                 s.engine,
@@ -36,68 +76,87 @@ class EngineSupervision:
                 device=s.device,
                 threads=s.engine_threads,
                 step_timeout_s=s.engine_step_timeout_s,
-                cancel=self.shutdown_requested,
+                cancel=self._cancel,
                 start_timeout_s=900.0 if s.onnx_tensorrt else 180.0,  # TensorRT builds engines
-                **options,
+                dtype=s.dtype,
+                tensorrt=s.onnx_tensorrt,
+                trt_cache_dir=cache,
             )
         limit_threads(s.engine_threads)
-        return build_engine(s.engine, s.model_path, device=s.device, **options)
+        return build_engine(
+            s.engine, s.model_path, device=s.device, dtype=s.dtype, tensorrt=s.onnx_tensorrt, trt_cache_dir=cache
+        )
 
-    def _recover_engine(self, error: Exception, stop: threading.Event) -> bool:
-        """The engine process died or hung: stop the robot, restart it after the policy's delay. False when the loop
-        should end (stopped, or failures repeated and the node is going to the error state)."""
+    def reset(self) -> None:
+        """Clear the engine's streaming state (on activate); raises when the engine cannot (its process died)."""
+        self._engine.reset()
+
+    def hold_cause(self) -> str | None:
+        with self._lock:
+            return "engine_down" if self._down else None
+
+    def step_failed(self, error: Exception) -> None:
+        """One model step raised (the engine is alive): counted and kept as the last error; the loop goes on."""
+        with self._lock:
+            self._last_error = f"{type(error).__name__}: {error}"
+        self._status.count("inference_error", self._last_error, error=True)
+
+    def recover(self, error: Exception, stop: threading.Event) -> bool:
+        """The engine process died or hung: hold the robot, restart it after the policy's delay. False when the
+        caller's loop should end (stopped, or failures repeated and the node is going to the error state)."""
+        log = self._status.log
         while True:
+            down = f"{type(error).__name__}: {error}"
             with self._lock:
-                self._engine_down = f"{type(error).__name__}: {error}"
-                self._epoch += 1
-            self.scheduler.reset()
-            self._last_error = self._engine_down
-            self.get_logger().error(f"[engine_down] {self._engine_down}; robot stopped")
-            delay = self._restart_policy.failure(time.monotonic())
-            old = self.engine
-            if hasattr(old, "kill"):
-                old.kill()
+                self._down = self._last_error = down
+            log.error(f"[engine_down] {down}; robot stopped")
+            delay = self._policy.failure(time.monotonic())
+            if hasattr(self._engine, "kill"):
+                self._engine.kill()
             if delay is None:
-                p = self._restart_policy
-                self._go_to_error(
+                p = self._policy
+                self._on_fatal(
                     f"the inference engine failed {p.recent()} times within {p.window_s:g} s "
-                    f"(engine_max_restarts={p.max_restarts}); last: {self._engine_down}"
+                    f"(engine_max_restarts={p.max_restarts}); last: {down}"
                 )
                 return False
-            self.get_logger().warning(f"restarting the inference engine in {delay:.1f} s")
+            log.warning(f"restarting the inference engine in {delay:.1f} s")
             if stop.wait(delay):
                 return False
             t0 = time.monotonic()
             try:
-                engine = self._build_engine(self.settings)
+                engine = self._build()
                 engine.reset()
             except EngineCancelled:
                 return False
             except Exception as exc:  # counts as the next failure of the same policy
                 error = exc
                 continue
-            self.engine = engine
-            self.engine_restarts += 1
             with self._lock:
-                self._engine_down = None
-            self.get_logger().info(
-                f"inference engine restarted in {time.monotonic() - t0:.1f} s (restart {self.engine_restarts})"
-            )
+                self._engine, self._down = engine, None
+                self._restarts += 1
+                n = self._restarts
+            log.info(f"inference engine restarted in {time.monotonic() - t0:.1f} s (restart {n})")
             return True
 
-    def _go_to_error(self, reason: str) -> None:
-        """Leave active through the lifecycle error state (deactivate returns ERROR; on_error frees everything and
-        the node ends unconfigured, as ros2/demos lifecycle_py does), on a thread of its own: the caller is one of
-        the loops that the transition joins."""
-        self._fatal_reason = reason
-        self.get_logger().fatal(f"going to the lifecycle error state: {reason}")
+    def snapshot(self) -> EngineSnapshot:
+        engine = self._engine
+        with self._lock:
+            return EngineSnapshot(
+                name=getattr(engine, "name", "none"),
+                device_name=getattr(engine, "device_name", self.settings.device),
+                down=self._down,
+                restarts=self._restarts,
+                last_error=self._last_error,
+            )
 
-        def run() -> None:
-            self.trigger_deactivate()
-            if self.exit_on_error:
-                self.shutdown_requested.set()
+    @property
+    def restarts(self) -> int:
+        with self._lock:
+            return self._restarts
 
-        threading.Thread(target=run, name="robovlm-error", daemon=True).start()
-
-    def _deactivate_result(self) -> TransitionCallbackReturn:
-        return TransitionCallbackReturn.ERROR if self._fatal_reason else TransitionCallbackReturn.SUCCESS
+    def close(self) -> None:
+        """Free the engine (its process, if it has one)."""
+        engine, self._engine = self._engine, None
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()

@@ -39,5 +39,10 @@ class EventWindow:
         with self._lock:
             return list(self._t)
 
+    def items(self) -> list[tuple[float, float]]:
+        """(time, value) of the events in the window, oldest first."""
+        with self._lock:
+            return list(zip(self._t, self._v))
+
     def __len__(self) -> int:
         return len(self._t)

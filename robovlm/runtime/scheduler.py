@@ -50,16 +50,31 @@ class ChunkScheduler:
         self.decay = ensemble_decay
         self._chunks: deque[ActionChunk] = deque()
         self._current: ActionChunk | None = None
+        self._generation = 0
         self._lock = threading.Lock()
 
     def reset(self) -> None:
+        """Drop every chunk and start a new generation: a chunk planned before the reset is refused by ``push``."""
         with self._lock:
             self._chunks.clear()
             self._current = None
+            self._generation += 1
 
-    def push(self, chunk: ActionChunk) -> None:
+    @property
+    def generation(self) -> int:
+        """Read before planning a chunk (before reading the instruction and frames it is planned from); pass it to
+        ``push``, so a chunk of a task that ended while the model ran (a new instruction, a failed engine, an unusable
+        frame) never reaches the robot."""
         with self._lock:
+            return self._generation
+
+    def push(self, chunk: ActionChunk, *, generation: int | None = None) -> bool:
+        """Queue a chunk; False (dropped) when ``generation`` is given and a reset came since it was read."""
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return False
             self._chunks.append(chunk)
+            return True
 
     def newest_stamp(self) -> float | None:
         with self._lock:

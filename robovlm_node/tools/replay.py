@@ -39,9 +39,9 @@ from robovlm.data.bag import TYPESTORE, BagError, bag_topics, iter_bag, twist_va
 from robovlm.data.roles import RoleError, TopicMap, is_compressed
 from robovlm.model.policy import CheckpointError
 
-from ..diagnostics import STOP_CAUSES
 from ..node import RoboVLMNode
 from ..parameters import ParameterError
+from ..status import STOP_CAUSES
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +248,10 @@ def replay(
         # the report covers the bag's span; the tail only lets the last frame's commands out (inputs then go stale)
         duration_s = (last_ns - timeline.t0_ns) * 1e-9
         t_end_ns = last_ns
-        infer = node._infer_events
-        ticks = max(node.control_ticks, 1)
+        infer, counters = node.status.infer_events, node.status.snapshot()
+        ticks = max(counters.control_ticks, 1)
+        assert node.control is not None
+        safety_counts = node.control.safety.counts
         report = ReplayReport(
             bag=str(bag),
             messages_played=messages,
@@ -261,10 +263,10 @@ def replay(
             inference_rate_hz=len(infer) / max(duration_s, 1e-9),
             latency_p50_ms=infer.percentile(50) * 1e3,
             latency_p99_ms=infer.percentile(99) * 1e3,
-            camera_to_command_p50_ms=node._e2e_events.percentile(50) * 1e3,
-            control_ticks=node.control_ticks,
-            stopped={c: node.stops.get(c, 0) / ticks for c in STOP_CAUSES},
-            faults={**node.faults, **{f"safety_{k}": v for k, v in node.safety.counts.items()}},
+            camera_to_command_p50_ms=node.status.e2e_events.percentile(50) * 1e3,
+            control_ticks=counters.control_ticks,
+            stopped={c: counters.stops.get(c, 0) / ticks for c in STOP_CAUSES},
+            faults={**counters.faults, **{f"safety_{k}": v for k, v in safety_counts.items()}},
         )
         tail_ns = last_ns + int(min(s.input_timeout_s, 0.5) * 1e9)
         while timeline.now_ns() < tail_ns:

@@ -199,16 +199,17 @@ def test_callbacks_of_a_running_node_never_raise_and_commands_stay_bounded(check
         st.sampled_from(["head", "hand"]),
     )
     def fuzz(raw, jpeg, names, positions, text, which):
-        node._on_camera(which, stamped(raw))
-        node._on_camera(which, stamped(jpeg))  # the callback takes either type
-        node._on_joint_state(stamped(JointState(name=names, position=positions)))
-        node._set_instruction(text, source="topic")
+        node.inputs.on_camera(which, stamped(raw))
+        node.inputs.on_camera(which, stamped(jpeg))  # the callback takes either type
+        node.inputs.on_joint_state(stamped(JointState(name=names, position=positions)))
+        node.inputs.set_instruction(text, source="topic")
 
     fuzz()
-    node._set_instruction("go around the box to the cup", source="topic")
+    node.inputs.set_instruction("go around the box to the cup", source="topic")
     time.sleep(1.0)
-    assert node._active, "the node must stay active"
-    assert node.faults.get("control_error", 0) == 0 and node.faults.get("inference_error", 0) == 0, node.faults
+    assert node.output is not None and node.output.is_open(), "the node must stay active"
+    faults = node.status.faults
+    assert faults.get("control_error", 0) == 0 and faults.get("inference_error", 0) == 0, faults
     values = np.array([v for _, v in h.commands()])
     assert np.all(np.isfinite(values)) and np.all(np.abs(values) <= VMAX + 1e-9)
     t = time.monotonic()

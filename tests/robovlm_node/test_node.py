@@ -34,7 +34,7 @@ def test_rate_and_every_value_within_the_limits(checkpoint, harness_factory):
     for (t0, v0), (t1, v1) in zip(cmds, cmds[1:]):
         assert np.all(np.abs(v1 - v0) <= AMAX * (t1 - t0) + 1e-6), (t1 - t0, v0, v1)
     assert max(abs(v[0]) for _, v in cmds) == pytest.approx(VMAX)  # the clamp was reached, not skipped
-    assert h.node.safety.counts["velocity_clamped"] > 0 and h.node.safety.counts["accel_limited"] > 0
+    assert h.node.control.safety.counts["velocity_clamped"] > 0 and h.node.control.safety.counts["accel_limited"] > 0
 
 
 def test_stopped_camera_gives_zero_within_timeout_plus_two_periods(checkpoint, harness_factory):
@@ -49,14 +49,14 @@ def test_stopped_camera_gives_zero_within_timeout_plus_two_periods(checkpoint, h
     late = h.commands(since=t_stop + 0.5 + 2 / RATE + 0.05)
     assert len(late) >= 10, "the node must keep publishing (zeros) while the camera is stale"
     assert all(np.all(v == 0) for _, v in late)
-    assert h.node.faults.get("stale_input", 0) > 0
+    assert h.node.status.faults.get("stale_input", 0) > 0
 
 
 def test_nan_from_the_model_gives_zero(nan_checkpoint, harness_factory):
     h = harness_factory(_params(nan_checkpoint))
     _activate(h)
     h.start_feeding()
-    assert h.wait_for(lambda: h.node.faults.get("nonfinite_output", 0) >= 5, 15)
+    assert h.wait_for(lambda: h.node.status.faults.get("nonfinite_output", 0) >= 5, 15)
     # Counted faults and delivered commands race by a period or two over DDS: wait for the messages too.
     assert h.wait_for(lambda: len(h.commands()) >= 5, 5)
     cmds = h.commands()
@@ -81,7 +81,7 @@ def test_malformed_images_are_counted_and_the_node_keeps_running(checkpoint, har
     for msg in bad * 2:
         h.head_pub.publish(msg)
         time.sleep(0.05)
-    assert h.wait_for(lambda: h.node.faults.get("bad_image", 0) >= 6, 5), h.node.faults
+    assert h.wait_for(lambda: h.node.status.faults.get("bad_image", 0) >= 6, 5), h.node.status.faults
     t = time.monotonic()
     assert h.wait_for(lambda: any(abs(v[0]) > 0 for _, v in h.commands(since=t)), 5), "node stopped running"
     assert good.step == good.width * 3
@@ -100,7 +100,7 @@ def test_corrupt_jpeg_is_counted(checkpoint, harness_factory):
         msg.header.stamp = h.stamp()
         h.head_jpeg_pub.publish(msg)
         time.sleep(0.05)
-    assert h.wait_for(lambda: h.node.faults.get("bad_image", 0) >= 10, 5), h.node.faults
+    assert h.wait_for(lambda: h.node.status.faults.get("bad_image", 0) >= 10, 5), h.node.status.faults
     assert h.wait_for(lambda: any(abs(v[0]) > 0 for _, v in h.commands()), 10)
     assert cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR) is not None
 
@@ -217,7 +217,7 @@ def test_cleanup_frees_and_reconfigure_works(checkpoint, harness_factory):
     _activate(h)
     assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert h.node.engine is None and h.node._cmd_pub is None
+    assert h.node.supervisor is None and h.node.output is None
     _activate(h)
     h.start_feeding()
     assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15)
@@ -226,8 +226,8 @@ def test_cleanup_frees_and_reconfigure_works(checkpoint, harness_factory):
 def test_diagnostics_name_the_control_thread_scheduling(checkpoint, harness_factory):
     h = harness_factory(_params(checkpoint))
     _activate(h)
-    assert h.wait_for(lambda: h.node.control_scheduling != "not started", 5)
-    control = [st for st in h.node.diagnostics() if st.name.endswith("control loop")][0]
+    assert h.wait_for(lambda: h.node.status.snapshot().control_scheduling != "not started", 5)
+    control = [st for st in h.node.diagnostics.statuses() if st.name.endswith("control loop")][0]
     values = {kv.key: kv.value for kv in control.values}
     assert values["control_scheduling"].startswith(("SCHED_FIFO", "SCHED_OTHER"))
 
@@ -248,7 +248,7 @@ def test_a_failing_control_tick_publishes_zero_and_the_loop_goes_on(checkpoint, 
 
     monkeypatch.setattr(h.node.scheduler, "action_at", flaky)
     t = time.monotonic()
-    assert h.wait_for(lambda: h.node.faults.get("control_error", 0) == 3, 5)
+    assert h.wait_for(lambda: h.node.status.faults.get("control_error", 0) == 3, 5)
     assert h.wait_for(lambda: any(abs(v[0]) > 0 for ts, v in h.commands(since=t)), 5), "loop did not resume"
     after = h.commands(since=t)
     assert any(np.all(v == 0) for _, v in after[:5])  # the failing ticks stopped the robot
@@ -268,11 +268,11 @@ def test_an_overlong_instruction_is_refused_and_the_robot_stops_until_a_valid_on
     t = time.monotonic()
     assert h.wait_for(lambda: len(h.commands(since=t)) >= 10, 5)
     assert all(np.all(v == 0) for _, v in h.commands(since=t)[1:]), "an overlong instruction must stop the robot"
-    assert h.node.stops["bad_instruction"] > 0
+    assert h.node.status.snapshot().stops["bad_instruction"] > 0
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pub = h.peer.create_publisher(String, "instruction", latched)
     pub.publish(String(data="y" * 1_000_000))  # a megabyte costs nothing: refused before tokenizing
-    assert h.wait_for(lambda: h.node.faults.get("instruction_refused", 0) == 2, 5)
+    assert h.wait_for(lambda: h.node.status.faults.get("instruction_refused", 0) == 2, 5)
     n = len(h.rec.diagnostics)
     assert h.wait_for(lambda: len(h.rec.diagnostics) >= n + 1, 5)
     st = _statuses(h)
@@ -294,6 +294,6 @@ def test_a_quiet_start_says_what_it_waits_for_then_faults_are_reported_as_before
     err = capfd.readouterr().err
     assert "waiting for head camera, joint states" in err and "inputs and model ready: driving" in err, err
     assert "[WARN]" not in err, err
-    assert h.node.stops["stale_input"] > 0  # held all the same, and counted
+    assert h.node.status.snapshot().stops["stale_input"] > 0  # held all the same, and counted
     h.stop_feeding()  # after the start, a stale input is the fault it always was
     assert h.wait_for(lambda: "[stale_input]" in capfd.readouterr().err, 5)

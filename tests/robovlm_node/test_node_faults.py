@@ -33,22 +33,22 @@ def _fresh_diagnostics(h) -> dict:
 def test_a_dead_engine_process_is_restarted_and_the_robot_stopped_meanwhile(checkpoint, harness_factory):
     h = harness_factory(node_params(checkpoint, engine_process=True, stamped=True))
     activate(h)
-    assert "(process)" in h.node.engine.name
+    assert "(process)" in h.node.supervisor.engine.name
     h.start_feeding()
     assert _moving(h, timeout=60), "no motion from the process engine"
-    os.kill(h.node.engine.pid, signal.SIGKILL)  # the model process dies, as a native crash would
+    os.kill(h.node.supervisor.engine.pid, signal.SIGKILL)  # the model process dies, as a native crash would
     t = time.time()
-    assert h.wait_for(lambda: h.node._engine_down is not None, 5)
+    assert h.wait_for(lambda: h.node.supervisor.hold_cause() == "engine_down", 5)
     st = _fresh_diagnostics(h)
     assert st["model"][0] == DiagnosticStatus.ERROR and "engine down" in st["model"][1], st["model"]
-    assert h.wait_for(lambda: h.node.engine_restarts == 1, 60), "the engine was not restarted"
+    assert h.wait_for(lambda: h.node.supervisor.restarts == 1, 60), "the engine was not restarted"
     t_back = time.time()
     # t_back is when this test saw the restart (polled): the warmed-up engine's first chunk can drive within a
     # tick of it, so the check ends a few polls earlier.
     down = [(ts, v) for ts, v in h.commands() if t + 2 / RATE < ts < t_back - 0.2]
     moving = [(round(ts - t, 3), v.tolist()) for ts, v in down if np.any(v != 0)]
     assert len(down) >= 5 and not moving, f"the robot must stop while the engine is down: {moving}"
-    assert h.node.stops["engine_down"] > 0
+    assert h.node.status.snapshot().stops["engine_down"] > 0
     assert _moving(h, since=t_back, timeout=30), "motion must resume after the restart"
     assert _fresh_diagnostics(h)["model"][2]["restarts"] == "1"
 
@@ -58,14 +58,14 @@ def test_a_hung_engine_is_killed_and_repeated_failures_end_in_the_error_state(ch
     activate(h)
     h.start_feeding()
     assert _moving(h, timeout=60)
-    os.kill(h.node.engine.pid, signal.SIGSTOP)  # hangs: alive, never answers
-    assert h.wait_for(lambda: h.node.engine_restarts == 1, 60), "a hung engine must be killed and restarted"
-    assert "hung" in h.node._last_error
+    os.kill(h.node.supervisor.engine.pid, signal.SIGSTOP)  # hangs: alive, never answers
+    assert h.wait_for(lambda: h.node.supervisor.restarts == 1, 60), "a hung engine must be killed and restarted"
+    assert "hung" in h.node.supervisor.snapshot().last_error
     t = time.monotonic()
     assert _moving(h, since=t, timeout=30)
-    os.kill(h.node.engine.pid, signal.SIGKILL)  # a second failure within the window: give up
+    os.kill(h.node.supervisor.engine.pid, signal.SIGKILL)  # a second failure within the window: give up
     assert h.wait_for(lambda: h.node._state_machine.current_state[1] == "unconfigured", 30)
-    assert h.node.engine is None
+    assert h.node.supervisor is None
     time.sleep(0.3)
     assert np.all(h.commands()[-1][1] == 0)
     assert "going to the lifecycle error state: the inference engine failed 2 times" in capfd.readouterr().err
@@ -91,11 +91,11 @@ def test_frames_with_old_or_future_stamps_stop_the_robot_until_sane(checkpoint, 
         stop.clear()
         bad = threading.Thread(target=feed)
         bad.start()
-        assert h.wait_for(lambda: h.node.faults.get(cause, 0) >= 5, 5), h.node.faults
+        assert h.wait_for(lambda: h.node.status.faults.get(cause, 0) >= 5, 5), h.node.status.faults
         t = time.monotonic()
         assert h.wait_for(lambda: len(h.commands(since=t)) >= 10, 5)
         assert all(np.all(v == 0) for _, v in h.commands(since=t)[1:]), f"{cause} frames must not drive"
-        assert h.node.stops[cause] > 0
+        assert h.node.status.snapshot().stops[cause] > 0
         stop.set()
         bad.join()
         stop.clear()
@@ -123,7 +123,7 @@ def test_use_receive_time_accepts_unsynchronised_camera_clocks(checkpoint, harne
     finally:
         stop.set()
         t.join()
-    assert h.node.faults.get("stale_stamp", 0) == 0
+    assert h.node.status.faults.get("stale_stamp", 0) == 0
 
 
 def test_oversized_frames_are_refused_before_decoding(checkpoint, harness_factory):
@@ -144,9 +144,9 @@ def test_oversized_frames_are_refused_before_decoding(checkpoint, harness_factor
         msg.header.stamp = h.stamp()
         h.head_jpeg_pub.publish(msg)
         time.sleep(0.05)
-    assert h.wait_for(lambda: h.node.faults.get("image_too_large", 0) >= 15, 5), h.node.faults
-    assert h.node.faults.get("bad_image", 0) == 0
-    assert "max_image_pixels=307200" in h.node.monitors["head"].last_fault
+    assert h.wait_for(lambda: h.node.status.faults.get("image_too_large", 0) >= 15, 5), h.node.status.faults
+    assert h.node.status.faults.get("bad_image", 0) == 0
+    assert "max_image_pixels=307200" in h.node.inputs.monitors["head"].last_fault
     assert _moving(h, timeout=10), "frames within the limit still drive"
 
 
@@ -156,8 +156,8 @@ def test_a_raw_frame_above_the_limit_is_refused_without_copying(checkpoint, harn
     big = Image(height=1000, width=1000, encoding="rgb8", step=3000)  # header claims 1 MP, carries no data
     big.header.stamp = h.stamp()
     h.head_pub.publish(big)
-    assert h.wait_for(lambda: h.node.faults.get("image_too_large", 0) == 1, 5), h.node.faults
-    assert "head" not in h.node._inputs
+    assert h.wait_for(lambda: h.node.status.faults.get("image_too_large", 0) == 1, 5), h.node.status.faults
+    assert h.node.inputs.latest().head is None
 
 
 def test_a_stalled_sim_clock_publishes_zero_and_reports_error(checkpoint, harness_factory, capfd):
@@ -187,7 +187,7 @@ def test_a_stalled_sim_clock_publishes_zero_and_reports_error(checkpoint, harnes
         assert _moving(h), "no motion on sim time"
         sim["run"] = False
         t = time.monotonic()
-        assert h.wait_for(lambda: h.node._clock_stalled, 5)
+        assert h.wait_for(lambda: h.node.watchdog.stalled(), 5)
         assert h.wait_for(lambda: any(np.all(v == 0) for _, v in h.commands(since=t)), 2), (
             "one zero must follow a stalled clock"
         )
@@ -197,7 +197,7 @@ def test_a_stalled_sim_clock_publishes_zero_and_reports_error(checkpoint, harnes
         sim["run"] = True
         t = time.monotonic()
         assert _moving(h, since=t), "motion must resume with the clock"
-        assert not h.node._clock_stalled
+        assert not h.node.watchdog.stalled()
     finally:
         stop.set()
         feeder.join()

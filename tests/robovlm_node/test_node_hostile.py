@@ -84,7 +84,7 @@ def test_use_sim_time_is_refused_while_configured_and_the_loop_keeps_running(che
     t = time.monotonic()
     assert h.wait_for(lambda: len(h.commands(since=t)) >= 15, 3), "the control loop must keep publishing"
     assert _moving(h, since=t)
-    assert not h.node._clock_stalled
+    assert not h.node.watchdog.stalled()
 
 
 def test_the_control_loop_follows_a_clock_switch_within_a_period(checkpoint, harness_factory):
@@ -99,7 +99,7 @@ def test_the_control_loop_follows_a_clock_switch_within_a_period(checkpoint, har
     h.node._time_source.ros_time_is_active = False
     t = time.monotonic()
     assert h.wait_for(lambda: len(h.commands(since=t)) >= 10, 2), "the control loop did not resume"
-    assert h.node.faults.get("clock_changed", 0) >= 1
+    assert h.node.status.faults.get("clock_changed", 0) >= 1
     assert _moving(h, since=t)
 
 
@@ -148,10 +148,10 @@ def test_joint_states_with_old_stamps_stop_the_robot(checkpoint, harness_factory
     with _feeding(h, joints):
         assert _moving(h), "no motion with sane joint stamps"
         offset["s"] = -10.0  # a driver that buffers, a clock that jumped
-        assert h.wait_for(lambda: h.node.faults.get("stale_stamp", 0) >= 5, 5), h.node.faults
+        assert h.wait_for(lambda: h.node.status.faults.get("stale_stamp", 0) >= 5, 5), h.node.status.faults
         t = time.monotonic()
         assert not _stopped_from(h, t), "joint states stamped 10 s ago must not drive"
-        assert h.node.stops["stale_stamp"] > 0
+        assert h.node.status.snapshot().stops["stale_stamp"] > 0
         st = _fresh_diagnostics(h)
         assert st["joint states"][0] == DiagnosticStatus.ERROR and "stale_stamp" in st["joint states"][1], st[
             "joint states"
@@ -175,7 +175,7 @@ def test_joint_states_with_unsynchronised_stamps_drive_with_use_receive_time(che
 
     with _feeding(h, joints):
         assert _moving(h)
-    assert h.node.faults.get("stale_stamp", 0) == 0
+    assert h.node.status.faults.get("stale_stamp", 0) == 0
 
 
 def test_duplicate_joint_names_are_refused(checkpoint, harness_factory):
@@ -192,10 +192,10 @@ def test_duplicate_joint_names_are_refused(checkpoint, harness_factory):
     with _feeding(h, joints):
         assert _moving(h)
         names["list"] = [*h.joint_names, h.joint_names[0]]  # joint_0 twice, with two different values
-        assert h.wait_for(lambda: h.node.faults.get("bad_joint_state", 0) >= 5, 5)
+        assert h.wait_for(lambda: h.node.status.faults.get("bad_joint_state", 0) >= 5, 5)
         time.sleep(0.6)  # the last accepted joint state ages past input_timeout_s
         assert not _stopped_from(h, time.monotonic()), "joint states naming a joint twice must not drive"
-        assert "more than once" in h.node.monitors["state"].last_fault
+        assert "more than once" in h.node.inputs.monitors["state"].last_fault
 
 
 def _blown_out() -> np.ndarray:
@@ -222,10 +222,10 @@ def test_frames_with_nothing_to_drive_on_stop_the_robot(checkpoint, harness_fact
     with _feeding(h, lambda: h.head_pub.publish(rgb_to_image(current["frame"], stamp=h.stamp()))):
         assert _moving(h), "no motion with a usable head camera"
         current["frame"] = frame
-        assert h.wait_for(lambda: h.node.faults.get(cause, 0) >= 3, 5), h.node.faults
+        assert h.wait_for(lambda: h.node.status.faults.get(cause, 0) >= 3, 5), h.node.status.faults
         t = time.monotonic()
         assert not _stopped_from(h, t), f"{cause} frames must not drive"
-        assert h.node.stops["degenerate_image"] > 0
+        assert h.node.status.snapshot().stops["degenerate_image"] > 0
         st = _fresh_diagnostics(h)
         assert st["head camera"][0] == DiagnosticStatus.ERROR and cause in st["head camera"][1], st["head camera"]
         assert st["control loop"][0] == DiagnosticStatus.ERROR and "degenerate_image" in st["control loop"][1]
@@ -241,7 +241,7 @@ def test_a_blank_hand_camera_that_is_not_required_falls_back_to_its_marker(check
     h.start_feeding(hand=False)
     black = np.zeros((64, 64, 3), np.uint8)
     with _feeding(h, lambda: h.hand_pub.publish(rgb_to_image(black, stamp=h.stamp()))):
-        assert h.wait_for(lambda: h.node.faults.get("blank_image", 0) >= 3, 10), h.node.faults
+        assert h.wait_for(lambda: h.node.status.faults.get("blank_image", 0) >= 3, 10), h.node.status.faults
         assert _moving(h, since=time.monotonic()), "a hand camera the node does not require must not stop it"
         st = _fresh_diagnostics(h)
         assert st["hand camera"][0] == DiagnosticStatus.WARN and "blank_image" in st["hand camera"][1]

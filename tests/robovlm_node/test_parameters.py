@@ -82,7 +82,7 @@ def test_runtime_sets_respect_type_range_and_read_only(make_node):
     assert not bad_type.successful and "type" in bad_type.reason.lower()
     assert not read_only.successful and "control_rate_hz" in read_only.reason
     ok = node.set_parameters([Parameter("instruction", value="go left")])[0]
-    assert ok.successful and node._instruction == "go left"
+    assert ok.successful and node.get_parameter("instruction").value == "go left"
 
 
 def test_unknown_overrides_are_reported_with_the_closest_name(make_node):

@@ -249,7 +249,7 @@ def test_node_drives_with_the_onnxruntime_engine(checkpoint, tmp_path, harness_f
     export_checkpoint(checkpoint, out, parity_steps=2)
     h = harness_factory(node_params(str(out), engine="onnxruntime", engine_process=engine_process))
     activate(h)
-    assert h.node.engine.name.startswith("onnxruntime")
+    assert h.node.supervisor.engine.name.startswith("onnxruntime")
     h.start_feeding()
     assert h.wait_for(lambda: any(abs(v[0]) > 0 for _, v in h.commands()), 60), "no motion from the ONNX engine"
     assert all(np.all(np.abs(v) <= VMAX + 1e-9) for _, v in h.commands())

@@ -72,7 +72,7 @@ def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
         assert max(abs(c[1]) for c in out.commands) <= 0.5 + 1e-9  # the node's default max_velocity
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         time.sleep(0.3)
-        assert np.all(node.last_command == 0)
+        assert node.output is not None and np.all(node.output.last_command == 0)
         second = bridge.run_episode("2box_hori_right", 6)  # the sim clock keeps going forward across episodes
         assert second.time_s > 0 and bridge.sim_time() > out.time_s
     finally:
