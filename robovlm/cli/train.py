@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    s.add_argument(
+        "--allow-no-learning",
+        action="store_true",
+        help="exit 0 even when the final model is no better than predicting the mean action (smoke runs)",
+    )
     s.set_defaults(func=cmd_train)
 
 
@@ -64,6 +69,7 @@ def _joints(text: str | None) -> list[str] | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..data.roles import TopicMap
+    from ..training.learning_check import NO_LEARNING_RATIO, describe
     from ..training.trainer import TrainSettings, train
 
     extra: dict[str, Any] = {}
@@ -109,11 +115,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"final loss {m['final_loss']:.4f}"
     )
     if m["final_val_mae"]:
-        print(
-            "validation MAE (held-out episodes): "
-            + ", ".join(
-                f"{k} {v:.4f} {'rad/s' if k.startswith('angular') else 'm/s'}" for k, v in m["final_val_mae"].items()
-            )
-        )
+        print("validation MAE (held-out episodes): " + describe(m["final_val_mae"], m["baseline_val_mae"] or {}))
+    else:
+        print("no validation episodes: whether the model learned was not checked")
     print(f"checkpoint, loss_curve.png and metrics.json in {args.out}")
+    if m["not_learned"]:
+        verdict = "allowed by --allow-no-learning" if args.allow_no_learning else "exit 3"
+        print(
+            f"error: the model did not learn {', '.join(m['not_learned'])}: its validation MAE is within "
+            f"{round((1 - NO_LEARNING_RATIO) * 100)}% of predicting the training set's mean action ({verdict})",
+            file=sys.stderr,
+        )
+        return 0 if args.allow_no_learning else 3
     return 0

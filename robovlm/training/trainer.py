@@ -22,8 +22,10 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from ..data.sampler import ShardedBatchSampler
 from ..model.policy import RoboVLM
 from ..utils.hub import write_model_card
 from .finetune import apply_train_setup, format_parameter_table
+from .learning_check import NO_LEARNING_RATIO, baseline_mae, describe, mean_action, not_learned
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,14 @@ STATE_DIR = "train_state"
 
 
 def seed_everything(seed: int) -> None:
+    """The same seed and data give the same run on the same machine: initialization, data order (the sampler's own
+    seed), augmentation (seeded per window) and the CPU kernels are deterministic. What is not: CUDA kernels without a
+    deterministic version (warned about, not refused, by ``use_deterministic_algorithms(warn_only=True)``), and the
+    order of floating-point sums across data-parallel processes."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @torch.no_grad()
@@ -122,8 +130,12 @@ def train(
     device: str | None = None,
     topics: TopicMap | None = None,
     joint_names: list[str] | None = None,
+    probe: Callable[[RoboVLM, DataLoader], dict[str, Any]] | None = None,
 ) -> dict:
-    """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``)."""
+    """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``).
+
+    ``probe(model, val_loader)``: extra measurements at each evaluation (``bench.learning``), kept in the validation
+    history beside the MAE."""
     acc = _accelerator(settings, device)
     main = acc.is_main_process
     out = Path(out_dir)
@@ -197,6 +209,10 @@ def train(
             collate_fn=collate,
             num_workers=settings.num_workers,
         )
+    baseline: dict[str, float] = {}
+    if val_loader is not None:  # the mean predictor's score: what "learned" is measured against
+        baseline = baseline_mae(val_loader, stats, mean_action(train_eps, list(settings.action_fields)))
+        log.info("mean predictor's validation MAE %s", {k: round(v, 4) for k, v in baseline.items()})
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_with_warmup(s, warmup=settings.warmup_steps, total=settings.steps)
@@ -251,8 +267,20 @@ def train(
                 if step % settings.eval_every == 0 or step == settings.steps:
                     if val_loader is not None:
                         mae = validation_mae(inner, val_loader, acc.device)
-                        val_hist.append({"step": step, "mae": mae})
-                        log.info("step %d val MAE %s", step, {k: round(v, 4) for k, v in mae.items()})
+                        stuck = not_learned(mae, baseline)
+                        val_hist.append({"step": step, "mae": mae, "not_learned": stuck})
+                        if probe is not None:
+                            val_hist[-1]["probe"] = probe(inner, val_loader)
+                        log.info("step %d val MAE %s", step, describe(mae, baseline))
+                        if len(val_hist) >= 2 and stuck and all(v.get("not_learned") for v in val_hist[-2:]):
+                            log.warning(
+                                "step %d: not learning %s: validation MAE within %d%% of the mean predictor's at the "
+                                "last two evaluations; the model ignores what decides them (python -m bench.learning "
+                                "measures which input)",
+                                step,
+                                ", ".join(stuck),
+                                round((1 - NO_LEARNING_RATIO) * 100),
+                            )
                     _save(acc, model, step, history, val_hist, out)
                 if step >= settings.steps:
                     break
@@ -263,6 +291,9 @@ def train(
         "train_seconds": time.perf_counter() - t0,
         "final_loss": history[-1]["loss"],
         "final_val_mae": val_hist[-1]["mae"] if val_hist else None,
+        "val_history": val_hist,
+        "baseline_val_mae": baseline or None,
+        "not_learned": val_hist[-1]["not_learned"] if val_hist else None,
         "processes": acc.num_processes,
         "train_episodes": len(train_eps),
         "val_episodes": len(val_eps),

@@ -138,6 +138,7 @@ def test_train_from_bags_and_hdf5_with_topic_flags(bags, tmp_path):
             [
                 "train",
                 "models/configs/demo.json",
+                "--allow-no-learning",  # a smoke run: a few steps learn nothing
                 "--data",
                 str(data / "robot_mcap"),
                 "--out",
@@ -162,6 +163,7 @@ def test_train_from_bags_and_hdf5_with_topic_flags(bags, tmp_path):
             [
                 "train",
                 "models/configs/demo.json",
+                "--allow-no-learning",  # a smoke run: a few steps learn nothing
                 "--data",
                 str(data / "robot_sqlite"),
                 "--out",

@@ -50,6 +50,17 @@ def test_bag_episode_reader_aligns_by_stamp(sim_data, tmp_path):
     assert back.instruction == ep.instruction and back.frame_dt == pytest.approx(ep.frame_dt)
 
 
+def test_the_same_seed_gives_the_same_run_and_another_seed_another(sim_data, tmp_path):
+    def losses(seed: int, out: str) -> list[float]:
+        settings = TrainSettings(steps=6, batch_size=8, warmup_steps=2, eval_every=6, val_fraction=0.5, seed=seed)
+        train("models/configs/demo.json", sim_data, tmp_path / out, settings, device="cpu")
+        return [h["loss"] for h in json.loads((tmp_path / out / "train_progress.json").read_text())["history"]]
+
+    first = losses(0, "a")
+    assert losses(0, "b") == first, "same seed, same data: the same loss curve, bit for bit"
+    assert losses(1, "c") != first
+
+
 def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
     settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=40, val_fraction=0.5)
     m = train("models/configs/demo.json", sim_data, tmp_path / "ck", settings, device="cpu")
