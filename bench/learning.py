@@ -79,7 +79,8 @@ def grad_norms(model: RoboVLM, batch: dict[str, Any]) -> dict[str, float]:
     """Gradient norm per parameter group for one batch (the optimizer's state is not touched)."""
     was = [p.grad for p in model.parameters()]
     model.zero_grad(set_to_none=True)
-    model(batch)["loss"].backward()
+    with torch.random.fork_rng():  # dropout draws here must not shift the training run's random stream
+        model(batch)["loss"].backward()
     sq: dict[str, float] = {}
     for name, p in model.named_parameters():
         if p.grad is None:

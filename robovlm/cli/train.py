@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument("--num-workers", type=at_least(0), default=d.num_workers, help="DataLoader worker processes")
     s.add_argument("--eval-every", type=at_least(1), default=d.eval_every)
+    s.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="share of each scenario's episodes held out for validation (every k-th episode)",
+    )
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -86,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             eval_every=args.eval_every,
             warmup_steps=args.warmup_steps,
+            val_fraction=args.val_fraction,
             **extra,
         )
     except ValueError as exc:

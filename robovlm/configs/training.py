@@ -56,3 +56,5 @@ class TrainSettings:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not (self.lr > 0 and self.grad_clip > 0 and self.warmup_steps >= 0 and self.augment_shift >= 0):
             raise ValueError("lr and grad_clip must be > 0; warmup_steps and augment_shift >= 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")

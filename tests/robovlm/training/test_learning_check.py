@@ -45,7 +45,7 @@ def test_not_learned_names_the_fields_near_the_mean_predictor_and_skips_fields_w
 @pytest.mark.slow
 def test_a_run_that_learns_nothing_exits_3_and_says_which_fields(tmp_path, capsys):
     data = tmp_path / "data"
-    collect(data, episodes_per_scenario=1, image_size=56, noise=0.05)
+    collect(data, episodes_per_scenario=2, image_size=56, noise=0.05)
     args = [
         "train",
         "models/configs/demo.json",
@@ -59,6 +59,8 @@ def test_a_run_that_learns_nothing_exits_3_and_says_which_fields(tmp_path, capsy
         "8",
         "--eval-every",
         "2",
+        "--val-fraction",
+        "0.5",
         "--lr",
         "1e-9",  # the model stays at its initialization, which predicts the middle of each field's range
     ]
