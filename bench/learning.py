@@ -13,6 +13,10 @@ evaluation measures, on the held-out episodes:
 
 One JSON line per evaluation goes to ``--out`` (default ``out/learning.jsonl``); the summary is printed as a Markdown
 table. Data: ``--data`` (``robovlm collect-sim`` output).
+
+``--dependence`` trains nothing: it prints how much of each action field the side (from the instruction), the
+detour's progress (from the image; tenths of the episode) and both together explain in the data (R^2 and the MAE of
+predicting each group's mean), which says what a model must combine to learn each field.
 """
 
 from __future__ import annotations
@@ -92,6 +96,35 @@ def grad_norms(model: RoboVLM, batch: dict[str, Any]) -> dict[str, float]:
     return {g: v**0.5 for g, v in sorted(sq.items())}
 
 
+def dependence(data: str) -> str:
+    """R^2 and MAE of the group-mean predictor of each action field, grouped by side, progress and both."""
+    from robovlm.data.dataset import load_episodes
+
+    eps = load_episodes(data, lazy=True, use_state=False, state_dim=2, use_hand=False, image_size=56)
+    acts = np.concatenate([e.actions[:, :2] for e in eps])
+    side = np.concatenate([np.full(len(e.actions), 1 if (e.scenario or "").endswith("left") else -1) for e in eps])
+    tenth = np.concatenate([np.minimum(np.linspace(0, 1, len(e.actions)) * 10, 9).astype(int) for e in eps])
+    lines = [
+        "| grouped by | linear.x R^2 | linear.x MAE | linear.y R^2 | linear.y MAE |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, groups in (
+        ("nothing (mean predictor)", np.zeros_like(side)),
+        ("side (instruction)", side),
+        ("progress (image)", tenth),
+        ("side x progress", side * 100 + tenth),
+    ):
+        cells = []
+        for col in (0, 1):
+            target, pred = acts[:, col], np.zeros(len(acts))
+            for g in np.unique(groups):
+                pred[groups == g] = target[groups == g].mean()
+            r2 = 1 - ((target - pred) ** 2).sum() / ((target - target.mean()) ** 2).sum()
+            cells += [f"{r2:.3f}", f"{np.abs(target - pred).mean():.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run(config: str, data: str, out_dir: Path, settings: TrainSettings, log_path: Path) -> dict[str, Any]:
     fixed: dict[str, Any] = {}
 
@@ -136,7 +169,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__)
-    ap.add_argument("config")
+    ap.add_argument("config", nargs="?", help="model config (not needed with --dependence)")
+    ap.add_argument("--dependence", action="store_true", help="only the data analysis (see above)")
     ap.add_argument("--data", required=True)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=600)
@@ -148,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/learning.jsonl")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.dependence:
+        print(dependence(args.data))
+        return 0
+    if not args.config:
+        ap.error("a model config is needed to train")
     base = TrainSettings(
         steps=args.steps,
         eval_every=args.eval_every,

@@ -317,6 +317,10 @@ class RoboVLMConfig:
     """Hierarchical planning: subgoal tokens over the window condition every action feature."""
     use_advanced_attention: bool = False
     """Advanced attention: cross-modal attention per frame, then causal temporal attention over the window."""
+    use_instruction_film: bool = False
+    """Scale and shift each frame's action feature by the pooled instruction (FiLM, zero-initialized): a
+    multiplicative path for commands that depend on the instruction and the image together; measured in
+    ``bench/results/training.md``."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
     """Settings shared by the fusion modules."""
     train_setup: TrainSetupConfig = field(default_factory=TrainSetupConfig)
@@ -343,6 +347,7 @@ class RoboVLMConfig:
             "use_claw_matrix",
             "use_hierarchical",
             "use_advanced_attention",
+            "use_instruction_film",
         ):
             _bool(getattr(self, name), name)
         _one_of(self.missing_hand, ("zero", "error"), "missing_hand")

@@ -122,6 +122,6 @@ def frame_inputs(model: RoboVLM) -> list[str]:
     if cfg.use_state:
         names.append("state")
     names += ["past", "prefix_mask"]
-    if cfg.use_claw_matrix or cfg.use_advanced_attention:  # per-frame fusion reads the instruction's hidden states
+    if cfg.use_claw_matrix or cfg.use_advanced_attention or cfg.use_instruction_film:  # these read the prompt's states
         names.append("prefix_hidden")
     return names

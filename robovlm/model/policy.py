@@ -29,7 +29,7 @@ from ..data.stats import NormStats
 from .backbone import BackboneAdapter, build_backbone
 from .checkpoint import CLIP_ENCODER_PREFIX, CheckpointError, load_checkpoint, save_checkpoint
 from .clip_norm import ClipNorm
-from .fusion import ClawMatrixFusion, CrossModalAttention, HierarchicalPlanner, TemporalAttention
+from .fusion import ClawMatrixFusion, CrossModalAttention, HierarchicalPlanner, InstructionFiLM, TemporalAttention
 from .heads import build_head
 from .resampler import PerceiverResampler
 from .state import StateEmbedding
@@ -105,6 +105,8 @@ class RoboVLM(nn.Module):
         if config.use_advanced_attention:
             self.cross_modal = CrossModalAttention(dim=d, heads=fc.heads, dropout=fc.dropout)
             self.temporal = TemporalAttention(dim=d, heads=fc.heads, window_size=config.window_size, dropout=fc.dropout)
+        if config.use_instruction_film:
+            self.instruction_film = InstructionFiLM(dim=d)
         if config.use_hierarchical:
             self.planner = HierarchicalPlanner(
                 dim=d, heads=fc.heads, num_subgoals=fc.num_subgoals, window_size=config.window_size, dropout=fc.dropout
@@ -246,6 +248,8 @@ class RoboVLM(nn.Module):
             ctx = torch.cat([vision, action[:, :-1], language], dim=1)
             ones = torch.ones(ctx.shape[0], vision.shape[1] + action.shape[1] - 1, dtype=torch.bool, device=ctx.device)
             feat = self.cross_modal(action=feat, context=ctx, context_mask=torch.cat([ones, lang_mask], dim=1))
+        if self.config.use_instruction_film:
+            feat = self.instruction_film(feat, language, lang_mask)
         return feat
 
     def _window_head(self, feats: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:

@@ -27,12 +27,17 @@ ALL_FUSION = {
     "use_claw_matrix": True,
     "use_hierarchical": True,
     "use_advanced_attention": True,
+    "use_instruction_film": True,
 }
 
 
 def _checkpoint(tmp_path: Path, kind: str, **overrides) -> Path:
     torch.manual_seed(0)
     model = RoboVLM(tiny_config(kind, **overrides))
+    if hasattr(model, "instruction_film"):  # as trained: zero-initialized FiLM would be an identity no export tests
+        with torch.no_grad():
+            for p in model.instruction_film.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
     path = tmp_path / "ckpt"
     model.save_pretrained(path, stats=_node_stats())
     return path

@@ -34,6 +34,23 @@ def test_streaming_step_equals_forward_over_the_window(float64, backbone, head):
         torch.testing.assert_close(_stream(model, batch, b), full[b : b + 1], rtol=1e-9, atol=1e-9)
 
 
+def test_instruction_film_starts_as_identity_and_streams_like_the_window_pass(float64):
+    off = RoboVLM(tiny_config()).eval()
+    torch.manual_seed(0)
+    on = RoboVLM(tiny_config(use_instruction_film=True)).eval()
+    on.load_state_dict(off.state_dict(), strict=False)  # everything but the FiLM projection, which starts at zero
+    batch = make_batch(on.config, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(on(batch)["actions"], off(batch)["actions"])
+        for p in on.instruction_film.parameters():  # a trained FiLM: instruction-dependent scale and shift
+            p.add_(torch.randn_like(p) * 0.3)
+        full = on(batch)["actions"]
+        swapped = on({**batch, "instructions": batch["instructions"][::-1]})["actions"]
+    assert not torch.allclose(full, swapped), "the instruction must reach the actions through FiLM"
+    for b in range(2):
+        torch.testing.assert_close(_stream(on, batch, b), full[b : b + 1], rtol=1e-9, atol=1e-9)
+
+
 def test_streaming_window_slides_like_a_fresh_window(float64):
     cfg = tiny_config(**ALL_FUSION)
     model = RoboVLM(cfg).eval()
@@ -146,6 +163,7 @@ def test_missing_hand_frame_policy_zero_uses_the_marker_and_error_raises():
         ("use_claw_matrix", ["claw_matrix"]),
         ("use_hierarchical", ["planner"]),
         ("use_advanced_attention", ["cross_modal", "temporal"]),
+        ("use_instruction_film", ["instruction_film"]),
     ],
 )
 def test_each_fusion_switch_is_real_changes_output_and_gets_gradients(flag, modules):
