@@ -208,6 +208,9 @@ def train(
             shuffle=False,
             collate_fn=collate,
             num_workers=settings.num_workers,
+            # its own generator: each pass over it draws its workers' seed, which must not come from the training
+            # run's random stream (how often it evaluates would change the run)
+            generator=torch.Generator().manual_seed(settings.seed),
         )
     baseline: dict[str, float] = {}
     if val_loader is not None:  # the mean predictor's score: what "learned" is measured against

@@ -59,6 +59,10 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(sim_data, tmp
     first = losses(0, "a")
     assert losses(0, "b") == first, "same seed, same data: the same loss curve, bit for bit"
     assert losses(1, "c") != first
+    settings = TrainSettings(steps=6, batch_size=8, warmup_steps=2, eval_every=2, val_fraction=0.5, seed=0)
+    train("models/configs/demo.json", sim_data, tmp_path / "d", settings, device="cpu")
+    history = json.loads((tmp_path / "d" / "train_progress.json").read_text())["history"]
+    assert [h["loss"] for h in history] == first, "how often the run evaluates must not change it"
 
 
 def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
