@@ -36,7 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from robovlm.model.tokenizer import checkpoint_tokenizer
-from robovlm.runtime.safety import SafetyFilter, SafetyLimits
+from robovlm.runtime.safety import SafetyFilter
 from robovlm.runtime.scheduler import ChunkScheduler
 from robovlm.runtime.worker import EngineCancelled
 from robovlm.utils.hub import HubError, resolve_checkpoint
@@ -245,19 +245,13 @@ class RoboVLMNode(LifecycleNode):
             output=self.output,
             status=self.status,
         )
-        limits = SafetyLimits(
-            max_velocity=s.max_velocity,
-            max_accel=s.max_accel,
-            input_timeout_s=s.input_timeout_s,
-            chunk_timeout_s=s.chunk_timeout_s,
-        )
         self.control = ControlLoop(
             rate_hz=s.control_rate_hz,
             input_timeout_s=s.input_timeout_s,
             rt_priority=s.control_rt_priority,
             clock=self._loop_clock,
             scheduler=self.scheduler,
-            safety=SafetyFilter(limits),
+            safety=SafetyFilter(s.safety_limits()),
             inputs=self.inputs,
             holds=[self.supervisor, self.watchdog, self.inputs],
             output=self.output,

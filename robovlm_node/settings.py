@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from robovlm.runtime.safety import SafetyLimits
+
 
 @dataclass
 class Settings:
@@ -53,3 +55,12 @@ class Settings:
     ensemble_decay: float
     control_rt_priority: int
     autostart: bool
+
+    def safety_limits(self) -> SafetyLimits:
+        """The safety filter's limits (velocity and acceleration per action field, input and chunk timeouts)."""
+        return SafetyLimits(
+            max_velocity=self.max_velocity,
+            max_accel=self.max_accel,
+            input_timeout_s=self.input_timeout_s,
+            chunk_timeout_s=self.chunk_timeout_s,
+        )

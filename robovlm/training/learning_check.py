@@ -35,19 +35,34 @@ def mean_action(episodes: Iterable[Episode], fields: Sequence[str]) -> np.ndarra
     return total / max(count, 1)
 
 
+class MaskedMAE:
+    """Mean absolute error per field, in physical units, over every masked action of the batches added: the one
+    weighting the model's validation MAE and the mean predictor's share."""
+
+    def __init__(self, stats: NormStats) -> None:
+        self.fields = list(stats.action_fields)
+        self.scale = (np.asarray(stats.action_high) - np.asarray(stats.action_low)) / 2.0  # normalized -> physical
+        self.err, self.count = np.zeros(len(self.scale)), 0
+
+    def add(self, pred: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor) -> None:
+        """pred, actions (B, T, n, A) normalized (pred may broadcast); action_mask (B, T, n)."""
+        mask = action_mask.float()[..., None]  # (B, T, n, 1)
+        self.err += ((pred.float() - actions.float()).abs() * mask).sum((0, 1, 2)).cpu().numpy() * self.scale
+        self.count += int(mask.sum().item())
+
+    def result(self) -> dict[str, float]:
+        return {f: float(e / max(self.count, 1)) for f, e in zip(self.fields, self.err)}
+
+
 @torch.no_grad()
 def baseline_mae(loader: Iterable[dict[str, torch.Tensor]], stats: NormStats, mean: np.ndarray) -> dict[str, float]:
-    """The mean predictor's MAE per field over every masked action of every validation window (the weighting of
-    ``trainer.validation_mae``), in physical units."""
+    """The mean predictor's MAE per field over the validation windows, weighted as the model's."""
     low, high = np.asarray(stats.action_low), np.asarray(stats.action_high)
-    scale = (high - low) / 2.0
-    mean_norm = torch.as_tensor((mean - (high + low) / 2.0) / scale, dtype=torch.float32)
-    err, count = np.zeros(len(scale)), 0
+    mean_norm = torch.as_tensor((mean - (high + low) / 2.0) / ((high - low) / 2.0), dtype=torch.float32)
+    acc = MaskedMAE(stats)
     for batch in loader:
-        mask = batch["action_mask"].float()[..., None]  # (B, T, N, 1)
-        err += ((mean_norm - batch["actions"].float()).abs() * mask).sum((0, 1, 2)).numpy() * scale
-        count += int(mask.sum().item())
-    return {f: float(e / max(count, 1)) for f, e in zip(stats.action_fields, err)}
+        acc.add(mean_norm, batch["actions"], batch["action_mask"])
+    return acc.result()
 
 
 def not_learned(mae: dict[str, float], baseline: dict[str, float]) -> list[str]:

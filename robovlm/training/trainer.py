@@ -40,7 +40,7 @@ from ..data.sampler import ShardedBatchSampler
 from ..model.policy import RoboVLM
 from ..utils.hub import write_model_card
 from .finetune import apply_train_setup, format_parameter_table
-from .learning_check import NO_LEARNING_RATIO, baseline_mae, describe, mean_action, not_learned
+from .learning_check import NO_LEARNING_RATIO, MaskedMAE, baseline_mae, describe, mean_action, not_learned
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,12 @@ def seed_everything(seed: int) -> None:
 def validation_mae(model: RoboVLM, loader: DataLoader, device: torch.device) -> dict[str, float]:
     """Mean absolute error per action field, in physical units, over every masked action of every window."""
     model.eval()
-    stats = model.stats
-    scale = (np.asarray(stats.action_high) - np.asarray(stats.action_low)) / 2.0
-    err, count = np.zeros(len(scale)), 0
+    acc = MaskedMAE(model.stats)
     for batch in loader:
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        pred = model(batch)["actions"].float()
-        mask = batch["action_mask"].float()[..., None]
-        err += ((pred - batch["actions"]).abs() * mask).sum((0, 1, 2)).cpu().numpy() * scale
-        count += int(mask.sum().item())
+        acc.add(model(batch)["actions"], batch["actions"], batch["action_mask"])
     model.train()
-    return {f: float(e / max(count, 1)) for f, e in zip(stats.action_fields, err)}
+    return acc.result()
 
 
 def _plot(history: list[dict], val: list[dict], path: Path) -> None:

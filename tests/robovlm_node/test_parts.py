@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 
 from robovlm.model.tokenizer import ByteTokenizer
 from robovlm.runtime.engine import EngineError
-from robovlm.runtime.safety import SafetyFilter, SafetyLimits
+from robovlm.runtime.safety import SafetyFilter
 from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
 from robovlm_node.control import ClockGone, ControlLoop
 from robovlm_node.inputs import Inputs, ModelInputs
@@ -153,19 +153,13 @@ def make_parts(*, sleeps: int, holds_before: list | None = None, **overrides) ->
         output=output,
         status=status,
     )
-    limits = SafetyLimits(
-        max_velocity=s.max_velocity,
-        max_accel=s.max_accel,
-        input_timeout_s=s.input_timeout_s,
-        chunk_timeout_s=s.chunk_timeout_s,
-    )
     control = ControlLoop(
         rate_hz=s.control_rate_hz,
         input_timeout_s=s.input_timeout_s,
         rt_priority=0,
         clock=clock,
         scheduler=scheduler,
-        safety=SafetyFilter(limits),
+        safety=SafetyFilter(s.safety_limits()),
         inputs=inputs,
         holds=[*(holds_before or []), watchdog, inputs],
         output=output,
