@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from accelerate import init_empty_weights
+from safetensors.torch import save_file
 
 from ..configs.model import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
 from ..utils.hub import HubError, fix_permissions, resolve_checkpoint, write_model_card
 from .tokenizer import HFTokenizer, checkpoint_tokenizer
+from .weight_loading import WeightFileError, meta_tensors, read_tensors
 
 CONFIG_VERSION = 1
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "stats.json")
@@ -63,8 +64,18 @@ def save_checkpoint(
     write_model_card(path, model.config)
 
 
-def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: str | torch.device = "cpu"):
+def load_checkpoint(
+    cls,
+    path: str | Path,
+    *,
+    load_clip: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+):
     """Load a checkpoint directory; every file and key is checked and the problem is named.
+
+    The model is built on the meta device and each weight read once, cast to ``dtype`` (default: the file's),
+    and assigned (``weight_loading``): peak memory is one copy of the weights at that dtype.
 
     ``path``: a directory, or a Hugging Face Hub reference (``hf://owner/name``) in the local Hub cache.
     ``load_clip`` also builds the frozen CLIP text encoder (training); inference never needs it.
@@ -90,25 +101,32 @@ def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: s
     except ConfigError as exc:
         raise CheckpointError(f"{path / 'config.json'}: {exc}") from exc
     tokenizer = checkpoint_tokenizer(config.backbone.tokenizer, config.backbone.path, path)
-    model = cls(config, tokenizer=tokenizer, load_backbone_weights=False, with_clip=load_clip)
-    try:
-        weights = load_file(str(path / "model.safetensors"))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path / 'model.safetensors'} is corrupt or unreadable: {exc}") from exc
-    if not load_clip:  # the CLIP-norm head is training-only
-        weights = {k: v for k, v in weights.items() if not k.startswith("clip_norm.")}
+    with init_empty_weights(include_buffers=False):  # parameters on the meta device: never allocated, never random
+        model = cls(config, tokenizer=tokenizer, load_backbone_weights=False, with_clip=False)
+    if load_clip:
+        model.add_clip_norm()
     expected = {k for k in model.state_dict() if not k.startswith(CLIP_ENCODER_PREFIX)}
+    weights_path = path / "model.safetensors"
+    try:
+        weights = dict(  # the CLIP-norm head is training-only
+            read_tensors(weights_path, dtype=dtype, keep=lambda k: load_clip or not k.startswith("clip_norm."))
+        )
+    except (WeightFileError, OSError) as exc:
+        raise CheckpointError(f"{weights_path} is corrupt or unreadable: {exc}") from exc
     missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
     if missing or unexpected:
         raise CheckpointError(
-            f"{path / 'model.safetensors'} does not match config.json: "
+            f"{weights_path} does not match config.json: "
             f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
             f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
         )
     try:
-        model.load_state_dict(weights, strict=False)
+        model.load_state_dict(weights, strict=False, assign=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path / 'model.safetensors'}: tensor shapes do not match config.json: {exc}") from exc
+        raise CheckpointError(f"{weights_path}: tensor shapes do not match config.json: {exc}") from exc
+    del weights
+    if unloaded := meta_tensors(model):
+        raise CheckpointError(f"{weights_path}: no weights for {unloaded[:10]}")
     try:
         stats = NormStats.load(path / "stats.json")
     except StatsError as exc:
@@ -120,4 +138,4 @@ def load_checkpoint(cls, path: str | Path, *, load_clip: bool = False, device: s
             f"action_dim {config.action_dim}"
         )
     model.stats = stats
-    return model.to(device).eval()
+    return model.to(device=device, dtype=dtype).eval()

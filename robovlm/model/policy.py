@@ -118,13 +118,16 @@ class RoboVLM(nn.Module):
             action_dim=config.action_dim,
             window_size=config.window_size,
         )
-        if with_clip is None:
-            with_clip = config.use_clip_norm
-        if with_clip and config.use_clip_norm:
-            self.clip_norm = ClipNorm(dim=d, cfg=config.clip_text)
+        if with_clip if with_clip is not None else config.use_clip_norm:
+            self.add_clip_norm()
 
         self.stats = NormStats.identity(state_dim=config.state_dim, action_dim=config.action_dim)
         self.reset()
+
+    def add_clip_norm(self) -> None:
+        """The CLIP-normalization head, training only (its frozen text encoder loads from ``config.clip_text``)."""
+        if self.config.use_clip_norm:
+            self.clip_norm = ClipNorm(dim=self.dim, cfg=self.config.clip_text)
 
     # ------------------------------------------------------------------------------------------------ checks
     def _check_backbone(self) -> None:
@@ -392,8 +395,13 @@ class RoboVLM(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, load_clip: bool = False, device: str | torch.device = "cpu"
+        cls,
+        path: str | Path,
+        *,
+        load_clip: bool = False,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
     ) -> RoboVLM:
-        """Load a checkpoint directory or ``hf://owner/name`` from the local Hub cache
-        (``checkpoint.load_checkpoint``)."""
-        return load_checkpoint(cls, path, load_clip=load_clip, device=device)
+        """Load a checkpoint directory or ``hf://owner/name`` from the local Hub cache, one copy of the weights, in
+        ``dtype`` (default: the file's) (``checkpoint.load_checkpoint``)."""
+        return load_checkpoint(cls, path, load_clip=load_clip, device=device, dtype=dtype)

@@ -21,7 +21,7 @@ class TorchEngine(EngineBase):
             raise EngineError("device 'cuda' requested but no CUDA device is available to torch")
         if dtype not in DTYPES:
             raise EngineError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        self._setup(RoboVLM.from_pretrained(checkpoint, device=torch.device(device)), dtype)
+        self._setup(RoboVLM.from_pretrained(checkpoint, device=torch.device(device), dtype=DTYPES[dtype]), dtype)
 
     @classmethod
     def from_model(cls, model: RoboVLM, *, dtype: str = "float32") -> TorchEngine:
