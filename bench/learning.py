@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=TrainSettings.lr)
     ap.add_argument("--warmup-steps", type=int, default=TrainSettings.warmup_steps)
     ap.add_argument("--action-fields", default="linear.x,linear.y")
+    ap.add_argument("--val-fraction", type=float, default=TrainSettings.val_fraction)
     ap.add_argument("--work", default="out/learning_runs")
     ap.add_argument("--out", default="out/learning.jsonl")
     args = ap.parse_args(argv)
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_every=args.eval_every,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
+        val_fraction=args.val_fraction,
         action_fields=tuple(args.action_fields.split(",")),
     )
     rows = []

@@ -55,8 +55,10 @@ STATE_DIR = "train_state"
 def seed_everything(seed: int) -> None:
     """The same seed and data give the same run on the same machine: initialization, data order (the sampler's own
     seed), augmentation (seeded per window) and the CPU kernels are deterministic. What is not: CUDA kernels without a
-    deterministic version (warned about, not refused, by ``use_deterministic_algorithms(warn_only=True)``), and the
-    order of floating-point sums across data-parallel processes."""
+    deterministic version (warned about, not refused, by ``use_deterministic_algorithms(warn_only=True)``), the
+    order of floating-point sums across data-parallel processes, and a different CPU thread count (torch splits its
+    sums by thread: the same seed on another machine or beside ``OMP_NUM_THREADS=1`` gives another, equally valid
+    run)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
