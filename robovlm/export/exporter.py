@@ -30,6 +30,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from ..model.policy import RoboVLM
+from ..utils.hub import fix_permissions
 from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,16 @@ def graph_modules(model: RoboVLM) -> dict[str, torch.nn.Module]:
     }
 
 
-def _externalize(path: Path) -> None:
-    """Re-save a graph with its large initializers in ``<graph>.onnx.data`` (loads of multi-GB graphs need it)."""
+def _save_graph(exported: Path, path: Path) -> None:
+    """Move a graph that ``torch.onnx.export`` wrote into ``exported``'s own directory to ``path``, with its large
+    initializers in one ``<graph>.onnx.data`` (loads of multi-GB graphs need it); the directory is removed.
+
+    Over 2 GB the exporter writes every initializer as its own file next to the graph (``onnx__MatMul_4016``,
+    ``model.backbone...weight``); exporting into a private directory is what keeps those out of ``onnx/``."""
     import onnx
 
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(exported))  # the exporter's external files are read here, from its directory
+    shutil.rmtree(exported.parent)
     big = any(t.ByteSize() >= EXTERNAL_DATA_BYTES for t in proto.graph.initializer)
     if big:
         onnx.save_model(
@@ -167,6 +173,11 @@ def _externalize(path: Path) -> None:
             location=path.name + ".data",
             size_threshold=EXTERNAL_DATA_BYTES,
         )
+    else:
+        onnx.save_model(proto, str(path))
+    for written in (path, path.with_name(path.name + ".data")):
+        if written.exists():
+            fix_permissions(written)
 
 
 def _copy_checkpoint(src: Path, out: Path, *, link: bool = False) -> None:
@@ -199,9 +210,10 @@ def export_checkpoint(
     """Write ``out`` (the checkpoint's files plus ``onnx/``; ``out`` may be ``checkpoint``) and return the parity
     report. Nothing appears in ``out`` until the export has finished its parity run."""
     src, out = Path(checkpoint), Path(out)
-    model = RoboVLM.from_pretrained(src)
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    model = RoboVLM.from_pretrained(src, dtype=DTYPES[dtype])  # one copy of the weights, in the export's dtype
     check_exportable(model, dtype, opset)
-    model = model.to(DTYPES[dtype]).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"
@@ -258,13 +270,15 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
     timings = {}
     for name in GRAPHS:
         spec, path = specs[name], onnx_dir / f"{name}.onnx"
+        exported = out / f".{name}.export" / path.name  # the exporter's own files stay out of onnx/
+        exported.parent.mkdir()
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # the tracer's notes on Python ints in the backbone's code: checked by parity
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 modules[name],
                 samples[name],
-                str(path),
+                str(exported),
                 input_names=spec.inputs,
                 output_names=spec.outputs,
                 dynamic_axes=spec.dynamic_axes,
@@ -272,7 +286,7 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
                 dynamo=False,
                 do_constant_folding=True,
             )
-        _externalize(path)
+        _save_graph(exported, path)
         onnx.checker.check_model(str(path))
         timings[name] = time.perf_counter() - t0
         log.info("exported %s in %.1f s", path, timings[name])

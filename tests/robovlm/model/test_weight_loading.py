@@ -19,7 +19,11 @@ from robovlm.model.policy import RoboVLM
 from robovlm.model.weight_loading import WeightFileError, read_tensors
 
 PEAK = """
-import json, resource, sys
+import json, sys
+
+def hwm():  # this process's peak resident set; ru_maxrss would include the parent's, inherited through fork
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+
 import torch
 from safetensors.torch import load_file
 from accelerate import init_empty_weights
@@ -29,15 +33,15 @@ path, how = sys.argv[1], sys.argv[2]
 config = load_config(path)
 with init_empty_weights():  # code pages and lazy imports before the baseline
     RoboVLM(config, load_backbone_weights=False)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 if how == "naive":  # what loading did before: a random fp32 model, the file beside it, then the engine's cast
     model = RoboVLM(config, load_backbone_weights=False)
     model.load_state_dict(load_file(path + "/model.safetensors"), strict=False)
     model.to(torch.float16)
 else:
     model = RoboVLM.from_pretrained(path, dtype=getattr(torch, how))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"grew": (after - before) * 1024}))
+after = hwm()
+print(json.dumps({"grew": after - before}))
 """
 
 

@@ -1,0 +1,114 @@
+"""``python -m bench.memory``: peak memory of the real backbones at their real size, against their weight bytes.
+
+A robot's computer holds the engine or nothing: a Jetson Orin NX has 8 or 16 GB shared by CPU and GPU. This writes,
+once, a random-weight checkpoint of a model config whose backbone is the shipped full-size architecture
+(``models/backbones/<name>/config.json`` put into the backbone's ``config``, byte tokenizer; weights cannot be
+downloaded here, and memory does not depend on their values), then runs each measurement in a fresh process and
+reports its peak resident set (``VmHWM``) beside the bytes of the weights at the engine's dtype:
+
+- ``torch``: ``build_engine("torch", ...)`` at each dtype (load, warm-up step) plus three control steps.
+
+The process's own baseline (Python, torch and transformers imported, nothing built) is measured the same way and
+reported, so the ratio is the engine's and not the interpreter's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from robovlm.utils.resources import find_resource
+
+CONFIGS = {"kosmos2": "kosmos2.json", "paligemma": "paligemma.json"}
+BACKBONES = {"kosmos2": "kosmos-2-patch14-224", "paligemma": "paligemma-3b-pt-224"}
+
+CHILD = r"""
+import json, sys
+
+def hwm():  # this process's peak resident set; ru_maxrss would include the parent's, inherited through fork
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+
+import numpy as np
+import torch
+import transformers  # noqa: F401  (the baseline includes the libraries)
+from robovlm.export.exporter import streaming_inputs
+from robovlm.runtime.factory import build_engine
+ckpt, engine_name, dtype = sys.argv[1:4]
+base = hwm()
+if engine_name != "none":
+    engine = build_engine(engine_name, ckpt, dtype=dtype)
+    for head, hand, state, instruction in streaming_inputs(engine.config, 3):
+        engine.step(head, hand, state, instruction)
+peak = hwm()
+print(json.dumps({"baseline": base, "peak": peak}))
+"""
+
+
+def full_size_checkpoint(name: str, work: Path) -> Path:
+    """The random-weight checkpoint of ``name`` at full size (written once; ~7 GB for Kosmos-2)."""
+    import torch
+
+    from robovlm.configs.model import RoboVLMConfig, load_config
+    from robovlm.data.stats import NormStats
+    from robovlm.model.policy import RoboVLM
+
+    path = work / f"{name}_full"
+    if (path / "model.safetensors").is_file():
+        return path
+    cfg = load_config(find_resource("models", "configs", CONFIGS[name])).to_dict()
+    hf = json.loads(find_resource("models", "backbones", BACKBONES[name], "config.json").read_text())
+    cfg["backbone"] = {"type": cfg["backbone"]["type"], "config": hf, "tokenizer": "bytes"}
+    config = RoboVLMConfig.from_dict(cfg)
+    torch.manual_seed(0)
+    model = RoboVLM(config, with_clip=False)
+    model.save_pretrained(path, NormStats.identity(state_dim=config.state_dim, action_dim=config.action_dim))
+    return path
+
+
+def weight_bytes(ckpt: Path, dtype: str) -> int:
+    from robovlm.model.weight_loading import SAFETENSORS_DTYPES, read_header
+
+    header, _ = read_header(ckpt / "model.safetensors")
+    size = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+    total = 0
+    for info in header.values():
+        numel = 1
+        for d in info["shape"]:
+            numel *= d
+        total += numel * (size if SAFETENSORS_DTYPES[info["dtype"]].is_floating_point else 1)
+    return total
+
+
+def measure(ckpt: Path, engine: str, dtype: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ckpt), engine, dtype], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise SystemExit(f"{engine} {dtype} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
+    p.add_argument("--model", choices=list(CONFIGS), default="kosmos2")
+    p.add_argument("--dtypes", default="float32,bfloat16,float16")
+    p.add_argument("--work", type=Path, default=Path("out/bench_memory"))
+    args = p.parse_args(argv)
+    ckpt = full_size_checkpoint(args.model, args.work)
+    gib = 1024**3
+    base = measure(ckpt, "none", "float32")["peak"]
+    print(f"{args.model} full size, random weights ({ckpt}); process baseline {base / gib:.2f} GiB\n")
+    print("| engine | dtype | weights GiB | peak RSS GiB | above baseline / weights |")
+    print("| --- | --- | --- | --- | --- |")
+    for dtype in args.dtypes.split(","):
+        w = weight_bytes(ckpt, dtype)
+        r = measure(ckpt, "torch", dtype)
+        print(f"| torch | {dtype} | {w / gib:.2f} | {r['peak'] / gib:.2f} | {(r['peak'] - base) / w:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
