@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=TrainSettings.warmup_steps)
     ap.add_argument("--action-fields", default="linear.x,linear.y")
     ap.add_argument("--val-fraction", type=float, default=TrainSettings.val_fraction)
+    ap.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     ap.add_argument("--work", default="out/learning_runs")
     ap.add_argument("--out", default="out/learning.jsonl")
     args = ap.parse_args(argv)
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         warmup_steps=args.warmup_steps,
         val_fraction=args.val_fraction,
+        batch_size=args.batch_size,
         action_fields=tuple(args.action_fields.split(",")),
     )
     rows = []
