@@ -80,12 +80,16 @@ def graph_specs(model: RoboVLM) -> dict[str, GraphSpec]:
     }
 
 
-def check_exportable(model: RoboVLM, dtype: str, opset: int) -> None:
-    """Refuse what the graphs cannot express, before anything is written."""
+def check_options(dtype: str, opset: int) -> None:
+    """Refuse options the graphs cannot take, before the checkpoint is loaded."""
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old: the graphs need LayerNormalization, opset {MIN_OPSET} or newer")
+
+
+def check_exportable(model: RoboVLM) -> None:
+    """Refuse a model whose language-model cache the graphs cannot express, before anything is written."""
     ids, mask = model._prefix(["check"])
     with torch.no_grad():
         _, cache = model.backbone.lm_forward(
@@ -210,10 +214,9 @@ def export_checkpoint(
     """Write ``out`` (the checkpoint's files plus ``onnx/``; ``out`` may be ``checkpoint``) and return the parity
     report. Nothing appears in ``out`` until the export has finished its parity run."""
     src, out = Path(checkpoint), Path(out)
-    if dtype not in DTYPES:
-        raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    check_options(dtype, opset)
     model = RoboVLM.from_pretrained(src, dtype=DTYPES[dtype])  # one copy of the weights, in the export's dtype
-    check_exportable(model, dtype, opset)
+    check_exportable(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"

@@ -118,7 +118,7 @@ class RoboVLM(nn.Module):
             action_dim=config.action_dim,
             window_size=config.window_size,
         )
-        if with_clip if with_clip is not None else config.use_clip_norm:
+        if with_clip is not False:  # None: as the config says (add_clip_norm checks use_clip_norm)
             self.add_clip_norm()
 
         self.stats = NormStats.identity(state_dim=config.state_dim, action_dim=config.action_dim)
