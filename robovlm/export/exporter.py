@@ -1,8 +1,13 @@
 """``robovlm export``: a checkpoint -> the same checkpoint plus ONNX graphs of its streaming step, with a parity report.
 
-Layout written under ``out/onnx/``: ``vision.onnx``, ``instruction.onnx``, ``frame.onnx``, ``window.onnx`` (weights
-of 1 MB and more in ``<graph>.onnx.data`` next to each graph), ``manifest.json`` (what each graph takes and gives,
-dtype, opset, versions) and ``parity.json`` (max abs difference against torch per graph and end to end).
+Layout written under ``out/onnx/``: ``vision.onnx``, ``instruction.onnx``, ``frame.onnx``, ``window.onnx``, their
+weights of 1 KiB and more in one ``weights.onnx.data`` (each tensor once: the language model that ``instruction``
+and ``frame`` both run is stored, and loaded, once; ``weight_store``), ``manifest.json`` (what each graph takes and
+gives, dtype, opset, versions) and ``parity.json`` (max abs difference against torch per graph and end to end).
+
+Memory: the model is loaded once, in the export's dtype; graphs are written one at a time, their weights streamed
+into the shared file; the torch side of the parity check is computed and the model freed before ONNX Runtime loads
+the graphs, so the export never holds the model and the sessions at once.
 
 Everything is written to a hidden staging directory beside ``out`` and moved into place only after the parity
 check, so an export that is killed, runs out of disk or fails its check leaves no half-written ``onnx/`` for the
@@ -16,6 +21,7 @@ gives all four graphs within 1e-6 of torch on padded batches of other sizes than
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -32,6 +38,7 @@ from transformers.cache_utils import DynamicLayer
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
 from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
+from .weight_store import WeightStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ PARITY = "parity.json"
 GRAPHS = ("vision", "instruction", "frame", "window")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MIN_OPSET = 17  # LayerNormalization is an operator from opset 17 on
-EXTERNAL_DATA_BYTES = 1 << 20  # initializers at least this large go to <graph>.onnx.data
+EXTERNAL_DATA_BYTES = 1 << 10  # initializers at least this large go to weights.onnx.data (ONNX Runtime's own default)
 
 
 class ExportError(ValueError):
@@ -157,31 +164,15 @@ def graph_modules(model: RoboVLM) -> dict[str, torch.nn.Module]:
     }
 
 
-def _save_graph(exported: Path, path: Path) -> None:
-    """Move a graph that ``torch.onnx.export`` wrote into ``exported``'s own directory to ``path``, with its large
-    initializers in one ``<graph>.onnx.data`` (loads of multi-GB graphs need it); the directory is removed.
+def _save_graph(exported: Path, path: Path, store: WeightStore) -> None:
+    """Move a graph that ``torch.onnx.export`` wrote into ``exported``'s own directory to ``path``, its large
+    initializers into ``store`` (streamed one tensor at a time); the directory is removed.
 
     Over 2 GB the exporter writes every initializer as its own file next to the graph (``onnx__MatMul_4016``,
     ``model.backbone...weight``); exporting into a private directory is what keeps those out of ``onnx/``."""
-    import onnx
-
-    proto = onnx.load(str(exported))  # the exporter's external files are read here, from its directory
+    store.add_graph(exported, path)
     shutil.rmtree(exported.parent)
-    big = any(t.ByteSize() >= EXTERNAL_DATA_BYTES for t in proto.graph.initializer)
-    if big:
-        onnx.save_model(
-            proto,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=path.name + ".data",
-            size_threshold=EXTERNAL_DATA_BYTES,
-        )
-    else:
-        onnx.save_model(proto, str(path))
-    for written in (path, path.with_name(path.name + ".data")):
-        if written.exists():
-            fix_permissions(written)
+    fix_permissions(path)
 
 
 def _copy_checkpoint(src: Path, out: Path, *, link: bool = False) -> None:
@@ -222,7 +213,11 @@ def export_checkpoint(
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"
     try:
         _copy_checkpoint(src, staging, link=out.exists() and src.resolve() == out.resolve())
-        report = _export_into(model, staging, opset=opset, dtype=dtype, parity_steps=parity_steps)
+        reference = _export_into(model, staging, opset=opset, dtype=dtype, parity_steps=parity_steps)
+        del model  # the sessions of the parity check are loaded without the model beside them
+        gc.collect()
+        report = parity_report(staging, reference)
+        (staging / ONNX_DIR / PARITY).write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -259,10 +254,25 @@ def _move_into_place(staging: Path, out: Path) -> None:
             os.replace(item, target)
 
 
-def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_steps: int) -> dict:
-    """The four graphs, the manifest and, last, the parity report into ``out/onnx``."""
+@dataclass
+class TorchReference:
+    """What the parity check compares ONNX Runtime against, computed by torch before the model is freed: each
+    graph's example inputs and outputs (the tracing example and a padded batch of two), and the streaming engine's
+    inputs and action chunks over a run of steps."""
+
+    graphs: dict[str, list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]]
+    steps: list[tuple[tuple, np.ndarray]]
+    fp16: bool
+    export_seconds: dict[str, float]
+
+
+def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_steps: int) -> TorchReference:
+    """The four graphs and the manifest into ``out/onnx``; returns torch's side of the parity check."""
     import onnx
     import onnxruntime
+
+    from ..runtime.engine import DTYPES as ENGINE_DTYPES
+    from ..runtime.torch_engine import TorchEngine
 
     onnx_dir = out / ONNX_DIR
     if onnx_dir.exists():
@@ -271,32 +281,40 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
 
     specs, modules, samples = graph_specs(model), graph_modules(model), sample_inputs(model)
     timings = {}
-    for name in GRAPHS:
-        spec, path = specs[name], onnx_dir / f"{name}.onnx"
-        exported = out / f".{name}.export" / path.name  # the exporter's own files stay out of onnx/
-        exported.parent.mkdir()
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():  # the tracer's notes on Python ints in the backbone's code: checked by parity
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                modules[name],
-                samples[name],
-                str(exported),
-                input_names=spec.inputs,
-                output_names=spec.outputs,
-                dynamic_axes=spec.dynamic_axes,
-                opset_version=opset,
-                dynamo=False,
-                do_constant_folding=True,
-            )
-        _save_graph(exported, path)
-        onnx.checker.check_model(str(path))
-        timings[name] = time.perf_counter() - t0
-        log.info("exported %s in %.1f s", path, timings[name])
+    with WeightStore(onnx_dir, min_bytes=EXTERNAL_DATA_BYTES) as store:
+        for name in GRAPHS:
+            spec, path = specs[name], onnx_dir / f"{name}.onnx"
+            exported = out / f".{name}.export" / path.name  # the exporter's own files stay out of onnx/
+            exported.parent.mkdir()
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():  # the tracer's notes on Python ints in the backbone's code: parity checks
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    modules[name],
+                    samples[name],
+                    str(exported),
+                    input_names=spec.inputs,
+                    output_names=spec.outputs,
+                    dynamic_axes=spec.dynamic_axes,
+                    opset_version=opset,
+                    dynamo=False,
+                    do_constant_folding=True,
+                )
+            _save_graph(exported, path, store)
+            onnx.checker.check_model(str(path))
+            timings[name] = time.perf_counter() - t0
+            log.info("exported %s in %.1f s", path, timings[name])
+    if store.path.exists():
+        fix_permissions(store.path)
+    log.info(
+        "graph weights %.1f MB, %.1f MB of them shared between graphs and stored once",
+        store.referenced / 1e6,
+        (store.referenced - store.written) / 1e6,
+    )
 
     cfg = model.config
     manifest = {
-        "format": 1,
+        "format": 2,  # 2: one weights.onnx.data for all graphs (1: a <graph>.onnx.data each; still loaded)
         "dtype": dtype,
         "opset": opset,
         "graphs": {
@@ -310,56 +328,59 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }
     (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    report = parity_report(out, model, modules, samples, steps=parity_steps)
-    report["export_seconds"] = timings
-    (onnx_dir / PARITY).write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def parity_report(out: Path, model: RoboVLM, modules: dict[str, torch.nn.Module], samples: dict, *, steps: int) -> dict:
-    """Max abs difference of each graph against its torch module on the example inputs and on a padded batch of
-    two, and of the ONNX Runtime engine against ``RoboVLM.step`` over ``steps`` steps (action chunk, physical units),
-    on the CPU execution provider."""
-    import onnxruntime as ort
-
-    from ..runtime.engine import DTYPES
-    from ..runtime.onnx_engine import OnnxEngine, session_options
-    from ..runtime.torch_engine import TorchEngine
 
     other = sample_inputs(
         model, batch=2, instructions=["go left", "go right around the box to the cup"], window=2, seed=1
     )
+    graphs = {}
+    with torch.no_grad():
+        for name in GRAPHS:
+            graphs[name] = []
+            for example in (samples[name], other[name]):
+                ref = modules[name](*example)
+                graphs[name].append((example, ref if isinstance(ref, tuple) else (ref,)))
+    engine_dtype = next(k for k, v in ENGINE_DTYPES.items() if v == model.action_token.dtype)
+    engine = TorchEngine.from_model(model, dtype=engine_dtype)
+    steps = [(inputs, engine.step(*inputs)) for inputs in streaming_inputs(cfg, parity_steps)]
+    return TorchReference(graphs, steps, model.action_token.dtype == torch.float16, timings)
+
+
+def parity_report(out: Path, reference: TorchReference) -> dict:
+    """Max abs difference of each graph against its torch module on the example inputs and on a padded batch of
+    two, and of the ONNX Runtime engine against ``RoboVLM.step`` over the reference's steps (action chunk, physical
+    units), on the CPU execution provider."""
+    import onnxruntime as ort
+
+    from ..runtime.onnx_engine import OnnxEngine, session_options
+
     per_graph: dict[str, float] = {}
     for name in GRAPHS:
-        opts = session_options(torch.get_num_threads(), fp16_on_cpu=model.action_token.dtype == torch.float16)
+        opts = session_options(torch.get_num_threads(), fp16_on_cpu=reference.fp16)
         session = ort.InferenceSession(
             str(out / ONNX_DIR / f"{name}.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
         )
         names = [i.name for i in session.get_inputs()]
         worst = 0.0
-        for example in (samples[name], other[name]):
-            with torch.no_grad():
-                ref = modules[name](*example)
-            ref = ref if isinstance(ref, tuple) else (ref,)
+        for example, ref in reference.graphs[name]:
             got = session.run(None, {n: v.numpy() for n, v in zip(names, example)})
             worst = max(
                 worst, *(float(np.abs(g.astype(np.float64) - r.double().numpy()).max()) for g, r in zip(got, ref))
             )
         per_graph[name] = worst
+        del session  # one graph's session at a time
     engine = OnnxEngine(out, device="cpu", require_parity=False)  # the report is being written
-    reference = TorchEngine.from_model(model, dtype=next(k for k, v in DTYPES.items() if v == model.action_token.dtype))
     torch_diff = 0.0
-    for step, (head, hand, state, instruction) in enumerate(streaming_inputs(model.config, steps)):
-        want = reference.step(head, hand, state, instruction)
-        got = engine.step(head, hand, state, instruction)
+    for step, (inputs, want) in enumerate(reference.steps):
+        got = engine.step(*inputs)
         torch_diff = max(torch_diff, float(np.abs(got - want).max()))
         log.debug("parity step %d: %.3g", step, torch_diff)
     return {
         "graphs_max_abs_diff": per_graph,
-        "end_to_end_steps": steps,
+        "end_to_end_steps": len(reference.steps),
         "end_to_end_max_abs_diff_physical": torch_diff,
         "provider": "CPUExecutionProvider",
-        "dtype": str(model.action_token.dtype).removeprefix("torch."),
+        "dtype": "float16" if reference.fp16 else "float32",
+        "export_seconds": reference.export_seconds,
     }
 
 

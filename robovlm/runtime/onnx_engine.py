@@ -30,6 +30,7 @@ from ..model.policy import MissingInputError, prompt_ids
 from ..model.tokenizer import checkpoint_tokenizer
 from ..utils.images import to_pixels
 from .engine import EngineBase, EngineError, cpu_name
+from .shared_weights import map_weights, shared_initializers
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ def providers_for(device: str, *, tensorrt: bool, cache_dir: str | None, fp16: b
     return providers
 
 
-def session_options(threads: int, *, fp16_on_cpu: bool = False) -> ort.SessionOptions:
+def session_options(
+    threads: int, *, fp16_on_cpu: bool = False, shared: dict[str, ort.OrtValue] | None = None
+) -> ort.SessionOptions:
     """One session's options: ``threads`` intra-op threads, sequential execution.
+
+    ``shared``: initializers the session reads from memory shared with the other sessions (``shared_weights``),
+    with prepacking off: the CPU provider otherwise re-lays every MatMul weight out into a buffer of its own, one
+    per session (measured: shared weights with prepacking take more memory than a file per graph).
 
     ``fp16_on_cpu``: onnxruntime 1.32's CPU provider crashes (SIGSEGV in session creation) on fp16 graphs with
     attention when every optimisation is on (measured on the frame and window graphs with fusion modules); the
@@ -87,6 +94,10 @@ def session_options(threads: int, *, fp16_on_cpu: bool = False) -> ort.SessionOp
     opts.log_severity_level = 3
     if fp16_on_cpu:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if shared:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+        for name, value in shared.items():
+            opts.add_initializer(name, value)
     return opts
 
 
@@ -116,9 +127,12 @@ class OnnxEngine(EngineBase):
         trt_cache_dir: str | None = None,
         threads: int | None = None,
         require_parity: bool = True,
+        share_weights: bool = True,
     ) -> None:
         """``require_parity``: refuse an export without its parity report (an export that was interrupted before
-        its check; only the exporter's own parity run passes False)."""
+        its check; only the exporter's own parity run passes False). ``share_weights``: on the CPU, the sessions
+        read one mapping of ``weights.onnx.data`` (False: each session loads its own, for measuring the
+        difference)."""
         path = Path(checkpoint)
         onnx_dir = path / ONNX_DIR
         if not (onnx_dir / "manifest.json").is_file():
@@ -141,13 +155,21 @@ class OnnxEngine(EngineBase):
         self.window_size = int(manifest["window_size"])
         self.dtype = manifest["dtype"]
         providers = providers_for(device, tensorrt=tensorrt, cache_dir=trt_cache_dir, fp16=self.dtype == "fp16")
-        opts = session_options(threads or torch.get_num_threads(), fp16_on_cpu=device == "cpu" and self.dtype == "fp16")
+        threads = threads or torch.get_num_threads()
+        # One mapping of the shared weights file for every session, kept as long as the sessions (CPU only: a GPU
+        # provider copies initializers to the device per session either way).
+        self._weights = map_weights(onnx_dir) if device == "cpu" and share_weights else None
+        self._shared: dict[str, dict[str, ort.OrtValue]] = {}
         self.sessions = {}
         for name in GRAPHS:
             file = onnx_dir / manifest["graphs"][name]["file"]
             if not file.is_file():
                 raise EngineError(f"{path}: the ONNX export is incomplete, {file} is missing")
             try:
+                self._shared[name] = shared_initializers(file, self._weights)
+                opts = session_options(
+                    threads, fp16_on_cpu=device == "cpu" and self.dtype == "fp16", shared=self._shared[name]
+                )
                 session = ort.InferenceSession(str(file), sess_options=opts, providers=providers)
             except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
                 raise EngineError(f"{file}: onnxruntime cannot load it: {exc}") from exc
@@ -159,7 +181,7 @@ class OnnxEngine(EngineBase):
         self.float_type = _ORT_TYPES[self.inputs["vision"]["pixels"].type]
         self.ort_device = "cuda" if device == "cuda" else "cpu"
         self.name = "onnxruntime" + ("+tensorrt" if tensorrt else "")
-        self.device_name = _device_name(device, opts.intra_op_num_threads)
+        self.device_name = _device_name(device, threads)
         self.reset()
 
     # ----------------------------------------------------------------------------------------------- streaming
