@@ -20,6 +20,7 @@ import pytest
 
 from robovlm.sim.collect import collect
 from robovlm.training.trainer import TrainSettings, train
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def test_the_recipe_learns_both_fields_on_forty_episodes(tmp_path):
     collected = collect(data, episodes_per_scenario=5)
     assert collected.episodes == 40 and collected.failures == 0
     settings = TrainSettings(val_fraction=0.2, seed=SEED, action_fields=("linear.x", "linear.y", "angular.z"))
-    train("models/configs/single_camera.json", data, tmp_path / "ckpt", settings)
+    train(ROOT / "models" / "configs" / "single_camera.json", data, tmp_path / "ckpt", settings)
     metrics = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
     # angular.z is zero in every episode (its mean predictor's MAE is 0): it is predicted, not scored.
     ratios = {f: metrics["final_val_mae"][f] / metrics["baseline_val_mae"][f] for f in MAX_RATIO}
