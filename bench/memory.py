@@ -6,7 +6,12 @@ once, a random-weight checkpoint of a model config whose backbone is the shipped
 downloaded here, and memory does not depend on their values), then runs each measurement in a fresh process and
 reports its peak resident set (``VmHWM``) beside the bytes of the weights at the engine's dtype:
 
-- ``torch``: ``build_engine("torch", ...)`` at each dtype (load, warm-up step) plus three control steps.
+- ``torch``: ``build_engine("torch", ...)`` at each dtype (load, warm-up step) plus three control steps;
+- ``export``: ``robovlm export --dtype D`` (load in the export's dtype, four graphs, the parity check), against the
+  weights at the export's dtype;
+- ``onnxruntime``: the ONNX Runtime engine on that export (load, warm-up step, three steps), its sessions reading
+  one mapping of ``weights.onnx.data`` (``shared``) or each loading its own copy (``per session``, ONNX Runtime's
+  plain way), against the bytes of ``weights.onnx.data`` (the graphs' weights, each tensor once).
 
 The process's own baseline (Python, torch and transformers imported, nothing built) is measured the same way and
 reported, so the ratio is the engine's and not the interpreter's.
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from robovlm.runtime.shared_weights import WEIGHTS_FILE
 from robovlm.utils.resources import find_resource
 
 CONFIGS = {"kosmos2": "kosmos2.json", "paligemma": "paligemma.json"}
@@ -31,19 +38,30 @@ import json, sys
 def hwm():  # this process's peak resident set; ru_maxrss would include the parent's, inherited through fork
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 
+import time
 import numpy as np
 import torch
 import transformers  # noqa: F401  (the baseline includes the libraries)
-from robovlm.export.exporter import streaming_inputs
+from robovlm.export.exporter import export_checkpoint, streaming_inputs
 from robovlm.runtime.factory import build_engine
-ckpt, engine_name, dtype = sys.argv[1:4]
+from robovlm.runtime.onnx_engine import OnnxEngine
+ckpt, what, dtype = sys.argv[1:4]
 base = hwm()
-if engine_name != "none":
-    engine = build_engine(engine_name, ckpt, dtype=dtype)
+seconds = []
+if what == "export":
+    export_checkpoint(ckpt, sys.argv[4], dtype=dtype, parity_steps=3)
+elif what != "none":
+    if what == "torch":
+        engine = build_engine("torch", ckpt, dtype=dtype)
+    else:
+        engine = OnnxEngine(ckpt, share_weights=what == "onnxruntime-shared")
+        engine.warm_up()
     for head, hand, state, instruction in streaming_inputs(engine.config, 3):
+        t0 = time.perf_counter()
         engine.step(head, hand, state, instruction)
+        seconds.append(time.perf_counter() - t0)
 peak = hwm()
-print(json.dumps({"baseline": base, "peak": peak}))
+print(json.dumps({"baseline": base, "peak": peak, "step_s": float(np.median(seconds)) if seconds else None}))
 """
 
 
@@ -82,31 +100,45 @@ def weight_bytes(ckpt: Path, dtype: str) -> int:
     return total
 
 
-def measure(ckpt: Path, engine: str, dtype: str) -> dict:
+def measure(ckpt: Path, what: str, dtype: str, *extra: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ckpt), engine, dtype], capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, str(ckpt), what, dtype, *extra], capture_output=True, text=True, check=False
     )
     if out.returncode:
-        raise SystemExit(f"{engine} {dtype} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{what} {dtype} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
     p.add_argument("--model", choices=list(CONFIGS), default="kosmos2")
-    p.add_argument("--dtypes", default="float32,bfloat16,float16")
+    p.add_argument("--dtypes", default="float32,bfloat16,float16", help="torch engine dtypes ('' for none)")
+    p.add_argument("--exports", default="fp32,fp16", help="export dtypes, each also run in ONNX Runtime ('' for none)")
     p.add_argument("--work", type=Path, default=Path("out/bench_memory"))
     args = p.parse_args(argv)
     ckpt = full_size_checkpoint(args.model, args.work)
     gib = 1024**3
     base = measure(ckpt, "none", "float32")["peak"]
     print(f"{args.model} full size, random weights ({ckpt}); process baseline {base / gib:.2f} GiB\n")
-    print("| engine | dtype | weights GiB | peak RSS GiB | above baseline / weights |")
-    print("| --- | --- | --- | --- | --- |")
-    for dtype in args.dtypes.split(","):
-        w = weight_bytes(ckpt, dtype)
-        r = measure(ckpt, "torch", dtype)
-        print(f"| torch | {dtype} | {w / gib:.2f} | {r['peak'] / gib:.2f} | {(r['peak'] - base) / w:.2f}x |")
+    print("| what | dtype | weights GiB | peak RSS GiB | above baseline / weights | step s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+
+    def row(what: str, dtype: str, w: int, r: dict) -> None:
+        step = f"{r['step_s']:.2f}" if r.get("step_s") else "-"
+        print(f"| {what} | {dtype} | {w / gib:.2f} | {r['peak'] / gib:.2f} | {(r['peak'] - base) / w:.2f}x | {step} |")
+
+    for dtype in filter(None, args.dtypes.split(",")):
+        row("torch engine", dtype, weight_bytes(ckpt, dtype), measure(ckpt, "torch", dtype))
+    for dtype in filter(None, args.exports.split(",")):
+        exported = args.work / f"{ckpt.name}_{dtype}"
+        shutil.rmtree(exported, ignore_errors=True)
+        torch_dtype = {"fp32": "float32", "fp16": "float16"}[dtype]
+        row("robovlm export", dtype, weight_bytes(ckpt, torch_dtype), measure(ckpt, "export", dtype, str(exported)))
+        graphs = (exported / "onnx" / WEIGHTS_FILE).stat().st_size
+        for mode in ("shared", "per session"):
+            r = measure(exported, "onnxruntime-" + mode.replace(" ", "-"), dtype)
+            row(f"onnxruntime engine, weights {mode}", dtype, graphs, r)
+        shutil.rmtree(exported)
     return 0
 
 
