@@ -67,6 +67,7 @@ setup(
         "opencv-python-headless>=4.8",
         # engine:=onnxruntime and `robovlm export` (CPU execution provider; the gpu extra has CUDA and TensorRT)
         "onnxruntime>=1.17",
+        "onnx-ir>=0.1",  # onnxruntime's int4 MatMulNBits quantizer imports it (robovlm export --quantize int4)
         "onnx>=1.15",
         # training on one or many devices (robovlm train; torchrun / accelerate launch), LoRA adapters
         "accelerate>=1.0",

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--ablate", choices=["image", "instruction"])
     s.add_argument("--chunk-mode", default="ensemble", choices=["ensemble", "open_loop", "latest"])
     s.add_argument("--device", default="cpu")
+    s.add_argument(
+        "--engine", default="torch", choices=["torch", "onnxruntime"], help="onnxruntime: the checkpoint's ONNX export"
+    )
     s.set_defaults(func=cmd_eval_sim)
 
 
@@ -29,6 +32,7 @@ def cmd_eval_sim(args: argparse.Namespace) -> int:
         ablate=args.ablate,
         chunk_mode=args.chunk_mode,
         device=args.device,
+        engine_name=args.engine,
     )
     print(report.format())
     return 0

@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     s.add_argument("--opset", type=int, default=17)
     s.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        default=None,
+        help="quantized weights with ONNX Runtime's tools: int8 dynamic MatMul, int4 weight-only MatMulNBits (fp32)",
+    )
+    s.add_argument(
         "--parity-steps", type=at_least(1), default=20, help="control steps compared with torch after export"
     )
     s.set_defaults(func=cmd_export)
@@ -25,11 +31,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export.exporter import export_checkpoint
 
     report = export_checkpoint(
-        args.checkpoint, args.out, dtype=args.dtype, opset=args.opset, parity_steps=args.parity_steps
+        args.checkpoint,
+        args.out,
+        dtype=args.dtype,
+        opset=args.opset,
+        parity_steps=args.parity_steps,
+        quantize=args.quantize,
     )
+    weights = args.dtype + (f", {args.quantize} weights" if args.quantize else "")
     print(
-        f"wrote {Path(args.out) / 'onnx'} ({args.dtype}, opset {args.opset}); parity against torch "
-        f"({report['provider']}):"
+        f"wrote {Path(args.out) / 'onnx'} ({weights}, opset {args.opset}); parity against torch ({report['provider']}):"
     )
     for name, diff in report["graphs_max_abs_diff"].items():
         print(f"  {name:<12} max abs diff {diff:.3g}")

@@ -38,6 +38,7 @@ from transformers.cache_utils import DynamicLayer
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
 from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
+from .quantize import QUANTIZE_MODES, quantize_graph
 from .weight_store import WeightStore
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,17 @@ def graph_specs(model: RoboVLM) -> dict[str, GraphSpec]:
     }
 
 
-def check_options(dtype: str, opset: int) -> None:
+def check_options(dtype: str, opset: int, quantize: str | None = None) -> None:
     """Refuse options the graphs cannot take, before the checkpoint is loaded."""
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ExportError(f"--quantize must be one of {list(QUANTIZE_MODES)}, got {quantize!r}")
+    if quantize is not None and dtype != "fp32":
+        raise ExportError(
+            f"--quantize {quantize} quantizes the fp32 graphs (ONNX Runtime's dynamic int8 quantization takes "
+            "fp32 MatMuls); export with --dtype fp32"
+        )
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old: the graphs need LayerNormalization, opset {MIN_OPSET} or newer")
 
@@ -200,12 +208,19 @@ def _copy_checkpoint(src: Path, out: Path, *, link: bool = False) -> None:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int = 17, parity_steps: int = 20
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "fp32",
+    opset: int = 17,
+    parity_steps: int = 20,
+    quantize: str | None = None,
 ) -> dict:
     """Write ``out`` (the checkpoint's files plus ``onnx/``; ``out`` may be ``checkpoint``) and return the parity
-    report. Nothing appears in ``out`` until the export has finished its parity run."""
+    report. Nothing appears in ``out`` until the export has finished its parity run. ``quantize``: ``int8`` or
+    ``int4`` weights (``robovlm.export.quantize``), parity measured against torch fp32."""
     src, out = Path(checkpoint), Path(out)
-    check_options(dtype, opset)
+    check_options(dtype, opset, quantize)
     model = RoboVLM.from_pretrained(src, dtype=DTYPES[dtype])  # one copy of the weights, in the export's dtype
     check_exportable(model)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +228,7 @@ def export_checkpoint(
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"
     try:
         _copy_checkpoint(src, staging, link=out.exists() and src.resolve() == out.resolve())
-        reference = _export_into(model, staging, opset=opset, dtype=dtype, parity_steps=parity_steps)
+        reference = _export_into(model, staging, opset=opset, dtype=dtype, parity_steps=parity_steps, quantize=quantize)
         del model  # the sessions of the parity check are loaded without the model beside them
         gc.collect()
         report = parity_report(staging, reference)
@@ -264,9 +279,12 @@ class TorchReference:
     steps: list[tuple[tuple, np.ndarray]]
     fp16: bool
     export_seconds: dict[str, float]
+    quantize: str | None
 
 
-def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_steps: int) -> TorchReference:
+def _export_into(
+    model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_steps: int, quantize: str | None
+) -> TorchReference:
     """The four graphs and the manifest into ``out/onnx``; returns torch's side of the parity check."""
     import onnx
     import onnxruntime
@@ -300,6 +318,10 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
                     dynamo=False,
                     do_constant_folding=True,
                 )
+            if quantize is not None:  # the quantized graph is written beside the exporter's, in its directory
+                quantized = exported.with_name(f"{name}.{quantize}.onnx")
+                quantize_graph(exported, quantized, quantize)
+                exported = quantized
             _save_graph(exported, path, store)
             onnx.checker.check_model(str(path))
             timings[name] = time.perf_counter() - t0
@@ -316,6 +338,7 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
     manifest = {
         "format": 2,  # 2: one weights.onnx.data for all graphs (1: a <graph>.onnx.data each; still loaded)
         "dtype": dtype,
+        "quantize": quantize,
         "opset": opset,
         "graphs": {
             name: {"file": f"{name}.onnx", "inputs": specs[name].inputs, "outputs": specs[name].outputs}
@@ -342,7 +365,7 @@ def _export_into(model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_st
     engine_dtype = next(k for k, v in ENGINE_DTYPES.items() if v == model.action_token.dtype)
     engine = TorchEngine.from_model(model, dtype=engine_dtype)
     steps = [(inputs, engine.step(*inputs)) for inputs in streaming_inputs(cfg, parity_steps)]
-    return TorchReference(graphs, steps, model.action_token.dtype == torch.float16, timings)
+    return TorchReference(graphs, steps, model.action_token.dtype == torch.float16, timings, quantize)
 
 
 def parity_report(out: Path, reference: TorchReference) -> dict:
@@ -380,6 +403,7 @@ def parity_report(out: Path, reference: TorchReference) -> dict:
         "end_to_end_max_abs_diff_physical": torch_diff,
         "provider": "CPUExecutionProvider",
         "dtype": "float16" if reference.fp16 else "float32",
+        "quantize": reference.quantize,
         "export_seconds": reference.export_seconds,
     }
 

@@ -81,6 +81,11 @@ class WeightStore:
             tensor.data_location = onnx.TensorProto.EXTERNAL
             for key, value in (("location", WEIGHTS_FILE), ("offset", offset), ("length", length)):
                 tensor.external_data.add(key=key, value=str(value))
+        for tensor in _attribute_tensors(proto.graph):  # Constant values a tool put outside: back inside the graph
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                data = tensor_bytes(tensor, source.parent)
+                _clear_data(tensor)
+                tensor.raw_data = data
         self._file.flush()
         onnx.save_model(proto, str(target))
 
@@ -97,6 +102,22 @@ def tensor_bytes(tensor: onnx.TensorProto, base: Path) -> bytes:
     with open(base / info["location"], "rb") as f:
         f.seek(offset)
         return f.read(int(length)) if length is not None else f.read()
+
+
+def _attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Tensors held by node attributes (``Constant`` values), in subgraphs too."""
+    import onnx
+
+    found = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                found.append(attr.t)
+            found.extend(attr.tensors)
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                found.extend(sub.initializer)  # a subgraph's initializers stay inside it
+                found.extend(_attribute_tensors(sub))
+    return found
 
 
 def _clear_data(tensor: onnx.TensorProto) -> None:

@@ -15,9 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.hdf5 import load_instructions
+from ..runtime.engine import EngineBase
+from ..runtime.factory import build_engine
 from ..runtime.safety import SafetyFilter, SafetyLimits
 from ..runtime.scheduler import ActionChunk, ChunkScheduler
-from ..runtime.torch_engine import TorchEngine
 from .env import CupWorldEnv
 from .world import SCENARIOS
 
@@ -72,7 +73,7 @@ class EvalReport:
 
 
 def run_episode(
-    engine: TorchEngine,
+    engine: EngineBase,
     env: CupWorldEnv,
     scenario: str,
     seed: int,
@@ -123,12 +124,14 @@ def evaluate(
     ablate: str | None = None,
     chunk_mode: str = "ensemble",
     device: str = "cpu",
+    engine_name: str = "torch",
     record: int = 0,
 ) -> EvalReport:
-    """Episode k runs scenario ``SCENARIOS[k % 8]`` with seed ``seed_offset + k``."""
+    """Episode k runs scenario ``SCENARIOS[k % 8]`` with seed ``seed_offset + k``. ``engine_name``: ``torch`` or
+    ``onnxruntime`` (the checkpoint's ONNX export: a quantized export is checked closed loop this way)."""
     if ablate is not None and ablate not in ABLATIONS:
         raise ValueError(f"ablate must be one of {list(ABLATIONS)}, got {ablate!r}")
-    engine = TorchEngine(checkpoint, device=device)
+    engine = build_engine(engine_name, checkpoint, device=device)
     env = CupWorldEnv(image_size=engine.config.image_size, control_dt=engine.stats.action_dt)
     instructions = load_instructions()
     results = []
