@@ -18,7 +18,7 @@ from ..configs.model import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
 from ..utils.hub import HubError, fix_permissions, resolve_checkpoint, write_model_card
 from .tokenizer import HFTokenizer, checkpoint_tokenizer
-from .weight_loading import WeightFileError, meta_tensors, read_tensors
+from .weight_loading import WeightFileError, file_float_dtype, meta_tensors, read_tensors
 
 CONFIG_VERSION = 1
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "stats.json")
@@ -74,7 +74,8 @@ def load_checkpoint(
 ):
     """Load a checkpoint directory; every file and key is checked and the problem is named.
 
-    The model is built on the meta device and each weight read once, cast to ``dtype`` (default: the file's),
+    The model is built on the meta device and each weight read once, cast to ``dtype`` (default: the file's; the
+    widest of them when it holds several),
     and assigned (``weight_loading``): peak memory is one copy of the weights at that dtype.
 
     ``path``: a directory, or a Hugging Face Hub reference (``hf://owner/name``) in the local Hub cache.
@@ -108,6 +109,7 @@ def load_checkpoint(
     expected = {k for k in model.state_dict() if not k.startswith(CLIP_ENCODER_PREFIX)}
     weights_path = path / "model.safetensors"
     try:
+        dtype = dtype or file_float_dtype(weights_path)  # one dtype for the whole model
         weights = dict(  # the CLIP-norm head is training-only
             read_tensors(weights_path, dtype=dtype, keep=lambda k: load_clip or not k.startswith("clip_norm."))
         )

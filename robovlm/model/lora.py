@@ -29,7 +29,10 @@ def merged_state_dict(model: nn.Module, weights: dict[str, torch.Tensor] | None 
             a = weights[f"{name}.lora_A.{ADAPTER}.weight"].float()
             b = weights[f"{name}.lora_B.{ADAPTER}.weight"].float()
             base = weights[f"{name}.base_layer.weight"]
-            merged[f"{name}.weight"] = (base.float() + module.scaling[ADAPTER] * (b @ a)).to(base.dtype)
+            # in the wider of the base's and the adapters' dtypes: a bf16 base (train_setup.frozen_dtype) would
+            # round away most of a small update
+            dtype = torch.promote_types(base.dtype, weights[f"{name}.lora_A.{ADAPTER}.weight"].dtype)
+            merged[f"{name}.weight"] = (base.float() + module.scaling[ADAPTER] * (b @ a)).to(dtype)
             if f"{name}.base_layer.bias" in weights:
                 merged[f"{name}.bias"] = weights[f"{name}.base_layer.bias"]
     for key, value in weights.items():

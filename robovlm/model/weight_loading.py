@@ -72,6 +72,17 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
     return header, 8 + n
 
 
+def file_float_dtype(path: Path) -> torch.dtype | None:
+    """The one dtype a file's floating tensors load in: theirs if they agree, else the widest (a LoRA checkpoint
+    trained with bf16 frozen weights holds bf16 and fp32 tensors and loads as fp32). None: no floating tensor."""
+    found: torch.dtype | None = None
+    for info in read_header(path)[0].values():
+        dt = SAFETENSORS_DTYPES[info["dtype"]]
+        if dt.is_floating_point:
+            found = dt if found is None else torch.promote_types(found, dt)
+    return found
+
+
 def read_tensors(
     path: str | Path, *, dtype: torch.dtype | None = None, keep: Callable[[str], bool] = lambda name: True
 ) -> Iterator[tuple[str, torch.Tensor]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import nn
 
 from ..model.lora import ADAPTER
@@ -63,12 +64,31 @@ def apply_train_setup(model: RoboVLM) -> None:
                 raise ValueError(
                     f"train_setup.lora.target_modules {targets} match no layer of the {name} model: {exc}"
                 ) from exc
+    if ts.frozen_dtype != "float32":
+        hold_frozen_in(model, getattr(torch, ts.frozen_dtype))
     if ts.gradient_checkpointing:
         hf = model.backbone.model
         if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x name
             hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def hold_frozen_in(model: RoboVLM, dtype: torch.dtype) -> int:
+    """Cast the backbone's frozen weight matrices (requires_grad False: LoRA base layers, frozen encoders; linear,
+    embedding and convolution weights, nearly all the bytes) to ``dtype``; trainable ones (adapters, unfrozen parts,
+    the policy's modules) keep fp32 for the optimizer, and so do norms and biases (the CPU's layer norm takes a bf16
+    input with fp32 parameters, not the reverse). The backbone then computes under autocast to ``dtype`` and hands
+    fp32 to the policy (``BackboneAdapter.autocast_dtype``). Returns the bytes saved."""
+    saved = 0
+    for part in backbone_parts(model).values():
+        for p in part.parameters():
+            if not p.requires_grad and p.dtype != dtype and p.is_floating_point() and p.dim() >= 2:
+                saved += p.numel() * (p.element_size() - torch.empty((), dtype=dtype).element_size())
+                p.data = p.data.to(dtype)
+    model.backbone.autocast_dtype = dtype
+    log.info("frozen backbone weights held in %s: %.2f GiB saved", dtype, saved / 2**30)
+    return saved
 
 
 def parameter_table(model: RoboVLM) -> list[tuple[str, int, int]]:

@@ -106,11 +106,44 @@ def test_gradient_checkpointing_gives_the_same_gradients(float64):
     assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-10) for k in grads[0])
 
 
+@pytest.mark.parametrize("kind", ["kosmos2", "paligemma"])
+def test_frozen_weights_held_in_bf16_train_the_adapters_under_autocast(kind, tmp_path):
+    model = _model(kind, lora={"r": 2, "alpha": 4, "dropout": 0.0}, freeze_vision=True, frozen_dtype="bfloat16")
+    parts = backbone_parts(model)
+    frozen = [p for part in parts.values() for p in part.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == (torch.bfloat16 if p.dim() >= 2 else torch.float32) for p in frozen)
+    frozen_bytes = sum(p.numel() * p.element_size() for p in frozen)
+    assert frozen_bytes < 0.55 * sum(p.numel() * 4 for p in frozen), "the matrices hold nearly all the bytes"
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters())
+    lm = parts["language"]
+    base = {k: v.clone() for k, v in lm.state_dict().items() if ".lora_" not in k}
+    _steps(model)  # the backbone under bf16 autocast, the policy (its LSTM too) in fp32
+    assert all(torch.equal(base[k], lm.state_dict()[k]) for k in base), "the bf16 base must not move"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lm.named_parameters() if "lora_B" in n)
+    model.eval()
+    model.stats = _node_stats()
+    model.save_pretrained(tmp_path / "ck")
+    saved = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    merged = [k for k in saved if k.startswith("backbone.") and k.endswith("q_proj.weight") and "vision" not in k]
+    assert merged and all(saved[k].dtype == torch.float32 for k in merged), "the merge keeps the adapters' precision"
+    batch = make_batch(model.config, seed=9)
+    with torch.no_grad():
+        want = model(batch)["actions"]
+    loaded = RoboVLM.from_pretrained(tmp_path / "ck")
+    with torch.no_grad():
+        got = loaded(batch)["actions"]
+    assert torch.allclose(got, want, atol=0.05), (got - want).abs().max()  # bf16 compute against fp32
+
+
 def test_train_setup_is_validated_and_lora_targets_must_match():
     with pytest.raises(ConfigError, match="train_setup.lora.r"):
         tiny_config(train_setup={"lora": {"r": 0}})
     with pytest.raises(ConfigError, match="unknown key 'train_setup.freeze_vison'"):
         tiny_config(train_setup={"freeze_vison": True})
+    with pytest.raises(ConfigError, match="train_setup.frozen_dtype: must be float32 or bfloat16"):
+        tiny_config(train_setup={"lora": {"r": 2}, "frozen_dtype": "float16"})
+    with pytest.raises(ConfigError, match="nothing is frozen"):
+        tiny_config(train_setup={"frozen_dtype": "bfloat16"})
     with pytest.raises(ValueError, match="match no layer"):
         _model(lora={"target_modules": ["no_such_proj"]})
 
