@@ -12,6 +12,10 @@ reports its peak resident set (``VmHWM``) beside the bytes of the weights at the
 - ``onnxruntime``: the ONNX Runtime engine on that export (load, warm-up step, three steps), its sessions reading
   one mapping of ``weights.onnx.data`` (``shared``) or each loading its own copy (``per session``, ONNX Runtime's
   plain way), against the bytes of ``weights.onnx.data`` (the graphs' weights, each tensor once).
+- ``lora`` (``--lora``): a LoRA fine-tuning step (r 8 on the language model's attention, vision frozen, gradient
+  checkpointing, ``train_setup.frozen_dtype`` bfloat16, batch 1 at the config's window): the peak of loading and
+  setting up (the model is read in fp32, as the trainer builds it, then its frozen matrices cast) and, separately,
+  the peak of the optimizer steps and their seconds.
 
 The process's own baseline (Python, torch and transformers imported, nothing built) is measured the same way and
 reported, so the ratio is the engine's and not the interpreter's.
@@ -50,6 +54,30 @@ base = hwm()
 seconds = []
 if what == "export":
     export_checkpoint(ckpt, sys.argv[4], dtype=dtype, parity_steps=3)
+elif what == "lora":  # LoRA (r 8) on the language model, vision frozen, frozen weights in bf16, checkpointing
+    from robovlm.model.policy import RoboVLM
+    from robovlm.configs.model import TrainSetupConfig, LoraConfig
+    from robovlm.training.finetune import apply_train_setup
+    from bench.training import synthetic_batch
+    model = RoboVLM.from_pretrained(ckpt).train()  # fp32, as the trainer builds it
+    model.config.train_setup = TrainSetupConfig(
+        freeze_vision=True, lora=LoraConfig(r=8, alpha=16), gradient_checkpointing=True, frozen_dtype=dtype
+    )
+    apply_train_setup(model)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    batch = synthetic_batch(model.config, 1)
+    setup_peak = hwm()
+    open("/proc/self/clear_refs", "w").write("5")  # restart VmHWM: the steps' own peak
+    for i in range(3):  # the first warms up
+        t0 = time.perf_counter()
+        loss = model(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            seconds.append(time.perf_counter() - t0)
+    print(json.dumps({"baseline": base, "peak": setup_peak, "step_peak": hwm(), "step_s": float(np.median(seconds))}))
+    raise SystemExit(0)
 elif what != "none":
     if what == "torch":
         engine = build_engine("torch", ckpt, dtype=dtype)
@@ -114,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=list(CONFIGS), default="kosmos2")
     p.add_argument("--dtypes", default="float32,bfloat16,float16", help="torch engine dtypes ('' for none)")
     p.add_argument("--exports", default="fp32,fp16", help="export dtypes, each also run in ONNX Runtime ('' for none)")
+    p.add_argument("--lora", action="store_true", help="also a LoRA step with frozen weights in bf16 (minutes)")
     p.add_argument("--work", type=Path, default=Path("out/bench_memory"))
     args = p.parse_args(argv)
     ckpt = full_size_checkpoint(args.model, args.work)
@@ -139,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(exported, "onnxruntime-" + mode.replace(" ", "-"), dtype)
             row(f"onnxruntime engine, weights {mode}", dtype, graphs, r)
         shutil.rmtree(exported)
+    if args.lora:
+        r = measure(ckpt, "lora", "bfloat16")
+        w = weight_bytes(ckpt, "bfloat16")
+        row("LoRA fine-tuning: load fp32, hold frozen in bf16 (peak of the load)", "bfloat16", w, r)
+        row("LoRA fine-tuning step (batch 1, window 8, peak of the steps)", "bfloat16", w, {**r, "peak": r["step_peak"]})
     return 0
 
 

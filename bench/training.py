@@ -35,6 +35,23 @@ def _peak_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def synthetic_batch(cfg, batch: int) -> dict:
+    """One training batch of random frames, states and actions at ``cfg``'s shapes (both cameras)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    t, s = cfg.window_size, cfg.image_size
+    return {
+        "head_images": torch.randn(batch, t, 3, s, s, generator=g),
+        "hand_images": torch.randn(batch, t, 3, s, s, generator=g),
+        "hand_valid": torch.ones(batch, t, dtype=torch.bool),
+        "states": torch.randn(batch, t, cfg.state_dim, generator=g),
+        "instructions": ["go around the box on the left to the cup"] * batch,
+        "actions": torch.rand(batch, t, cfg.fwd_pred_next_n, cfg.action_dim, generator=g) * 2 - 1,
+        "action_mask": torch.ones(batch, t, cfg.fwd_pred_next_n, dtype=torch.bool),
+    }
+
+
 def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch: int, config: str, dtype: str) -> dict:
     """One mode in this process: build, train ``steps`` steps on synthetic batches, report."""
     import torch
@@ -51,17 +68,7 @@ def run_mode(setup: dict, checkpointing: bool, *, device: str, steps: int, batch
     apply_train_setup(model)
     params = list(model.trainable_parameters())
     opt = torch.optim.AdamW(params, lr=1e-4)
-    g = torch.Generator().manual_seed(0)
-    t, s = cfg.window_size, cfg.image_size
-    b = {
-        "head_images": torch.randn(batch, t, 3, s, s, generator=g),
-        "hand_images": torch.randn(batch, t, 3, s, s, generator=g),
-        "hand_valid": torch.ones(batch, t, dtype=torch.bool),
-        "states": torch.randn(batch, t, cfg.state_dim, generator=g),
-        "instructions": ["go around the box on the left to the cup"] * batch,
-        "actions": torch.rand(batch, t, cfg.fwd_pred_next_n, cfg.action_dim, generator=g) * 2 - 1,
-        "action_mask": torch.ones(batch, t, cfg.fwd_pred_next_n, dtype=torch.bool),
-    }
+    b = synthetic_batch(cfg, batch)
     b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}
     amp = getattr(torch, dtype) if dtype != "float32" else None
     times = []
