@@ -155,7 +155,12 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
 
     collect(tmp_path / "data", episodes_per_scenario=2, image_size=56, noise=0.05)
     cfg = json.loads(open("models/configs/demo.json").read())
-    cfg["train_setup"] = {"freeze_vision": True, "lora": {"r": 2, "alpha": 4}, "gradient_checkpointing": True}
+    cfg["train_setup"] = {  # the full-size recipe's setup: frozen weights held in bf16
+        "freeze_vision": True,
+        "lora": {"r": 2, "alpha": 4},
+        "gradient_checkpointing": True,
+        "frozen_dtype": "bfloat16",
+    }
     (tmp_path / "lora.json").write_text(json.dumps(cfg))
     settings = dict(batch_size=4, warmup_steps=1, val_fraction=0.5)
     train(
@@ -171,6 +176,7 @@ def test_lora_training_run_saves_merged_and_resumes_exactly(tmp_path):
 
     exact = load_weights(str(tmp_path / "ck" / STATE_DIR / "model.safetensors"))  # unmerged, for resuming
     assert any(".lora_A." in k for k in exact) and any(".base_layer." in k for k in exact)
+    assert all(v.dtype == torch.bfloat16 for k, v in exact.items() if k.endswith(".base_layer.weight"))
     merged = RoboVLM.from_pretrained(tmp_path / "ck")  # no peft needed to load
     assert not has_lora(merged)
     m = train(
