@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(ckpt, "lora", "bfloat16")
         w = weight_bytes(ckpt, "bfloat16")
         row("LoRA fine-tuning: load fp32, hold frozen in bf16 (peak of the load)", "bfloat16", w, r)
-        row("LoRA fine-tuning step (batch 1, window 8, peak of the steps)", "bfloat16", w, {**r, "peak": r["step_peak"]})
+        steps = {**r, "peak": r["step_peak"]}
+        row("LoRA fine-tuning step (batch 1, window 8, peak of the steps)", "bfloat16", w, steps)
     return 0
 
 

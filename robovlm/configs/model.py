@@ -267,8 +267,8 @@ class TrainSetupConfig:
     """Recompute the backbone's layer activations in the backward pass: less memory, about a third more time."""
     frozen_dtype: str = "float32"
     """``float32`` | ``bfloat16``: the dtype the backbone's frozen weights are held in while training (LoRA's base
-    layers, a frozen vision encoder or language model). ``bfloat16`` halves their memory (full-size Kosmos-2 with
-    LoRA fits a 16 GB machine) and trains under bf16 autocast; adapters and the policy's own modules stay fp32."""
+    layers, a frozen vision encoder or language model). ``bfloat16`` halves their memory; they are cast to the
+    input's dtype at use (``model.held_weights``), and adapters and the policy's own modules stay fp32."""
 
     def __post_init__(self) -> None:
         for name in ("freeze_vision", "freeze_language", "gradient_checkpointing"):

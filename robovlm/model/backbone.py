@@ -12,11 +12,8 @@ Weights load with ``from_pretrained`` from a local directory only; a missing fil
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
@@ -54,36 +51,11 @@ def check_pretrained_dir(path: str | Path, what: str = "backbone") -> Path:
     return path
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _in_held_dtype(fn: F) -> F:
-    """Run a compute method under autocast to ``autocast_dtype`` when the backbone's weights are held in it (LoRA
-    training with ``train_setup.frozen_dtype``), and hand fp32 back: the policy around it stays fp32."""
-
-    @functools.wraps(fn)
-    def wrapper(self: BackboneAdapter, first: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if self.autocast_dtype is None:
-            return fn(self, first, *args, **kwargs)
-        with torch.autocast(device_type=first.device.type, dtype=self.autocast_dtype):
-            out = fn(self, first, *args, **kwargs)
-        if isinstance(out, tuple):
-            return tuple(o.float() if torch.is_tensor(o) else o for o in out)
-        return out.float()
-
-    return wrapper  # type: ignore[return-value]
-
-
 class BackboneAdapter(nn.Module):
     """Common interface. Shapes: pixels (B, 3, H, W); patch tokens (B, P, vis_dim); LM tokens (B, L, D)."""
 
     type: str
     model: PreTrainedModel
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.autocast_dtype: torch.dtype | None = None
-        """Set when the frozen weights are held in a lower precision (``training.finetune.hold_frozen_in``)."""
 
     # -- sizes ------------------------------------------------------------------------------------------------
     @property
@@ -116,7 +88,6 @@ class BackboneAdapter(nn.Module):
         """(B, P, vis_dim) -> (B, num_native_tokens, D) through the backbone's own projector."""
         raise NotImplementedError
 
-    @_in_held_dtype
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, L, D) in the scale the LM expects for ``inputs_embeds``."""
         return self.model.get_input_embeddings()(ids)
@@ -127,7 +98,6 @@ class BackboneAdapter(nn.Module):
     def _position_offset(self) -> int:
         return 0
 
-    @_in_held_dtype
     def lm_forward(
         self,
         embeds: torch.Tensor,
@@ -186,14 +156,12 @@ class Kosmos2Backbone(BackboneAdapter):
     def num_native_tokens(self) -> int:
         return int(self.model.config.latent_query_num)
 
-    @_in_held_dtype
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         vision = self.model.vision_model
         hidden = vision(pixel_values=pixel_values).last_hidden_state  # (B, P, vis_dim)
         hidden = vision.model.post_layernorm(hidden)
         return nn.functional.normalize(hidden, dim=-1)  # Kosmos-2 feeds L2-normalized tokens to its projector
 
-    @_in_held_dtype
     def project_native(self, patches: torch.Tensor) -> torch.Tensor:
         return self.model.image_to_text_projection(patches)[0]  # (B, 64, D)
 
@@ -236,11 +204,9 @@ class PaliGemmaBackbone(BackboneAdapter):
     def num_native_tokens(self) -> int:
         return self.num_patch_tokens
 
-    @_in_held_dtype
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.vision_tower(pixel_values=pixel_values).last_hidden_state  # (B, 256, vis_dim)
 
-    @_in_held_dtype
     def project_native(self, patches: torch.Tensor) -> torch.Tensor:
         return self.model.multi_modal_projector(patches)  # (B, 256, D)
 

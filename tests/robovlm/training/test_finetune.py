@@ -107,17 +107,18 @@ def test_gradient_checkpointing_gives_the_same_gradients(float64):
 
 
 @pytest.mark.parametrize("kind", ["kosmos2", "paligemma"])
-def test_frozen_weights_held_in_bf16_train_the_adapters_under_autocast(kind, tmp_path):
+def test_frozen_weights_held_in_bf16_train_the_adapters(kind, tmp_path):
     model = _model(kind, lora={"r": 2, "alpha": 4, "dropout": 0.0}, freeze_vision=True, frozen_dtype="bfloat16")
     parts = backbone_parts(model)
     frozen = [p for part in parts.values() for p in part.parameters() if not p.requires_grad]
-    assert frozen and all(p.dtype == (torch.bfloat16 if p.dim() >= 2 else torch.float32) for p in frozen)
+    assert frozen and all(p.dtype == torch.float32 for p in model.trainable_parameters())
+    assert all(p.dtype == torch.float32 for p in frozen if p.dim() < 2), "norms and biases stay fp32"
     frozen_bytes = sum(p.numel() * p.element_size() for p in frozen)
-    assert frozen_bytes < 0.55 * sum(p.numel() * 4 for p in frozen), "the matrices hold nearly all the bytes"
+    assert frozen_bytes < 0.56 * sum(p.numel() * 4 for p in frozen), "the held matrices are nearly all the bytes"
     assert all(p.dtype == torch.float32 for p in model.trainable_parameters())
     lm = parts["language"]
     base = {k: v.clone() for k, v in lm.state_dict().items() if ".lora_" not in k}
-    _steps(model)  # the backbone under bf16 autocast, the policy (its LSTM too) in fp32
+    _steps(model)  # held weights cast to fp32 at use; everything computes in fp32
     assert all(torch.equal(base[k], lm.state_dict()[k]) for k in base), "the bf16 base must not move"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lm.named_parameters() if "lora_B" in n)
     model.eval()
@@ -132,7 +133,7 @@ def test_frozen_weights_held_in_bf16_train_the_adapters_under_autocast(kind, tmp
     loaded = RoboVLM.from_pretrained(tmp_path / "ck")
     with torch.no_grad():
         got = loaded(batch)["actions"]
-    assert torch.allclose(got, want, atol=0.05), (got - want).abs().max()  # bf16 compute against fp32
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()  # the same bf16-rounded weights
 
 
 def test_train_setup_is_validated_and_lora_targets_must_match():
