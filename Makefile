@@ -59,7 +59,7 @@ demo: install
 
 # Reproduces models/demo (SEED=0): 200 expert episodes (layout seeds from 0), then `robovlm train` at its defaults
 # (2500 steps, lr 3e-4 after 300 warm-up steps; bench/results/training.md measures seeds 0-2), then 40 held-out
-# closed-loop episodes. About 42 minutes on 2 CPU cores (37 of training). SEED=1 make train-demo trains another seed.
+# closed-loop episodes. About 30 minutes on 2 CPU cores (25 of training). SEED=1 make train-demo trains another seed.
 SEED ?= 0
 train-demo: install
 	rm -rf out/sim_data out/demo_ckpt

@@ -19,10 +19,10 @@ SLOW = {
     "make test": "this suite",
     "make bench": "benchmarks (minutes)",
     "robovlm collect-sim out/sim_data": "200 expert episodes; the same command with 2 per scenario is in test_train",
-    "robovlm train models/configs/demo.json --data out/sim_data": "37 minutes; seeds in bench/results/training.md, "
+    "robovlm train models/configs/demo.json --data out/sim_data": "25 minutes; seeds in bench/results/training.md, "
     "short runs of the same trainer in tests/robovlm/training/test_train.py, the recipe on 40 episodes in "
     "test_learns.py",
-    "robovlm eval-sim --checkpoint out/ckpt": "needs the 37-minute checkpoint; eval-sim runs in test_sim",
+    "robovlm eval-sim --checkpoint out/ckpt": "needs the 25-minute checkpoint; eval-sim runs in test_sim",
     "robovlm_node --ros-args": "runs until Ctrl-C; tests/robovlm_node/test_node_signals.py starts it as a process",
     "cd ros2_ws && colcon build": "tests/packaging/test_colcon.py builds the workspace both ways",
     "torchrun --standalone": "two training processes on out/sim_data (200 episodes); "
