@@ -17,7 +17,7 @@ from torch import nn
 from ..model.held_weights import hold_frozen_weights
 from ..model.lora import ADAPTER
 from ..model.policy import RoboVLM
-from ..utils.memory import release_freed_memory
+from ..utils.memory import keep_large_blocks_unmapped
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def hold_frozen_in(model: RoboVLM, dtype: torch.dtype) -> int:
     (``model.held_weights``: on a CPU without bf16 instructions bf16 compute is ~5x slower, the cast is free).
     Trainable parameters, norms and the policy's modules stay fp32. Returns the bytes the held weights take."""
     held = sum(hold_frozen_weights(part, dtype) for part in backbone_parts(model).values())
-    release_freed_memory()  # the fp32 copies just freed would otherwise stay resident
+    keep_large_blocks_unmapped()  # the freed fp32 copies and each step's casts would otherwise stay resident
     log.info("frozen backbone weights held in %s: %.2f GiB", dtype, held / 2**30)
     return held
 

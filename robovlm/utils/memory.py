@@ -1,8 +1,11 @@
-"""Give freed heap memory back to the operating system.
+"""Keep large freed blocks from staying resident.
 
-glibc raises its mmap threshold after large blocks are freed, so a process that loaded the weights in fp32 and
-then held them in bf16 keeps the freed fp32 bytes resident: full-size Kosmos-2's LoRA step measured 13.2 GiB peak
-resident against 6.9 GiB with the memory given back (``bench/results/fullsize.md``). ``malloc_trim(0)`` returns it.
+glibc raises its mmap threshold (up to 32 MB) each time a large mmapped block is freed; later blocks below it come
+from the heap, and a heap fragmented by long- and short-lived blocks keeps freed memory resident. Training with
+frozen weights held in bf16 hits exactly that: the fp32 copies of the load are freed, then every step casts
+weights to fp32 for a moment. Full-size Kosmos-2's LoRA step measured 13.2 GiB peak resident with glibc's dynamic
+threshold against 6.9 GiB with a fixed one (``bench/results/fullsize.md``). ``keep_large_blocks_unmapped`` fixes the
+threshold (blocks above it are mapped and unmapped by themselves) and trims what is already freed.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import logging
 
 log = logging.getLogger(__name__)
 
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number (malloc.h)."""
 
-def release_freed_memory() -> bool:
-    """``malloc_trim(0)`` where the C library has it (glibc); returns whether memory was given back."""
+
+def keep_large_blocks_unmapped(threshold: int = 128 * 1024) -> bool:
+    """Fix glibc's mmap threshold at ``threshold`` bytes and give freed heap memory back (``malloc_trim``); returns
+    False where the C library has neither (musl, macOS: their allocators do not grow a threshold)."""
     name = ctypes.util.find_library("c")
-    if name is None:
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        log.debug("no glibc mallopt/malloc_trim in %s", name)
         return False
-    libc = ctypes.CDLL(name)
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None:  # musl, macOS: their allocators return large blocks themselves
-        log.debug("no malloc_trim in %s", name)
-        return False
-    return bool(trim(0))
+    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    libc.malloc_trim(0)
+    return ok
