@@ -4,7 +4,7 @@ glibc raises its mmap threshold (up to 32 MB) each time a large mmapped block is
 from the heap, and a heap fragmented by long- and short-lived blocks keeps freed memory resident. Training with
 frozen weights held in bf16 hits exactly that: the fp32 copies of the load are freed, then every step casts
 weights to fp32 for a moment. Full-size Kosmos-2's LoRA step measured 13.2 GiB peak resident with glibc's dynamic
-threshold against 6.9 GiB with a fixed one (``bench/results/fullsize.md``). ``keep_large_blocks_unmapped`` fixes the
+threshold against 6.9-7.2 GiB with a fixed one (``bench/results/fullsize.md``). ``keep_large_blocks_unmapped`` fixes the
 threshold (blocks above it are mapped and unmapped by themselves) and trims what is already freed.
 """
 
