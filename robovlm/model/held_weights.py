@@ -10,7 +10,7 @@ The Linear layer's backward casts again instead of keeping the fp32 copy autogra
 input's gradient (one fp32 copy of every layer until the backward pass: the memory the bf16 weights were to save).
 Under CUDA autocast, ``F.linear`` inside computes in bf16 as autocast decides.
 
-The replacements share their parameters with the layers they replace, so state-dict names, LoRA wrappers
+The layers are converted in place (the same objects, parameters and hooks), so state-dict names, LoRA wrappers
 (``base_layer``) and checkpoints are unchanged.
 """
 
