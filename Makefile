@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps lint test test-fast bench bench-train soak demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize soak demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -46,6 +46,12 @@ bench: install
 # Fine-tuning modes (step time, memory) on kosmos2_small, and memory of lazy data for 200 and 2,000 episodes.
 bench-train: install
 	$(PY) -m bench.training
+
+# Issue 19's table: Kosmos-2 and PaliGemma-3B at full size (random weights) in every engine, dtype and export, and a
+# LoRA step: peak memory, time and action difference, into bench/results/fullsize.md. Not in CI: about TIME on two
+# CPU cores, up to 21 GiB of memory and 35 GB of disk under out/bench_memory; resumes where it was stopped.
+bench-fullsize: install
+	$(PY) -m bench.fullsize
 
 # The node for DURATION seconds (default 10 minutes) on two 640x480 cameras at 30 Hz, beside LOAD CPU-bound jobs.
 DURATION ?= 600

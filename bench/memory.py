@@ -1,4 +1,4 @@
-"""``python -m bench.memory``: peak memory of the real backbones at their real size, against their weight bytes.
+"""Peak memory of the real backbones at their real size, against their weight bytes (``bench.fullsize`` runs it).
 
 A robot's computer holds the engine or nothing: a Jetson Orin NX has 8 or 16 GB shared by CPU and GPU. This writes,
 once, a random-weight checkpoint of a model config whose backbone is the shipped full-size architecture
@@ -8,11 +8,11 @@ reports its peak resident set (``VmHWM``) beside the bytes of the weights at the
 
 - ``torch``: ``build_engine("torch", ...)`` at each dtype (load, warm-up step) plus three control steps;
 - ``export``: ``robovlm export --dtype D`` (load in the export's dtype, four graphs, the parity check), against the
-  weights at the export's dtype;
+  weights at the export's dtype; ``int8`` / ``int4``: ``--quantize`` from the fp32 graphs, against fp32 weights;
 - ``onnxruntime``: the ONNX Runtime engine on that export (load, warm-up step, three steps), its sessions reading
   one mapping of ``weights.onnx.data`` (``shared``) or each loading its own copy (``per session``, ONNX Runtime's
   plain way), against the bytes of ``weights.onnx.data`` (the graphs' weights, each tensor once).
-- ``lora`` (``--lora``): a LoRA fine-tuning step (r 8 on the language model's attention, vision frozen, gradient
+- ``lora``: a LoRA fine-tuning step (r 8 on the language model's attention, vision frozen, gradient
   checkpointing, ``train_setup.frozen_dtype`` bfloat16, batch 1 at the config's window): the peak of loading and
   setting up (the model is read in fp32, as the trainer builds it, then its frozen matrices cast) and, separately,
   the peak of the optimizer steps and their seconds.
@@ -23,14 +23,13 @@ reported, so the ratio is the engine's and not the interpreter's.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-from robovlm.runtime.shared_weights import WEIGHTS_FILE
 from robovlm.utils.resources import find_resource
 
 CONFIGS = {"kosmos2": "kosmos2.json", "paligemma": "paligemma.json"}
@@ -51,9 +50,12 @@ from robovlm.runtime.factory import build_engine
 from robovlm.runtime.onnx_engine import OnnxEngine
 ckpt, what, dtype = sys.argv[1:4]
 base = hwm()
-seconds = []
-if what == "export":
-    export_checkpoint(ckpt, sys.argv[4], dtype=dtype, parity_steps=3)
+seconds, actions, extra = [], [], {}
+if what == "export":  # dtype fp32 | fp16, or int8 | int4: quantized from the fp32 graphs
+    quantize = dtype if dtype in ("int8", "int4") else None
+    dtype = "fp32" if quantize else dtype
+    report = export_checkpoint(ckpt, sys.argv[4], dtype=dtype, parity_steps=3, quantize=quantize)
+    extra = {"parity": report["end_to_end_max_abs_diff_physical"]}
 elif what == "lora":  # LoRA (r 8) on the language model, vision frozen, frozen weights in bf16, checkpointing
     from robovlm.model.policy import RoboVLM
     from robovlm.configs.model import TrainSetupConfig, LoraConfig
@@ -86,10 +88,11 @@ elif what != "none":
         engine.warm_up()
     for head, hand, state, instruction in streaming_inputs(engine.config, 3):
         t0 = time.perf_counter()
-        engine.step(head, hand, state, instruction)
+        actions.append(engine.step(head, hand, state, instruction).tolist())
         seconds.append(time.perf_counter() - t0)
 peak = hwm()
-print(json.dumps({"baseline": base, "peak": peak, "step_s": float(np.median(seconds)) if seconds else None}))
+step_s = float(np.median(seconds)) if seconds else None
+print(json.dumps({"baseline": base, "peak": peak, "step_s": step_s, "actions": actions, **extra}))
 """
 
 
@@ -128,54 +131,43 @@ def weight_bytes(ckpt: Path, dtype: str) -> int:
     return total
 
 
-def measure(ckpt: Path, what: str, dtype: str, *extra: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ckpt), what, dtype, *extra], capture_output=True, text=True, check=False
-    )
-    if out.returncode:
-        raise SystemExit(f"{what} {dtype} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Failed(RuntimeError):
+    """A measurement that did not finish: over the memory cap, killed, or an error (the message says which)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
-    p.add_argument("--model", choices=list(CONFIGS), default="kosmos2")
-    p.add_argument("--dtypes", default="float32,bfloat16,float16", help="torch engine dtypes ('' for none)")
-    p.add_argument("--exports", default="fp32,fp16", help="export dtypes, each also run in ONNX Runtime ('' for none)")
-    p.add_argument("--lora", action="store_true", help="also a LoRA step with frozen weights in bf16 (minutes)")
-    p.add_argument("--work", type=Path, default=Path("out/bench_memory"))
-    args = p.parse_args(argv)
-    ckpt = full_size_checkpoint(args.model, args.work)
-    gib = 1024**3
-    base = measure(ckpt, "none", "float32")["peak"]
-    print(f"{args.model} full size, random weights ({ckpt}); process baseline {base / gib:.2f} GiB\n")
-    print("| what | dtype | weights GiB | peak RSS GiB | above baseline / weights | step s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-
-    def row(what: str, dtype: str, w: int, r: dict) -> None:
-        step = f"{r['step_s']:.2f}" if r.get("step_s") else "-"
-        print(f"| {what} | {dtype} | {w / gib:.2f} | {r['peak'] / gib:.2f} | {(r['peak'] - base) / w:.2f}x | {step} |")
-
-    for dtype in filter(None, args.dtypes.split(",")):
-        row("torch engine", dtype, weight_bytes(ckpt, dtype), measure(ckpt, "torch", dtype))
-    for dtype in filter(None, args.exports.split(",")):
-        exported = args.work / f"{ckpt.name}_{dtype}"
-        shutil.rmtree(exported, ignore_errors=True)
-        torch_dtype = {"fp32": "float32", "fp16": "float16"}[dtype]
-        row("robovlm export", dtype, weight_bytes(ckpt, torch_dtype), measure(ckpt, "export", dtype, str(exported)))
-        graphs = (exported / "onnx" / WEIGHTS_FILE).stat().st_size
-        for mode in ("shared", "per session"):
-            r = measure(exported, "onnxruntime-" + mode.replace(" ", "-"), dtype)
-            row(f"onnxruntime engine, weights {mode}", dtype, graphs, r)
-        shutil.rmtree(exported)
-    if args.lora:
-        r = measure(ckpt, "lora", "bfloat16")
-        w = weight_bytes(ckpt, "bfloat16")
-        row("LoRA fine-tuning: load fp32, hold frozen in bf16 (peak of the load)", "bfloat16", w, r)
-        steps = {**r, "peak": r["step_peak"]}
-        row("LoRA fine-tuning step (batch 1, window 8, peak of the steps)", "bfloat16", w, steps)
-    return 0
+def measure(ckpt: Path, what: str, dtype: str, *extra: str, cap_gib: float | None = None) -> dict:
+    """Run one measurement in a fresh process. ``cap_gib``: stop it when its resident set passes this (a row that
+    does not fit is reported as such instead of taking the machine into the kernel's OOM killer)."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(ckpt), what, dtype, *extra], stdout=stdout, stderr=stderr
+        )
+        over = None
+        while child.poll() is None:
+            rss = _resident_bytes(child.pid)
+            if cap_gib is not None and rss > cap_gib * 1024**3:
+                over = rss
+                child.kill()
+                child.wait()
+                break
+            time.sleep(0.2)
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    if over is not None:
+        raise Failed(f"stopped at {over / 1024**3:.1f} GiB resident (the cap: {cap_gib} GiB of this 24 GiB machine)")
+    if child.returncode:
+        tail = err.strip().splitlines()[-1] if err.strip() else ""
+        raise Failed(f"exit {child.returncode}{': ' + tail if tail else ''}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall_s"] = time.monotonic() - started
+    return result
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _resident_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):  # exited between poll() and the read
+        return 0
