@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import at_least
+from .common import at_least, milliseconds
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,11 +19,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument(
         "--engine", default="torch", choices=["torch", "onnxruntime"], help="onnxruntime: the checkpoint's ONNX export"
     )
+    s.add_argument(
+        "--inference-latency-ms",
+        type=milliseconds,
+        default=0.0,
+        help="a chunk becomes available this long after the model starts on its frame (the model keeps running on "
+        "the newest frame, so a slow model skips frames)",
+    )
+    s.add_argument(
+        "--camera-latency-ms", type=milliseconds, default=0.0, help="a frame reaches the model this long after capture"
+    )
+    s.add_argument("--latency-jitter-ms", type=milliseconds, default=0.0, help="uniform [0, MS] added to each latency")
     s.set_defaults(func=cmd_eval_sim)
 
 
 def cmd_eval_sim(args: argparse.Namespace) -> int:
     from ..sim.evaluate import evaluate
+    from ..sim.latency import LatencySettings
 
     report = evaluate(
         args.checkpoint,
@@ -33,6 +45,9 @@ def cmd_eval_sim(args: argparse.Namespace) -> int:
         chunk_mode=args.chunk_mode,
         device=args.device,
         engine_name=args.engine,
+        latency=LatencySettings(
+            inference_ms=args.inference_latency_ms, camera_ms=args.camera_latency_ms, jitter_ms=args.latency_jitter_ms
+        ),
     )
     print(report.format())
     return 0

@@ -3,7 +3,8 @@
 Per control period (the checkpoint's ``action_dt``): render both cameras, run the engine's streaming step, hand the
 chunk to the same ``ChunkScheduler`` and ``SafetyFilter`` the node uses, and apply the command to the simulator.
 Ablations blind the policy: ``image`` feeds uniform grey frames, ``instruction`` replaces the instruction with one
-that names no side.
+that names no side. ``latency`` puts the robot's camera and inference delays into the loop (``robovlm.sim.latency``);
+each episode also reports how smooth the scheduler's output was before the safety filter shaped it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from ..data.hdf5 import load_instructions
 from ..runtime.engine import EngineBase
 from ..runtime.factory import build_engine
 from ..runtime.safety import SafetyFilter, SafetyLimits
-from ..runtime.scheduler import ActionChunk, ChunkScheduler
+from ..runtime.scheduler import ChunkScheduler
 from .env import CupWorldEnv
+from .latency import DelayedInference, LatencySettings
 from .world import SCENARIOS
 
 NEUTRAL_INSTRUCTION = "go to the cup"
@@ -40,6 +42,42 @@ class EpisodeResult:
     """Head-camera frames, when recorded."""
     commands: list = field(default_factory=list, repr=False)
     """Applied commands, when recorded (eval-sim: arrays; the ROS bridge: (sim time, vx, vy))."""
+    smoothness: Smoothness | None = None
+    """The scheduler's output before the safety filter (eval-sim)."""
+    frames_skipped: int = 0
+    """Frames the model never saw because it was busy (``robovlm.sim.latency``)."""
+
+
+@dataclass(frozen=True)
+class Smoothness:
+    """How the scheduler's command moves from tick to tick, before the safety filter clamps it."""
+
+    mean_abs_jerk: float
+    """Mean over ticks and components of |v[k+1] - 2 v[k] + v[k-1]| / dt^2 (m/s^3), over runs of ticks that all had
+    an action."""
+    max_step: float
+    """Largest |v[k+1] - v[k]| (m/s) between consecutive ticks that both had an action."""
+    limited_fraction: float
+    """Fraction of ticks with an action on which the filter had to limit acceleration."""
+    no_action_fraction: float
+    """Fraction of ticks on which the scheduler had no action (no chunk yet, or every chunk run out)."""
+
+    @classmethod
+    def of(cls, raw: list[np.ndarray | None], dt: float, limited: int) -> Smoothness:
+        have = [a is not None for a in raw]
+        steps = [np.abs(raw[k + 1] - raw[k]) for k in range(len(raw) - 1) if have[k] and have[k + 1]]
+        jerks = [
+            np.abs(raw[k + 1] - 2 * raw[k] + raw[k - 1]) / dt**2
+            for k in range(1, len(raw) - 1)
+            if have[k - 1] and have[k] and have[k + 1]
+        ]
+        n_action = sum(have)
+        return cls(
+            mean_abs_jerk=float(np.mean(jerks)) if jerks else 0.0,
+            max_step=float(np.max(steps)) if steps else 0.0,
+            limited_fraction=limited / n_action if n_action else 0.0,
+            no_action_fraction=1.0 - n_action / len(raw) if raw else 0.0,
+        )
 
 
 @dataclass
@@ -65,6 +103,15 @@ class EvalReport:
             f"({100 * self.success_rate:.0f}%), collisions {sum(r.collision for r in self.results)}, "
             f"wrong side {sum(r.wrong_side for r in self.results)}"
         ]
+        smooth = [r.smoothness for r in self.results if r.smoothness is not None]
+        if smooth:
+            lines.append(
+                f"  scheduler output: mean |jerk| {np.mean([m.mean_abs_jerk for m in smooth]):.2f} m/s^3, largest step "
+                f"{max(m.max_step for m in smooth):.3f} m/s, acceleration limited on "
+                f"{100 * np.mean([m.limited_fraction for m in smooth]):.1f}% of ticks, no action on "
+                f"{100 * np.mean([m.no_action_fraction for m in smooth]):.1f}%, frames skipped "
+                f"{sum(r.frames_skipped for r in self.results)}"
+            )
         for sc, (ok, n) in sorted(self.per_scenario().items()):
             times = [r.time_s for r in self.results if r.scenario == sc and r.success]
             t = f", mean time {np.mean(times):.1f} s" if times else ""
@@ -84,6 +131,7 @@ def run_episode(
     max_velocity: float = 0.5,
     max_accel: float = 2.0,
     record: bool = False,
+    latency: LatencySettings | None = None,
 ) -> EpisodeResult:
     obs = env.reset(scenario, seed)
     engine.reset()
@@ -92,21 +140,31 @@ def run_episode(
     a = engine.action_dim
     safety = SafetyFilter(SafetyLimits(max_velocity=[max_velocity] * a, max_accel=[max_accel] * a))
     text = NEUTRAL_INSTRUCTION if ablate == "instruction" else instruction
+    settings = latency or LatencySettings()
+    inference: DelayedInference[tuple] = DelayedInference(settings, dt=dt, rng=np.random.default_rng([seed, 7]))
     result = EpisodeResult(scenario=scenario, seed=seed, success=False, collision=False, wrong_side=False, time_s=0.0)
+    raw: list[np.ndarray | None] = []
     while True:
         head, hand = obs.head, obs.hand
         if ablate == "image":
             head = np.full_like(head, 128)
             hand = np.full_like(hand, 128)
         now = env.time
-        scheduler.push(ActionChunk(stamp=now, dt=dt, actions=engine.step(head, hand, obs.joints, text)))
-        decision = safety.apply(scheduler.action_at(now), now=now, active=True, input_ages={"head": 0.0})
+        inference.add_frame(now, (head, hand, obs.joints))
+        for chunk in inference.poll(now, lambda frame: engine.step(*frame, text)):
+            scheduler.push(chunk)
+        action = scheduler.action_at(now)
+        raw.append(None if action is None else np.asarray(action, dtype=np.float64))
+        camera_age = settings.camera_ms / 1000.0  # the newest frame's age when it reaches the node
+        decision = safety.apply(action, now=now, active=True, input_ages={"head": camera_age})
         if record:
             result.frames.append(obs.head)
             result.commands.append(decision.command.copy())
         obs, done, info = env.step(decision.command)
         if done:
             break
+    result.smoothness = Smoothness.of(raw, dt, safety.counts["accel_limited"])
+    result.frames_skipped = inference.frames_skipped
     result.success, result.collision, result.wrong_side, result.time_s = (
         info.success,
         info.collision,
@@ -126,6 +184,7 @@ def evaluate(
     device: str = "cpu",
     engine_name: str = "torch",
     record: int = 0,
+    latency: LatencySettings | None = None,
 ) -> EvalReport:
     """Episode k runs scenario ``SCENARIOS[k % 8]`` with seed ``seed_offset + k``. ``engine_name``: ``torch`` or
     ``onnxruntime`` (the checkpoint's ONNX export: a quantized export is checked closed loop this way)."""
@@ -147,6 +206,7 @@ def evaluate(
                 ablate=ablate,
                 chunk_mode=chunk_mode,
                 record=k < record,
+                latency=latency,
             )
         )
     env.close()
