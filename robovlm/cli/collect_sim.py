@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--image-size", type=at_least(14), default=56)
     s.add_argument("--noise", type=float, default=0.05, help="std of the noise added to executed commands, m/s")
     s.add_argument("--bags", action="store_true", help="also write each episode as an MCAP rosbag2")
+    s.add_argument(
+        "--perturb",
+        default="none",
+        choices=["none", "mild", "strong"],
+        help="record under randomized light, surfaces, camera mounts, camera faults and base dynamics",
+    )
     s.set_defaults(func=cmd_collect_sim)
 
 
@@ -29,6 +35,7 @@ def cmd_collect_sim(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         noise=args.noise,
         bags=args.bags,
+        perturb=args.perturb,
     )
     print(
         f"wrote {r.episodes} expert episodes ({r.frames} frames) to {args.out}; expert failures skipped: {r.failures}"

@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--camera-latency-ms", type=milliseconds, default=0.0, help="a frame reaches the model this long after capture"
     )
     s.add_argument("--latency-jitter-ms", type=milliseconds, default=0.0, help="uniform [0, MS] added to each latency")
+    s.add_argument(
+        "--perturb",
+        default="none",
+        choices=["none", "mild", "strong"],
+        help="randomized light, surfaces, camera mounts, camera faults and base dynamics (robovlm/sim/perturb.py)",
+    )
     s.set_defaults(func=cmd_eval_sim)
 
 
@@ -45,6 +51,7 @@ def cmd_eval_sim(args: argparse.Namespace) -> int:
         chunk_mode=args.chunk_mode,
         device=args.device,
         engine_name=args.engine,
+        perturb=args.perturb,
         latency=LatencySettings(
             inference_ms=args.inference_latency_ms, camera_ms=args.camera_latency_ms, jitter_ms=args.latency_jitter_ms
         ),

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .env import CupWorldEnv
 from .expert import WaypointExpert
+from .perturb import level
 from .world import JOINT_NAMES, SCENARIOS
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,16 @@ def collect(
     image_size: int = 64,
     noise: float = 0.05,
     bags: bool = False,
+    perturb: str = "none",
 ) -> CollectResult:
+    """Expert episodes into ``out_dir``; ``perturb``: a level of ``robovlm.sim.perturb.LEVELS`` (a dropped frame is
+    recorded as the camera's last one again, as a recorder holding the newest image writes it)."""
     from ..data.bag import episode_to_bag
     from ..data.hdf5 import load_instructions, read_hdf5_episode, write_hdf5_episode
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env = CupWorldEnv(image_size=image_size)
+    env = CupWorldEnv(image_size=image_size, perturb=level(perturb))
     frames = failures = written = 0
     jobs = [(sc, seed_offset + k) for k in range(episodes_per_scenario) for sc in SCENARIOS]
     for scenario, seed in tqdm(jobs, desc="expert episodes", unit="ep"):

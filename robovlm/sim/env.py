@@ -15,6 +15,7 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 import mujoco  # noqa: E402
 
+from .perturb import FrameEffects, Perturbation, sample_appearance  # noqa: E402
 from .world import BASE_RADIUS, JOINT_NAMES, Layout, build_mjcf, sample_layout  # noqa: E402
 
 REACH_RADIUS = 0.3
@@ -31,6 +32,8 @@ class Observation:
     joints: np.ndarray
     """(len(JOINT_NAMES),) positions."""
     time: float
+    dropped: bool = False
+    """The head camera dropped this frame (``head`` is its last one again): no new frame reaches the robot."""
 
 
 @dataclass
@@ -45,19 +48,38 @@ class StepInfo:
 
 
 class CupWorldEnv:
-    def __init__(self, *, image_size: int = 64, control_dt: float = 0.1, time_limit_s: float = 20.0) -> None:
+    """``perturb``: the ranges of randomized light, surfaces, camera mounts, camera faults and base dynamics
+    (``robovlm.sim.perturb``; default none, today's world)."""
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 64,
+        control_dt: float = 0.1,
+        time_limit_s: float = 20.0,
+        perturb: Perturbation | None = None,
+    ) -> None:
         self.image_size = image_size
         self.control_dt = control_dt
         self.time_limit_s = time_limit_s
+        self.perturb = perturb or Perturbation()
         self.model = None
         self.data = None
         self._renderer = None
+        self._effects = FrameEffects(self.perturb, 0)
+        self._dynamics_rng = np.random.default_rng(0)
+        self._slip = np.zeros(3)
+        self._velocity = np.zeros(3)  # the base's velocity command as its drives track it (lag)
 
     # -------------------------------------------------------------------------------------------------- lifecycle
     def reset(self, scenario: str, seed: int) -> Observation:
         self.close()
         self.layout: Layout = sample_layout(scenario, seed)
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.layout))
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.layout, sample_appearance(self.perturb, seed)))
+        self._effects = FrameEffects(self.perturb, seed)
+        self._dynamics_rng = np.random.default_rng([seed, 0xD1])
+        self._slip = self._dynamics_rng.uniform(0.0, self.perturb.wheel_slip, 3)
+        self._velocity = np.zeros(3)
         self.data = mujoco.MjData(self.model)
         self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
         self._substeps = max(1, int(round(self.control_dt / self.model.opt.timestep)))
@@ -101,9 +123,9 @@ class CupWorldEnv:
         return self._renderer.render().copy()
 
     def observe(self) -> Observation:
-        return Observation(
-            head=self._render("head"), hand=self._render("hand"), joints=self.joint_positions(), time=self.time
-        )
+        head, dropped = self._effects.apply("head", self._render("head"))
+        hand, _ = self._effects.apply("hand", self._render("hand"))
+        return Observation(head=head, hand=hand, joints=self.joint_positions(), time=self.time, dropped=dropped)
 
     def _touching_box(self) -> bool:
         for i in range(self.data.ncon):
@@ -118,6 +140,7 @@ class CupWorldEnv:
         """One physics step (``model.opt.timestep``) under base-frame velocity ``[vx, vy(, wz)]``."""
         v = np.zeros(3)
         v[: len(velocity)] = np.nan_to_num(np.asarray(velocity, dtype=float))
+        v = self._drive(v)
         yaw = self.data.qpos[2]
         c, s = np.cos(yaw), np.sin(yaw)
         self.data.ctrl[0] = c * v[0] - s * v[1]  # base frame -> world frame
@@ -129,6 +152,18 @@ class CupWorldEnv:
         x, y = self.data.qpos[0], self.data.qpos[1]
         if self._span[0] <= x <= self._span[1] and y * self.layout.side < 0:
             self.info.wrong_side = True
+
+    def _drive(self, command: np.ndarray) -> np.ndarray:
+        """The velocity the base really makes of ``command``: first-order lag, then slip (perturbed dynamics)."""
+        p = self.perturb
+        if p.velocity_lag_s == 0 and p.wheel_slip == 0:
+            return command
+        if p.velocity_lag_s > 0:
+            self._velocity += (command - self._velocity) * min(1.0, self.physics_dt / p.velocity_lag_s)
+        else:
+            self._velocity = command.copy()
+        slip = self._slip + self._dynamics_rng.normal(0.0, p.wheel_slip / 3, 3)
+        return self._velocity * (1.0 - np.clip(slip, 0.0, 0.9))
 
     @property
     def physics_dt(self) -> float:

@@ -22,6 +22,7 @@ from ..runtime.safety import SafetyFilter, SafetyLimits
 from ..runtime.scheduler import ChunkScheduler
 from .env import CupWorldEnv
 from .latency import DelayedInference, LatencySettings
+from .perturb import level
 from .world import SCENARIOS
 
 NEUTRAL_INSTRUCTION = "go to the cup"
@@ -144,18 +145,21 @@ def run_episode(
     inference: DelayedInference[tuple] = DelayedInference(settings, dt=dt, rng=np.random.default_rng([seed, 7]))
     result = EpisodeResult(scenario=scenario, seed=seed, success=False, collision=False, wrong_side=False, time_s=0.0)
     raw: list[np.ndarray | None] = []
+    last_frame = env.time
     while True:
         head, hand = obs.head, obs.hand
         if ablate == "image":
             head = np.full_like(head, 128)
             hand = np.full_like(hand, 128)
         now = env.time
-        inference.add_frame(now, (head, hand, obs.joints))
+        if not obs.dropped:  # a dropped frame never reaches the robot
+            inference.add_frame(now, (head, hand, obs.joints))
+            last_frame = now
         for chunk in inference.poll(now, lambda frame: engine.step(*frame, text)):
             scheduler.push(chunk)
         action = scheduler.action_at(now)
         raw.append(None if action is None else np.asarray(action, dtype=np.float64))
-        camera_age = settings.camera_ms / 1000.0  # the newest frame's age when it reaches the node
+        camera_age = now - last_frame + settings.camera_ms / 1000.0  # the newest frame's age at the node
         decision = safety.apply(action, now=now, active=True, input_ages={"head": camera_age})
         if record:
             result.frames.append(obs.head)
@@ -185,13 +189,16 @@ def evaluate(
     engine_name: str = "torch",
     record: int = 0,
     latency: LatencySettings | None = None,
+    perturb: str = "none",
 ) -> EvalReport:
     """Episode k runs scenario ``SCENARIOS[k % 8]`` with seed ``seed_offset + k``. ``engine_name``: ``torch`` or
-    ``onnxruntime`` (the checkpoint's ONNX export: a quantized export is checked closed loop this way)."""
+    ``onnxruntime`` (the checkpoint's ONNX export: a quantized export is checked closed loop this way). ``perturb``:
+    a level of ``robovlm.sim.perturb.LEVELS``."""
     if ablate is not None and ablate not in ABLATIONS:
         raise ValueError(f"ablate must be one of {list(ABLATIONS)}, got {ablate!r}")
+    level(perturb)  # a bad level fails before the engine loads
     engine = build_engine(engine_name, checkpoint, device=device)
-    env = CupWorldEnv(image_size=engine.config.image_size, control_dt=engine.stats.action_dt)
+    env = CupWorldEnv(image_size=engine.config.image_size, control_dt=engine.stats.action_dt, perturb=level(perturb))
     instructions = load_instructions()
     results = []
     for k in tqdm(range(episodes), desc="eval-sim", unit="ep"):

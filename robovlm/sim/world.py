@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .perturb import Appearance
+
 SCENARIOS = tuple(f"{n}box_{o}_{s}" for n in (1, 2) for o in ("vert", "hori") for s in ("left", "right"))
 JOINT_NAMES = ("arm_pan", "arm_lift")
 BASE_RADIUS = 0.18
@@ -90,24 +92,57 @@ def _rgba(c) -> str:
     return " ".join(f"{v:.3f}" for v in c)
 
 
-def build_mjcf(layout: Layout) -> str:
-    """MJCF text of the world for ``layout``."""
+def _textures(layout: Layout, look: Appearance) -> str:
+    """Textures and materials of the floor, the boxes and the cup (first colour the layout's, second drawn)."""
+    assert look.textures is not None
+    floor2, box2, cup2 = (_rgba(c) for c in look.textures)
+    fl, bx, cp = (_rgba(c[:3]) for c in (layout.floor_rgba, layout.boxes[0].rgba, layout.cup_rgba))
+    return f"""
+  <asset>
+    <texture name="floor" type="2d" builtin="{look.floor_builtin}" rgb1="{fl}" rgb2="{floor2}" width="64" height="64"
+             mark="random" random="0.08" markrgb="{floor2}"/>
+    <material name="floor" texture="floor" texrepeat="6 6"/>
+    <texture name="box" type="cube" builtin="flat" rgb1="{bx}" rgb2="{box2}" width="32" height="32" mark="random"
+             random="0.15" markrgb="{box2}"/>
+    <material name="box" texture="box"/>
+    <texture name="cup" type="cube" builtin="gradient" rgb1="{cp}" rgb2="{cup2}" width="32" height="32"/>
+    <material name="cup" texture="cup"/>
+  </asset>"""
+
+
+def build_mjcf(layout: Layout, appearance: Appearance | None = None) -> str:
+    """MJCF text of the world for ``layout``; ``appearance`` (``robovlm.sim.perturb``) changes the light, the
+    surfaces and the camera mounts, None keeps today's room exactly."""
+    look = appearance
+    textured = look is not None and look.textures is not None
+
+    def surface(name: str, rgba: tuple[float, ...]) -> str:
+        return f'material="{name}"' if textured else f'rgba="{_rgba(rgba)}"'
+
     boxes = "\n".join(
         f'<body name="box{i}" pos="{b.x:.4f} {b.y:.4f} 0.2"><geom name="box{i}" type="box" '
-        f'size="{b.half_x:.4f} {b.half_y:.4f} 0.2" rgba="{_rgba(b.rgba)}" contype="1" conaffinity="1"/></body>'
+        f'size="{b.half_x:.4f} {b.half_y:.4f} 0.2" {surface("box", b.rgba)} contype="1" conaffinity="1"/></body>'
         for i, b in enumerate(layout.boxes)
     )
+    assets = _textures(layout, look) if look is not None and textured else ""
+    light = 'dir="0 0 -1" diffuse="0.8 0.8 0.8"'
+    head = 'pos="-0.05 0 0.55" xyaxes="0 -1 0 0.45 0 0.89"'
+    hand = 'pos="0.09 0 0.03" xyaxes="0 -1 0 0.6 0 0.8"'
+    if look is not None:
+        light = f'dir="{_rgba(look.light_dir)}" diffuse="{_rgba(look.light_diffuse)}"'
+        head = f'pos="{_rgba(look.head.pos)}" xyaxes="{_rgba(look.head.xyaxes)}"'
+        hand = f'pos="{_rgba(look.hand.pos)}" xyaxes="{_rgba(look.hand.xyaxes)}"'
     return f"""
 <mujoco model="robovlm_cup_world">
   <option timestep="0.01" gravity="0 0 -9.81"/>
-  <visual><global offwidth="256" offheight="256"/><quality shadowsize="0"/></visual>
+  <visual><global offwidth="256" offheight="256"/><quality shadowsize="0"/></visual>{assets}
   <worldbody>
-    <light pos="1 0 4" dir="0 0 -1" diffuse="0.8 0.8 0.8"/>
-    <geom name="floor" type="plane" size="5 5 0.1" rgba="{_rgba(layout.floor_rgba)}" contype="0" conaffinity="0"/>
+    <light pos="1 0 4" {light}/>
+    <geom name="floor" type="plane" size="5 5 0.1" {surface("floor", layout.floor_rgba)} contype="0" conaffinity="0"/>
     <geom name="wall" type="box" pos="4.0 0 0.5" size="0.05 4 0.5" rgba="0.9 0.9 0.85 1" contype="0" conaffinity="0"/>
     {boxes}
     <body name="cup" pos="{layout.cup_x:.4f} {layout.cup_y:.4f} 0.06">
-      <geom name="cup" type="cylinder" size="0.05 0.06" rgba="{_rgba(layout.cup_rgba)}" contype="0" conaffinity="0"/>
+      <geom name="cup" type="cylinder" size="0.05 0.06" {surface("cup", layout.cup_rgba)} contype="0" conaffinity="0"/>
     </body>
     <body name="base" pos="0 0 0.08">
       <joint name="base_x" type="slide" axis="1 0 0" damping="0"/>
@@ -118,7 +153,7 @@ def build_mjcf(layout: Layout) -> str:
       <body name="mast" pos="0 0 0.06">
         <geom type="cylinder" size="0.02 0.25" pos="-0.05 0 0.25" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"
               mass="0.5"/>
-        <camera name="head" pos="-0.05 0 0.55" xyaxes="0 -1 0 0.45 0 0.89" fovy="75"/>
+        <camera name="head" {head} fovy="75"/>
         <body name="arm" pos="0.1 0 0.1">
           <joint name="arm_pan" type="hinge" axis="0 0 1" range="-1 1" damping="2" armature="0.05"/>
           <geom type="cylinder" size="0.015 0.02" rgba="0.5 0.5 0.5 1" contype="0" conaffinity="0" mass="0.1"/>
@@ -126,7 +161,7 @@ def build_mjcf(layout: Layout) -> str:
             <joint name="arm_lift" type="slide" axis="0 0 1" range="0 0.2" damping="20" armature="0.5"/>
             <geom type="box" size="0.04 0.02 0.02" pos="0.04 0 0" rgba="0.8 0.8 0.8 1" contype="0" conaffinity="0"
                   mass="0.2"/>
-            <camera name="hand" pos="0.09 0 0.03" xyaxes="0 -1 0 0.6 0 0.8" fovy="70"/>
+            <camera name="hand" {hand} fovy="70"/>
           </body>
         </body>
       </body>
