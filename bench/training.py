@@ -129,6 +129,7 @@ def run_data(data: str, lazy: bool, batches: int, workers: int) -> dict:
     from torch.utils.data import DataLoader
 
     from robovlm.configs.model import load_config
+    from robovlm.data.augment import ImageAugment
     from robovlm.data.dataset import WindowDataset, collate, compute_stats, load_episodes
     from robovlm.utils.resources import find_resource
 
@@ -138,7 +139,7 @@ def run_data(data: str, lazy: bool, batches: int, workers: int) -> dict:
     after_index = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cfg = load_config(find_resource("models", "configs", "demo.json"))
     stats = compute_stats(eps, action_fields=["linear.x", "linear.y"], joint_names=None, state_dim=2)
-    ds = WindowDataset(eps, cfg, stats, augment_shift=3)
+    ds = WindowDataset(eps, cfg, stats, augment=ImageAugment(shift=3))
     g = torch.Generator().manual_seed(0)
     loader = DataLoader(ds, batch_size=32, shuffle=True, collate_fn=collate, num_workers=workers, generator=g)
     for i, _ in enumerate(loader):

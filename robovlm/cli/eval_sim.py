@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..runtime.scheduler import MODES
 from .common import at_least, milliseconds
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--episodes", type=at_least(1), default=40)
     s.add_argument("--seed-offset", type=at_least(0), default=100_000, help="first seed (training uses seeds from 0)")
     s.add_argument("--ablate", choices=["image", "instruction"])
-    s.add_argument("--chunk-mode", default="ensemble", choices=["ensemble", "open_loop", "latest"])
+    s.add_argument("--chunk-mode", default="ensemble", choices=list(MODES))
     s.add_argument("--device", default="cpu")
     s.add_argument(
         "--engine", default="torch", choices=["torch", "onnxruntime"], help="onnxruntime: the checkpoint's ONNX export"

@@ -58,6 +58,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="share of each scenario's episodes held out for validation (every k-th episode)",
     )
     s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--augment-shift", type=at_least(0), default=d.augment_shift, help="camera shift, pixels")
+    s.add_argument(
+        "--augment-light", type=float, default=d.augment_light, help="brightness, contrast, colour jitter in [0, 1)"
+    )
+    s.add_argument("--augment-noise", type=float, default=d.augment_noise, help="pixel noise std, 0-255 units")
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     s.add_argument(
@@ -93,6 +98,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_every=args.eval_every,
             warmup_steps=args.warmup_steps,
             val_fraction=args.val_fraction,
+            augment_shift=args.augment_shift,
+            augment_light=args.augment_light,
+            augment_noise=args.augment_noise,
             **extra,
         )
     except ValueError as exc:

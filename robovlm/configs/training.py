@@ -30,7 +30,11 @@ class TrainSettings:
     seed: int = 0
     """Seed of Python, NumPy and torch, and of the batch order."""
     augment_shift: int = 3
-    """Random camera shift in pixels (training only)."""
+    """Random camera shift in pixels (training only; ``robovlm.data.augment``)."""
+    augment_light: float = 0.0
+    """Random brightness (``1 +- light``), contrast and colour gain per window, in [0, 1) (training only)."""
+    augment_noise: float = 0.0
+    """Largest standard deviation of random pixel noise, 0-255 units (training only)."""
     action_fields: tuple[str, ...] = ("linear.x", "linear.y")
     """Twist fields the model predicts, in order."""
     grad_accum: int = 1
@@ -59,5 +63,9 @@ class TrainSettings:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not (self.lr > 0 and self.grad_clip > 0 and self.warmup_steps >= 0 and self.augment_shift >= 0):
             raise ValueError("lr and grad_clip must be > 0; warmup_steps and augment_shift >= 0")
+        if not 0.0 <= self.augment_light < 1.0 or not self.augment_noise >= 0.0:
+            raise ValueError(
+                f"augment_light must be in [0, 1), augment_noise >= 0; got {self.augment_light}, {self.augment_noise}"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")

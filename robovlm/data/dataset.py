@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..configs.model import RoboVLMConfig
 from ..utils.images import to_pixels
+from .augment import ImageAugment, WindowAugment
 from .bag import read_bag_episode
 from .hdf5 import Episode, EpisodeError, load_instructions, read_hdf5_episode
 from .roles import TopicMap
@@ -191,10 +192,17 @@ class WindowDataset(Dataset):
     """Items are dicts shaped like ``RoboVLM.forward`` batches, without the batch axis."""
 
     def __init__(
-        self, episodes: list[Episode], config: RoboVLMConfig, stats: NormStats, *, augment_shift: int = 0, seed: int = 0
+        self,
+        episodes: list[Episode],
+        config: RoboVLMConfig,
+        stats: NormStats,
+        *,
+        augment: ImageAugment | None = None,
+        seed: int = 0,
     ) -> None:
-        """Item ``epoch * len(self) + i`` is window ``i`` with the camera shift of that epoch: the shift is drawn
-        from (``seed``, epoch, i), so it is the same in any worker and any number of processes."""
+        """Item ``epoch * len(self) + i`` is window ``i`` with the augmentation of that epoch (``augment``: camera
+        shift, light, noise): it is drawn from (``seed``, epoch, i), so it is the same in any worker and any number
+        of processes."""
         self.episodes = [ep for ep in episodes if len(ep) >= config.window_size]
         if len(self.episodes) < len(episodes):
             log.warning(
@@ -204,7 +212,8 @@ class WindowDataset(Dataset):
             )
         if not self.episodes:
             raise EpisodeError("no episode is as long as window_size")
-        self.config, self.stats, self.shift, self.seed = config, stats, augment_shift, seed
+        self.config, self.stats, self.seed = config, stats, seed
+        self.augment = augment if augment is not None and augment.active else None
         self.cols = [ACTION_COLUMNS[f] for f in stats.action_fields]
         self.index = [(e, s) for e, ep in enumerate(self.episodes) for s in range(len(ep) - config.window_size + 1)]
         if config.use_state:
@@ -218,13 +227,10 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def _pixels(self, frames: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    def _pixels(self, frames: np.ndarray, window: WindowAugment | None, camera: int) -> torch.Tensor:
         cfg = self.config
-        if rng is not None and self.shift > 0:  # the same random shift for the whole window (camera jitter)
-            p = self.shift
-            padded = np.pad(frames, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
-            dy, dx = rng.integers(0, 2 * p + 1, size=2)
-            frames = padded[:, dy : dy + frames.shape[1], dx : dx + frames.shape[2]]
+        if window is not None:  # the same for the whole window: one moment of one room
+            frames = window(frames, camera)
         return to_pixels(np.ascontiguousarray(frames), size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
 
     def __getitem__(self, index: int) -> dict:
@@ -232,11 +238,13 @@ class WindowDataset(Dataset):
         e, s = self.index[i]
         ep = self.episodes[e]
         cfg, n, w = self.config, self.config.fwd_pred_next_n, self.config.window_size
-        rng = np.random.default_rng([self.seed, epoch, i]) if self.shift > 0 else None
-        item = {"head_images": self._pixels(ep.images[s : s + w], rng), "instructions": ep.instruction}
+        window = None
+        if self.augment is not None:
+            window = self.augment.draw(np.random.default_rng([self.seed, epoch, i]), cameras=2)
+        item = {"head_images": self._pixels(ep.images[s : s + w], window, 0), "instructions": ep.instruction}
         if cfg.use_hand_rgb:
             if ep.hand_images is not None:
-                item["hand_images"] = self._pixels(ep.hand_images[s : s + w], rng)
+                item["hand_images"] = self._pixels(ep.hand_images[s : s + w], window, 1)
                 item["hand_valid"] = torch.ones(w, dtype=torch.bool)
             else:
                 item["hand_images"] = torch.zeros_like(item["head_images"])

@@ -5,7 +5,10 @@ action ``i`` of a chunk is due at ``stamp + i * dt``. The control loop asks ``ac
 - ``latest``: the newest chunk's action due now;
 - ``open_loop``: keep executing the current chunk until its actions run out, then switch to the newest (openpi);
 - ``ensemble``: ACT temporal ensembling: every chunk that has an action for now contributes it, weighted
-  ``exp(-decay * k)`` with ``k = 0`` for the oldest chunk.
+  ``exp(-decay * k)`` with ``k = 0`` for the oldest chunk;
+- ``blend``: the newest chunk, faded in: when a new chunk takes over, the command moves from the old chunk's action
+  to the new one's linearly over ``blend_s`` (the old chunk's plan for those ticks, where it still has one), so a
+  late chunk whose first due action differs from the old plan does not make the command jump.
 All modes return None when the newest chunk is older than ``chunk_timeout_s`` (the model stalled) or no chunk
 covers now.
 """
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("ensemble", "open_loop", "latest")
+MODES = ("ensemble", "open_loop", "latest", "blend")
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,19 @@ class ActionChunk:
 class ChunkScheduler:
     """Thread-safe: ``push`` from the inference thread, ``action_at`` from the control timer."""
 
-    def __init__(self, mode: str, *, chunk_timeout_s: float, ensemble_decay: float = 0.01) -> None:
+    def __init__(
+        self, mode: str, *, chunk_timeout_s: float, ensemble_decay: float = 0.01, blend_s: float = 0.3
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"chunk_mode must be one of {list(MODES)}, got {mode!r}")
+        if not (math.isfinite(blend_s) and blend_s > 0):
+            raise ValueError(f"blend_s must be finite and > 0, got {blend_s}")
         self.mode = mode
         self.chunk_timeout_s = chunk_timeout_s
         self.decay = ensemble_decay
+        self.blend_s = blend_s
+        self._fading: ActionChunk | None = None  # blend: the chunk being faded out
+        self._switched_at = 0.0
         self._chunks: deque[ActionChunk] = deque()
         self._current: ActionChunk | None = None
         self._generation = 0
@@ -58,6 +68,7 @@ class ChunkScheduler:
         with self._lock:
             self._chunks.clear()
             self._current = None
+            self._fading = None
             self._generation += 1
 
     @property
@@ -90,6 +101,8 @@ class ChunkScheduler:
             newest = self._chunks[-1]
             if self.mode == "latest":
                 return newest.action_at(now)
+            if self.mode == "blend":
+                return self._blend(newest, now)
             if self.mode == "open_loop":
                 if self._current is None or self._current.action_at(now) is None:
                     self._current = newest
@@ -100,3 +113,14 @@ class ChunkScheduler:
             w = np.exp(-self.decay * np.arange(len(acts)))
             ensembled: np.ndarray = (w[:, None] * np.stack(acts)).sum(0) / w.sum()
             return ensembled
+
+    def _blend(self, newest: ActionChunk, now: float) -> np.ndarray | None:
+        if newest is not self._current:
+            self._fading, self._current, self._switched_at = self._current, newest, now
+        new = newest.action_at(now)
+        alpha = (now - self._switched_at) / self.blend_s
+        old = self._fading.action_at(now) if self._fading is not None and alpha < 1.0 else None
+        if new is None or old is None:
+            return new
+        blended: np.ndarray = (1.0 - alpha) * old + alpha * new
+        return blended

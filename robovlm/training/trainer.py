@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ..configs.model import ConfigError, load_config
 from ..configs.training import TrainSettings
+from ..data.augment import ImageAugment
 from ..data.dataset import WindowDataset, collate, compute_stats, cosine_with_warmup, load_episodes, split_episodes
 from ..data.roles import TopicMap
 from ..data.sampler import ShardedBatchSampler
@@ -186,7 +187,8 @@ def train(
             format_parameter_table(model),
         )
 
-    train_ds = WindowDataset(train_eps, model.config, stats, augment_shift=settings.augment_shift, seed=settings.seed)
+    augment = ImageAugment(shift=settings.augment_shift, light=settings.augment_light, noise=settings.augment_noise)
+    train_ds = WindowDataset(train_eps, model.config, stats, augment=augment, seed=settings.seed)
     sampler = ShardedBatchSampler(
         len(train_ds), global_batch=micro, rank=acc.process_index, world=acc.num_processes, seed=settings.seed
     )

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from robovlm.configs.model import load_config
+from robovlm.data.augment import ImageAugment
 from robovlm.data.bag import episode_to_bag
 from robovlm.data.dataset import WindowDataset, collate, compute_stats, load_episodes
 from robovlm.data.hdf5 import LazyFrames, load_instructions, read_hdf5_episode
@@ -46,7 +47,7 @@ def test_lazy_windows_in_dataloader_workers(episodes_dir):
     lazy = load_episodes(episodes_dir / "h5", lazy=True)
     cfg = load_config(ROOT / "models" / "configs" / "demo.json")
     stats = compute_stats(lazy, action_fields=["linear.x", "linear.y"], joint_names=None, state_dim=2)
-    ds = WindowDataset(lazy, cfg, stats, augment_shift=3, seed=7)
+    ds = WindowDataset(lazy, cfg, stats, augment=ImageAugment(shift=3), seed=7)
     inline = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate)))
     workers = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate, num_workers=2)))
     assert torch.equal(inline["head_images"], workers["head_images"])  # shifts drawn per (seed, epoch, window)

@@ -85,3 +85,27 @@ def test_ensemble_weights_older_chunks_more_like_act():
     assert s.action_at(0.05)[0] == 0  # only the first chunk covers t=0.05
     with pytest.raises(ValueError, match="chunk_mode"):
         ChunkScheduler("smooth", chunk_timeout_s=1.0)
+
+
+def test_blend_fades_a_late_chunk_in_without_a_jump():
+    s = ChunkScheduler("blend", chunk_timeout_s=1.0, blend_s=0.3)
+    s.push(_chunk(0.0, [0] * 10))
+    assert s.action_at(0.0)[0] == 0
+    s.push(_chunk(0.1, [1.0] * 10))  # arrives late: first asked for at t=0.4
+    got = [s.action_at(t)[0] for t in (0.4, 0.5, 0.6, 0.7, 0.8)]
+    np.testing.assert_allclose(got, [0.0, 1 / 3, 2 / 3, 1.0, 1.0], atol=1e-9)
+    assert max(np.diff(got)) <= 1 / 3 + 1e-9  # never the whole step at once
+    s.push(_chunk(1.2, [5.0] * 2))  # the old chunk (to t=1.1) ran out before the new one: nothing to fade from
+    assert s.action_at(1.25)[0] == 5.0
+    s.reset()
+    assert s.action_at(1.3) is None
+    with pytest.raises(ValueError, match="blend_s"):
+        ChunkScheduler("blend", chunk_timeout_s=1.0, blend_s=0.0)
+
+
+@pytest.mark.parametrize("mode", ["ensemble", "open_loop", "latest", "blend"])
+def test_no_mode_applies_an_action_before_its_chunk_covers_it(mode):
+    s = ChunkScheduler(mode, chunk_timeout_s=1.0)
+    s.push(_chunk(1.0, [3.0, 3.0]))
+    assert s.action_at(0.95) is None
+    assert s.action_at(1.0)[0] == 3.0
