@@ -229,8 +229,9 @@ def export_checkpoint(
     try:
         _copy_checkpoint(src, staging, link=out.exists() and src.resolve() == out.resolve())
         reference = _export_into(model, staging, opset=opset, dtype=dtype, parity_steps=parity_steps, quantize=quantize)
-        del model  # the sessions of the parity check are loaded without the model beside them
+        del model  # quantizing and the sessions of the parity check never have the model beside them
         gc.collect()
+        _store_graphs(staging, quantize, reference.export_seconds)
         report = parity_report(staging, reference)
         (staging / ONNX_DIR / PARITY).write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(staging, out)
@@ -285,7 +286,8 @@ class TorchReference:
 def _export_into(
     model: RoboVLM, out: Path, *, opset: int, dtype: str, parity_steps: int, quantize: str | None
 ) -> TorchReference:
-    """The four graphs and the manifest into ``out/onnx``; returns torch's side of the parity check."""
+    """The four graphs (each in the exporter's own directory, for ``_store_graphs``) and the manifest into
+    ``out/onnx``; returns torch's side of the parity check."""
     import onnx
     import onnxruntime
 
@@ -299,40 +301,25 @@ def _export_into(
 
     specs, modules, samples = graph_specs(model), graph_modules(model), sample_inputs(model)
     timings = {}
-    with WeightStore(onnx_dir, min_bytes=EXTERNAL_DATA_BYTES) as store:
-        for name in GRAPHS:
-            spec, path = specs[name], onnx_dir / f"{name}.onnx"
-            exported = out / f".{name}.export" / path.name  # the exporter's own files stay out of onnx/
-            exported.parent.mkdir()
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():  # the tracer's notes on Python ints in the backbone's code: parity checks
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    modules[name],
-                    samples[name],
-                    str(exported),
-                    input_names=spec.inputs,
-                    output_names=spec.outputs,
-                    dynamic_axes=spec.dynamic_axes,
-                    opset_version=opset,
-                    dynamo=False,
-                    do_constant_folding=True,
-                )
-            if quantize is not None:  # the quantized graph is written beside the exporter's, in its directory
-                quantized = exported.with_name(f"{name}.{quantize}.onnx")
-                quantize_graph(exported, quantized, quantize)
-                exported = quantized
-            _save_graph(exported, path, store)
-            onnx.checker.check_model(str(path))
-            timings[name] = time.perf_counter() - t0
-            log.info("exported %s in %.1f s", path, timings[name])
-    if store.path.exists():
-        fix_permissions(store.path)
-    log.info(
-        "graph weights %.1f MB, %.1f MB of them shared between graphs and stored once",
-        store.referenced / 1e6,
-        (store.referenced - store.written) / 1e6,
-    )
+    for name in GRAPHS:
+        spec, exported = specs[name], _exporter_path(out, name)
+        exported.parent.mkdir()  # the exporter's own files stay out of onnx/
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # the tracer's notes on Python ints in the backbone's code: parity checks
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                modules[name],
+                samples[name],
+                str(exported),
+                input_names=spec.inputs,
+                output_names=spec.outputs,
+                dynamic_axes=spec.dynamic_axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
+        timings[name] = time.perf_counter() - t0
+        log.info("exported %s in %.1f s", name, timings[name])
 
     cfg = model.config
     manifest = {
@@ -366,6 +353,36 @@ def _export_into(
     engine = TorchEngine.from_model(model, dtype=engine_dtype)
     steps = [(inputs, engine.step(*inputs)) for inputs in streaming_inputs(cfg, parity_steps)]
     return TorchReference(graphs, steps, model.action_token.dtype == torch.float16, timings, quantize)
+
+
+def _exporter_path(out: Path, name: str) -> Path:
+    return out / f".{name}.export" / f"{name}.onnx"
+
+
+def _store_graphs(out: Path, quantize: str | None, timings: dict[str, float]) -> None:
+    """Quantize (if asked) and move each exported graph into ``out/onnx``, its weights streamed into the shared
+    file; run after the model is freed, so quantizing a graph never has the model beside it."""
+    import onnx
+
+    onnx_dir = out / ONNX_DIR
+    with WeightStore(onnx_dir, min_bytes=EXTERNAL_DATA_BYTES) as store:
+        for name in GRAPHS:
+            exported, path = _exporter_path(out, name), onnx_dir / f"{name}.onnx"
+            t0 = time.perf_counter()
+            if quantize is not None:  # the quantized graph is written beside the exporter's, in its directory
+                quantized = exported.with_name(f"{name}.{quantize}.onnx")
+                quantize_graph(exported, quantized, quantize)
+                exported = quantized
+            _save_graph(exported, path, store)
+            onnx.checker.check_model(str(path))
+            timings[name] += time.perf_counter() - t0
+    if store.path.exists():
+        fix_permissions(store.path)
+    log.info(
+        "graph weights %.1f MB, %.1f MB of them shared between graphs and stored once",
+        store.referenced / 1e6,
+        (store.referenced - store.written) / 1e6,
+    )
 
 
 def parity_report(out: Path, reference: TorchReference) -> dict:
