@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize soak demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize eval-robustness soak demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -52,6 +52,13 @@ bench-train: install
 # CPU cores, up to 21 GiB of memory and 35 GB of disk under out/bench_memory; resumes where it was stopped.
 bench-fullsize: install
 	$(PY) -m bench.fullsize
+
+# Issue 20's table: held-out closed-loop episodes of models/demo under inference latency x chunk mode x perturbation
+# (camera latency 50 ms) plus the ablations in the target condition, into bench/results/closed_loop.md and .png,
+# with a contact sheet of the strong perturbation. EPISODES per cell (default 40: hours on two cores).
+EPISODES ?= 40
+eval-robustness: install
+	$(PY) -m bench.robustness --episodes $(EPISODES)
 
 # The node for DURATION seconds (default 10 minutes) on two 640x480 cameras at 30 Hz, beside LOAD CPU-bound jobs.
 DURATION ?= 600
