@@ -70,26 +70,29 @@ soak: install
 demo: install
 	$(PY) -m robovlm_node.tools.demo
 
-# Reproduces models/demo (SEED=0): 200 expert episodes (layout seeds from 0), then `robovlm train` at its defaults
-# (2500 steps, lr 3e-4 after 300 warm-up steps; bench/results/training.md measures seeds 0-2), then 40 held-out
-# closed-loop episodes. About 30 minutes on 2 CPU cores (25 of training). SEED=1 make train-demo trains another seed.
+# Reproduces models/demo (SEED=0): 200 expert episodes in the plain room (layout seeds from 0) and 200 in randomized
+# rooms (`--perturb strong`, layout seeds from 1000), then `robovlm train` at its defaults (2500 steps, lr 3e-4
+# after 300 warm-up steps) with light and noise augmentation, then 40 held-out closed-loop episodes. About 50
+# minutes on 2 CPU cores (15 of collection, 35 of training). SEED=1 make train-demo trains another seed.
 SEED ?= 0
 train-demo: install
 	rm -rf out/sim_data out/demo_ckpt
 	$(VENV)/bin/robovlm collect-sim out/sim_data --episodes-per-scenario 25 --seed-offset 0
-	$(VENV)/bin/robovlm train models/configs/demo.json --data out/sim_data --out out/demo_ckpt --seed $(SEED)
+	$(VENV)/bin/robovlm collect-sim out/sim_data --episodes-per-scenario 25 --seed-offset 1000 --perturb strong
+	$(VENV)/bin/robovlm train models/configs/demo.json --data out/sim_data --out out/demo_ckpt --seed $(SEED) \
+	  --augment-light 0.3 --augment-noise 4
 	mkdir -p models/demo  # the files below are replaced; the hand-written model card README.md stays
 	cp out/demo_ckpt/config.json out/demo_ckpt/model.safetensors out/demo_ckpt/stats.json \
 	  out/demo_ckpt/metrics.json out/demo_ckpt/loss_curve.png models/demo/
 	$(VENV)/bin/robovlm eval-sim --checkpoint models/demo --episodes 40
 
 # The user's data shape: one camera, no joint states, three action fields (linear.x, linear.y, angular.z); the
-# same 200 expert episodes as the demo and its training settings at 1500 steps, which this model needs for every seed
+# demo's 200 plain-room expert episodes and its training settings (without light and noise) at 1500 steps, which this model needs for every seed
 # measured (bench/results/training.md; about 15 minutes of training on this CPU), then 40 held-out closed-loop
 # episodes. SEED=3 make train-single-camera picks the seed.
 train-single-camera: install
-	test -d out/sim_data || $(VENV)/bin/robovlm collect-sim out/sim_data --episodes-per-scenario 25 --seed-offset 0
-	$(VENV)/bin/robovlm train models/configs/single_camera.json --data out/sim_data --out out/single_camera_ckpt \
+	test -d out/sim_plain || $(VENV)/bin/robovlm collect-sim out/sim_plain --episodes-per-scenario 25 --seed-offset 0
+	$(VENV)/bin/robovlm train models/configs/single_camera.json --data out/sim_plain --out out/single_camera_ckpt \
 	  --seed $(SEED) --steps 1500 --action-fields linear.x,linear.y,angular.z
 	$(VENV)/bin/robovlm eval-sim --checkpoint out/single_camera_ckpt --episodes 40
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     contact_sheet("strong", str(sheet), image_size=64)  # what the policy faces at ``strong``
     todo = [c for c in cells(args) if key(c) not in done]
     t0 = time.monotonic()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # spawned, not forked: this process has made an OpenGL context (the contact sheet), which a fork cannot inherit
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key(c): pool.submit(run_cell, args.checkpoint, args.episodes, c) for c in todo}
         for k, future in futures.items():
             done[k] = future.result()
