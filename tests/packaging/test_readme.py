@@ -19,7 +19,7 @@ SLOW = {
     "make test": "this suite",
     "make bench": "benchmarks (minutes)",
     "robovlm collect-sim out/sim_data": "200 expert episodes; the same command with 2 per scenario is in test_train",
-    "robovlm train models/configs/demo.json --data out/sim_data": "25 minutes; seeds in bench/results/training.md, "
+    "robovlm train models/configs/demo.json --data out/sim_data": "35 minutes; seeds in bench/results/training.md, "
     "short runs of the same trainer in tests/robovlm/training/test_train.py, the recipe on 40 episodes in "
     "test_learns.py",
     "robovlm eval-sim --checkpoint out/ckpt": "needs the 25-minute checkpoint; eval-sim runs in test_sim",
