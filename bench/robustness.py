@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from robovlm.runtime.scheduler import MODES
-from robovlm.sim.perturb import contact_sheet
+from robovlm.sim.perturb_sheet import contact_sheet
 
 log = logging.getLogger("bench.robustness")
 TARGET = {"perturb": "strong", "camera_ms": 100.0, "inference_ms": 300.0}

@@ -195,29 +195,3 @@ def motion_blur(frame: np.ndarray, length: float, angle: float) -> np.ndarray:
         dy, dx = int(round(t * math.sin(angle))), int(round(t * math.cos(angle)))
         acc += padded[n + dy : n + dy + h, n + dx : n + dx + w]
     return acc / (n + 1)
-
-
-def contact_sheet(name: str, path: str, *, image_size: int = 96, seeds: int = 8) -> None:
-    """A PNG of what the policy faces at level ``name``: per row one scenario's episode (seed k), its head and hand
-    frames at the start and after 1, 2 and 3 s of the expert driving."""
-    from PIL import Image
-
-    from .env import CupWorldEnv
-    from .expert import WaypointExpert
-    from .world import SCENARIOS
-
-    env = CupWorldEnv(image_size=image_size, perturb=level(name))
-    rows = []
-    for k in range(seeds):
-        obs = env.reset(SCENARIOS[k % len(SCENARIOS)], k)
-        expert = WaypointExpert(env.layout)
-        tiles = []
-        for _ in range(4):
-            tiles += [obs.head, obs.hand]
-            for _ in range(10):
-                nxt, _, _ = env.step(expert.action(env.base_pose()))
-                assert nxt is not None  # rendered
-                obs = nxt
-        rows.append(np.concatenate(tiles, axis=1))
-    env.close()
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from robovlm.sim.env import CupWorldEnv
-from robovlm.sim.perturb import LEVELS, Perturbation, contact_sheet, level, motion_blur
+from robovlm.sim.perturb import LEVELS, Perturbation, level, motion_blur
+from robovlm.sim.perturb_sheet import contact_sheet
 from robovlm.sim.world import build_mjcf, sample_layout
 
 SCENARIO, SEED = "1box_vert_left", 3
