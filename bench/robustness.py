@@ -81,9 +81,11 @@ def write_results(args: argparse.Namespace, done: dict[str, dict], wall: float) 
     lines = [
         "# Closed loop under latency and a changed room (issue 20)",
         "",
-        f"`make eval-robustness` (`python -m bench.robustness --checkpoint {args.checkpoint} --episodes "
-        f"{args.episodes}`): {args.episodes} held-out episodes per cell (layouts 100000+), camera latency "
-        f"{args.camera_latency_ms:g} ms in the grid; {wall / 60:.0f} min of this run on {args.jobs} process(es). "
+        f"`python -m bench.robustness --checkpoint {args.checkpoint} --episodes {args.episodes} --latencies "
+        f"{args.latencies} --modes {args.modes} --perturb {args.perturb} --camera-latency-ms "
+        f"{args.camera_latency_ms:g}` (`make eval-robustness` runs the whole grid at 40): {args.episodes} held-out "
+        f"episodes per cell (layouts 100000+), camera latency {args.camera_latency_ms:g} ms in the grid, "
+        f"{wall / 60:.0f} min of this run on {args.jobs} process(es). "
         "*Jerk*: mean |second difference| of the scheduler's command over dt^2 (m/s^3); *step*: its largest change "
         "between ticks (m/s); *limited*: ticks on which the safety filter had to limit acceleration; *no action*: "
         "ticks without a due action (the robot held still).",
