@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--perturb", default="none,mild,strong")
     p.add_argument("--camera-latency-ms", type=float, default=50.0)
-    p.add_argument("--default-mode", default="blend", choices=list(MODES), help="the mode of the ablations")
+    p.add_argument("--default-mode", default="ensemble", choices=list(MODES), help="the mode of the ablations")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("out/robustness"))
     p.add_argument("--results", default="bench/results/closed_loop.md")
