@@ -78,19 +78,43 @@ def run_row(row: Row, ckpt: Path, work: Path, cap_gib: float) -> dict:
     return {**result, "weights": weight_bytes(ckpt, "bfloat16")}
 
 
-def measure_model(name: str, work: Path, cap_gib: float, redo: bool) -> tuple[dict, dict[str, dict]]:
-    """The baseline and every row of ``name`` (from the results file where measured before)."""
+def select(rows: str | None) -> tuple[Row, ...]:
+    """The rows of ``PLAN`` named in ``rows`` (comma-separated kinds, dtypes or ``kind:dtype`` keys; all when None),
+    each ONNX Runtime row with the export it runs on."""
+    if rows is None:
+        return PLAN
+    wanted = set(rows.split(","))
+    chosen = {r for r in PLAN if {r.kind, r.dtype, r.key} & wanted}
+    if not chosen:
+        raise ValueError(f"--rows {rows!r} names none of {[r.key for r in PLAN]}")
+    chosen |= {Row("export", r.dtype, "") for r in chosen if r.kind.startswith("onnxruntime")}
+    keys = {r.key for r in chosen}
+    return tuple(r for r in PLAN if r.key in keys)
+
+
+def measure_model(
+    name: str, work: Path, cap_gib: float, redo: bool, plan: tuple[Row, ...] = PLAN
+) -> tuple[dict, dict[str, dict]]:
+    """The baseline and the rows of ``plan`` for ``name`` (the others, and those measured before, from the results
+    file). An export is kept on disk while an ONNX Runtime row of ``plan`` still needs it, then removed (7-12 GB)."""
     ckpt = full_size_checkpoint(name, work)
     store = work / f"{name}_rows.json"
-    rows: dict[str, dict] = {} if redo or not store.is_file() else json.loads(store.read_text())
+    rows: dict[str, dict] = json.loads(store.read_text()) if store.is_file() else {}
+    if redo:
+        for row in plan:
+            rows.pop(row.key, None)
     if "baseline" not in rows:
         rows["baseline"] = measure(ckpt, "none", "float32")
-    for i, row in enumerate(PLAN):
-        needs_export = any(
-            r.kind.startswith("onnxruntime") and r.dtype == row.dtype and r.key not in rows for r in PLAN[i + 1 :]
+
+    def export_needed(dtype: str) -> bool:
+        return any(r.kind.startswith("onnxruntime") and r.dtype == dtype and r.key not in rows for r in plan)
+
+    for row in plan:
+        exported = work / f"{ckpt.name}_{row.dtype}"
+        rerun_export = (
+            row.kind == "export" and export_needed(row.dtype) and not (exported / "onnx" / WEIGHTS_FILE).is_file()
         )
-        missing_export = not (work / f"{ckpt.name}_{row.dtype}" / "onnx" / WEIGHTS_FILE).is_file()
-        if row.key in rows and not (row.kind == "export" and needs_export and missing_export):
+        if row.key in rows and not rerun_export:
             continue
         log.info("%s: %s %s", name, row.kind, row.dtype)
         try:
@@ -101,13 +125,9 @@ def measure_model(name: str, work: Path, cap_gib: float, redo: bool) -> tuple[di
             "%s: %s %s -> %s", name, row.kind, row.dtype, {k: v for k, v in rows[row.key].items() if k != "actions"}
         )
         store.write_text(json.dumps(rows))
-        if row.kind.startswith("onnxruntime") and not needs_export_after(row, rows):
-            shutil.rmtree(work / f"{ckpt.name}_{row.dtype}", ignore_errors=True)  # ~7-12 GB each
+        if row.kind.startswith("onnxruntime") and not export_needed(row.dtype):
+            shutil.rmtree(exported, ignore_errors=True)
     return rows.pop("baseline"), rows
-
-
-def needs_export_after(row: Row, rows: dict) -> bool:
-    return any(r.kind.startswith("onnxruntime") and r.dtype == row.dtype and r.key not in rows for r in PLAN)
 
 
 def table(name: str, baseline: dict, rows: dict[str, dict]) -> str:
@@ -177,15 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fullsize", description=__doc__)
     p.add_argument("--models", default="kosmos2,paligemma", help="comma-separated, of: " + ", ".join(CONFIGS))
     p.add_argument("--cap-gib", type=float, default=21.0, help="stop a row whose resident set passes this")
-    p.add_argument("--redo", action="store_true", help="measure every row again instead of resuming")
+    p.add_argument(
+        "--rows",
+        help="measure only these rows: comma-separated kinds (torch, export, onnxruntime-shared, ...), dtypes "
+        "(float32, fp16, int8, ...) or kind:dtype keys; an ONNX Runtime row brings its export",
+    )
+    p.add_argument("--redo", action="store_true", help="measure the chosen rows again instead of resuming")
     p.add_argument("--work", type=Path, default=Path("out/bench_memory"))
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        plan = select(args.rows)
+    except ValueError as exc:
+        p.error(str(exc))
     for name in filter(None, args.models.split(",")):
         if name not in CONFIGS:
             p.error(f"unknown model {name!r}; one of {list(CONFIGS)}")
-        baseline, rows = measure_model(name, args.work, args.cap_gib, args.redo)
+        baseline, rows = measure_model(name, args.work, args.cap_gib, args.redo, plan)
         write_block(args.results, name, table(name, baseline, rows))
     return 0
 

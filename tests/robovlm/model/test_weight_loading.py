@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from robovlm.configs.model import RoboVLMConfig, load_config
 from robovlm.model.checkpoint import CheckpointError
@@ -62,6 +62,31 @@ def grown_bytes(path, how: str) -> int:
         [sys.executable, "-c", PEAK, str(path), how], capture_output=True, text=True, timeout=300, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["grew"]
+
+
+CAST = """
+import json, sys, torch
+from robovlm.model.weight_loading import read_tensors
+
+def hwm():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+
+before = hwm()
+tensors = dict(read_tensors(sys.argv[1], dtype=torch.float16))
+print(json.dumps({"grew": hwm() - before, "loaded": sum(t.numel() * 2 for t in tensors.values())}))
+"""
+
+
+def test_a_tensor_larger_than_the_rest_is_cast_without_a_scratch_copy_of_itself(tmp_path):
+    """PaliGemma's fp32 embedding is a third of its bf16 weights: a scratch buffer of the largest tensor at the
+    file's dtype took the bf16 torch engine to 1.35x its weights. Cast in pieces, the peak is the loaded tensors
+    plus one piece (16 MiB); a whole-tensor scratch would be 2x the loaded bytes more."""
+    f = tmp_path / "big.safetensors"
+    save_file({"embed": torch.randn(64, 1024 * 1024), "bias": torch.randn(8)}, str(f))  # 256 MiB of fp32
+    out = subprocess.run([sys.executable, "-c", CAST, str(f)], capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["grew"] < 1.3 * result["loaded"], result
+    assert torch.equal(dict(read_tensors(f, dtype=torch.float16))["embed"], load_file(str(f))["embed"].half())
 
 
 @pytest.mark.slow
