@@ -38,7 +38,7 @@ from transformers.cache_utils import DynamicLayer
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
 from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
-from .quantize import QUANTIZE_MODES, quantize_graph
+from .quantize import QUANTIZE_MODES, QuantizeMemoryError, available_bytes, check_memory, quantize_graph
 from .weight_store import WeightStore
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,13 @@ def export_checkpoint(
     check_options(dtype, opset, quantize)
     model = RoboVLM.from_pretrained(src, dtype=DTYPES[dtype])  # one copy of the weights, in the export's dtype
     check_exportable(model)
+    if quantize is not None:  # the language model's graphs are quantized after the model is freed
+        lm = sum(p.numel() * 4 for p in model.backbone.language_model().parameters())
+        freed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        try:
+            check_memory(lm, quantize, "the language model's graphs", available=available_bytes() + freed)
+        except QuantizeMemoryError as exc:
+            raise ExportError(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"
@@ -370,6 +377,11 @@ def _store_graphs(out: Path, quantize: str | None, timings: dict[str, float]) ->
             exported, path = _exporter_path(out, name), onnx_dir / f"{name}.onnx"
             t0 = time.perf_counter()
             if quantize is not None:  # the quantized graph is written beside the exporter's, in its directory
+                graph_bytes = sum(f.stat().st_size for f in exported.parent.iterdir())
+                try:
+                    check_memory(graph_bytes, quantize, f"the {name} graph")
+                except QuantizeMemoryError as exc:
+                    raise ExportError(str(exc)) from exc
                 quantized = exported.with_name(f"{name}.{quantize}.onnx")
                 quantize_graph(exported, quantized, quantize)
                 exported = quantized

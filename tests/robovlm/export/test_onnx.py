@@ -170,6 +170,22 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
     assert not (tmp_path / "x").exists(), "nothing is written before the checks pass"
 
 
+def test_a_quantized_export_that_would_not_fit_in_memory_is_refused_before_it_starts(tmp_path, monkeypatch):
+    """ONNX Runtime's int8 quantizer holds three copies of a graph (PaliGemma-3B's language model: ~30 GiB): on a
+    machine without that much the export says so before the model's graphs are written, not the OOM killer later."""
+    from robovlm.export import exporter, quantize
+
+    with pytest.raises(quantize.QuantizeMemoryError, match="int4 needs about 1.6 GiB"):
+        quantize.check_memory(1024**3, "int4", "a graph", available=1024**3)
+    quantize.check_memory(1024**3, "int8", "a graph", available=4 * 1024**3)  # fits: no error
+    ckpt = _checkpoint(tmp_path, "kosmos2")
+    monkeypatch.setattr(exporter, "available_bytes", lambda: 0)
+    monkeypatch.setitem(quantize.QUANTIZER_COPIES, "int8", 1e4)  # the tiny model's graphs, as if they were big
+    with pytest.raises(ExportError, match=r"int8 needs about .* GiB: ONNX Runtime's quantizer holds 10000 copies"):
+        export_checkpoint(ckpt, tmp_path / "x", quantize="int8")
+    assert not list(tmp_path.glob("*x*")), "nothing is written when the memory check fails"
+
+
 def test_engine_errors_name_the_fix(tmp_path, exported):
     ckpt = _checkpoint(tmp_path, "kosmos2")
     with pytest.raises(EngineError, match="robovlm export"):
