@@ -67,8 +67,13 @@ soak: install
 	$(PY) -m bench.soak --duration $(DURATION) --load $(LOAD)
 
 # Closed loop over ROS: the trained demo checkpoint drives the simulated robot through robovlm_node.
+# LATENCY_MS / CAMERA_LATENCY_MS / JITTER_MS: a slow model and a late camera (robovlm_node.tools.sim_node).
+LATENCY_MS ?= 0
+CAMERA_LATENCY_MS ?= 0
+JITTER_MS ?= 0
 demo: install
-	$(PY) -m robovlm_node.tools.demo
+	$(PY) -m robovlm_node.tools.demo --inference-latency-ms $(LATENCY_MS) --camera-latency-ms $(CAMERA_LATENCY_MS) \
+		--latency-jitter-ms $(JITTER_MS)
 
 # Reproduces models/demo (SEED=0): 200 expert episodes in the plain room (layout seeds from 0) and 200 in randomized
 # rooms (`--perturb strong`, layout seeds from 1000), then `robovlm train` at its defaults (2500 steps, lr 3e-4

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -68,8 +69,11 @@ class ConfigureError(Exception):
 
 
 class RoboVLMNode(LifecycleNode):
-    def __init__(self, node_name: str = "robovlm", **kwargs: Any) -> None:
+    def __init__(
+        self, node_name: str = "robovlm", *, engine_wrapper: Callable[[Any], Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(node_name, **kwargs)
+        self._engine_wrapper = engine_wrapper  # simulator tools only (robovlm_node.tools.sim_node)
         declare_parameters(self)  # ParameterError names every bad start-up value
         for line in unknown_overrides(self):
             self.get_logger().warning(line)
@@ -164,7 +168,11 @@ class RoboVLMNode(LifecycleNode):
         )
         self.settings = s
         self.supervisor = EngineSupervisor(
-            s, status=self.status, cancel=self.shutdown_requested, on_fatal=self._go_to_error
+            s,
+            status=self.status,
+            cancel=self.shutdown_requested,
+            on_fatal=self._go_to_error,
+            wrap=self._engine_wrapper,
         )
         try:
             engine = self.supervisor.start()

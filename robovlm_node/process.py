@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import rclpy
@@ -96,8 +97,9 @@ def start_error(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, *, engine_wrapper: Callable[[Any], Any] | None = None) -> int:
     """Console entry point. ``autostart:=true`` configures and activates without a lifecycle manager.
+    ``engine_wrapper``: the simulator tools' slowed engine (``robovlm_node.tools.sim_node``); a robot's node has none.
 
     Every catchable signal that would end the process (``stop_signals``: SIGINT, SIGTERM, SIGHUP from a closed
     terminal, SIGQUIT, SIGUSR1, ...) deactivates the node first, so the last command on ``cmd_vel`` is zero, and the
@@ -108,7 +110,7 @@ def main(args: list[str] | None = None) -> int:
     limit_threads(1)  # this process's own tensor work is one resize per frame; the engine has engine_threads
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node = RoboVLMNode()
+        node = RoboVLMNode(engine_wrapper=engine_wrapper)
     except (ParameterError, ParameterException, NameValidationException) as exc:  # a bad start-up value (ours, or
         # rclpy's own such as use_sim_time:=maybe, or a bad node name): name it and exit, never run on a default
         get_logger("robovlm").error(f"refusing to start: {start_error(exc)}")

@@ -41,9 +41,16 @@ class EngineSnapshot:
 
 class EngineSupervisor:
     def __init__(
-        self, settings: Settings, *, status: NodeStatus, cancel: threading.Event, on_fatal: Callable[[str], None]
+        self,
+        settings: Settings,
+        *,
+        status: NodeStatus,
+        cancel: threading.Event,
+        on_fatal: Callable[[str], None],
+        wrap: Callable[[Any], Any] | None = None,
     ) -> None:
         self.settings = settings
+        self._wrap = wrap  # the simulator tools' slowed engine (robovlm_node.tools.sim_node); None on a robot
         self._status = status
         self._cancel = cancel
         self._on_fatal = on_fatal
@@ -67,6 +74,10 @@ class EngineSupervisor:
         return self._engine
 
     def _build(self) -> Any:
+        engine = self._load()
+        return self._wrap(engine) if self._wrap is not None else engine
+
+    def _load(self) -> Any:
         s = self.settings
         cache = s.onnx_cache_dir or None
         if s.engine_process:

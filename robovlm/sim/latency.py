@@ -12,10 +12,11 @@ A chunk's age on arrival is at least the two latencies; a frame that arrives whi
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -103,3 +104,30 @@ class DelayedInference(Generic[Frame]):
             chunk = ActionChunk(stamp=arrival.stamp, dt=self.dt, actions=run(arrival.frame))
             self._running = (start + self.settings.inference_ms / 1000.0 + self._jitter(), chunk)
         return ready
+
+
+class SlowedEngine:
+    """An engine whose every step takes at least the settings' inference latency (plus jitter), in wall time: the
+    ROS demo's stand-in for a slow model (``make demo LATENCY_MS=300``). It exists only in the simulator tools
+    (``robovlm_node.tools.sim_node``), never behind a node parameter a robot could turn on. Everything but ``step``
+    is the wrapped engine's."""
+
+    def __init__(self, engine: Any, settings: LatencySettings, *, rng: np.random.Generator) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._rng = rng
+        self.delays: list[float] = []
+        """Seconds each step was held beyond the engine's own time."""
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        out = self.engine.step(*args, **kwargs)
+        jitter = self._rng.uniform(0.0, self.settings.jitter_ms) if self.settings.jitter_ms > 0 else 0.0
+        wait = started + (self.settings.inference_ms + jitter) / 1000.0 - time.monotonic()
+        self.delays.append(max(wait, 0.0))
+        if wait > 0:
+            time.sleep(wait)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)

@@ -6,6 +6,10 @@ ROS topics (``SimBridge``). Each episode: publish the instruction on ``instructi
 lifecycle service, run the sim until the cup is reached (or a box is hit, or time runs out), deactivate.
 Prints success, time to the cup, achieved control rate and inference latency per scenario; writes a contact sheet of
 one episode's head camera and a plot of the commanded velocities.
+
+With latency (``make demo LATENCY_MS=300 CAMERA_LATENCY_MS=100``): the bridge delivers camera frames late, stamped
+with their capture time, and the node runs from ``robovlm_node.tools.sim_node``, whose engine answers no sooner than
+the latency; the node itself, its parameters and its config file are the robot's.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from robovlm.cli.common import milliseconds  # noqa: E402
 from robovlm.data.hdf5 import load_instructions  # noqa: E402
 from robovlm.data.stats import NormStats  # noqa: E402
 from robovlm.sim.evaluate import EpisodeResult  # noqa: E402
+from robovlm.sim.latency import LatencySettings  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
 from robovlm.utils.resources import find_resource  # noqa: E402
 
@@ -44,13 +50,22 @@ HELD_OUT_SEED = 900_000  # never used for training data (make train-demo collect
 
 
 def bringup_command(
-    model_path: Path, *, params_file: Path, use_sim_time: bool, node_name: str = "robovlm"
+    model_path: Path,
+    *,
+    params_file: Path,
+    use_sim_time: bool,
+    node_name: str = "robovlm",
+    latency: LatencySettings | None = None,
 ) -> list[str]:
-    """The command line bringup.launch.py produces for the node (executable, params file, overrides)."""
+    """The command line bringup.launch.py produces for the node (executable, params file, overrides); with
+    ``latency``, the same node from the simulator's slowed-engine entry point (``sim_node``)."""
+    entry = ["-m", "robovlm_node.process"]
+    if latency is not None and (latency.inference_ms or latency.jitter_ms):
+        entry = ["-m", "robovlm_node.tools.sim_node", "--inference-latency-ms", f"{latency.inference_ms:g}"]
+        entry += ["--latency-jitter-ms", f"{latency.jitter_ms:g}"]
     return [
         sys.executable,
-        "-m",
-        "robovlm_node.process",
+        *entry,
         "--ros-args",
         "-r",
         f"__node:={node_name}",
@@ -136,7 +151,14 @@ def velocity_plot(outcomes: list[EpisodeResult], path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor: float) -> int:
+def run_demo(
+    checkpoint: Path,
+    *,
+    episodes: int,
+    out_dir: Path,
+    real_time_factor: float,
+    latency: LatencySettings | None = None,
+) -> int:
     if not (checkpoint / "model.safetensors").exists():
         print(f"error: no checkpoint at {checkpoint}; run `make train-demo` first", file=sys.stderr)
         return 2
@@ -146,14 +168,28 @@ def run_demo(checkpoint: Path, *, episodes: int, out_dir: Path, real_time_factor
     cfg = load_config(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     instructions = load_instructions()
+    latency = latency or LatencySettings()
+    if not latency.zero:
+        print(
+            f"latency: inference {latency.inference_ms:g} ms, camera {latency.camera_ms:g} ms, "
+            f"jitter up to {latency.jitter_ms:g} ms each",
+            flush=True,
+        )
     proc = subprocess.Popen(
-        bringup_command(checkpoint, params_file=find_resource("config", "robovlm.yaml"), use_sim_time=True),
+        bringup_command(
+            checkpoint, params_file=find_resource("config", "robovlm.yaml"), use_sim_time=True, latency=latency
+        ),
         env=os.environ.copy(),
     )
     context = Context()
     rclpy.init(context=context)
     bridge = SimBridge(
-        context=context, image_size=cfg.image_size, camera_period_s=stats.action_dt, real_time_factor=real_time_factor
+        context=context,
+        image_size=cfg.image_size,
+        camera_period_s=stats.action_dt,
+        real_time_factor=real_time_factor,
+        camera_latency_ms=latency.camera_ms,
+        jitter_ms=latency.jitter_ms,
     )
     client = DemoClient(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -231,12 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=8, help="episodes (cycles through the 8 scenarios)")
     p.add_argument("--out", type=Path, default=Path("out") / "demo")
     p.add_argument("--real-time-factor", type=float, default=1.0)
+    p.add_argument("--inference-latency-ms", type=milliseconds, default=0.0, help="each model step takes at least this")
+    p.add_argument("--camera-latency-ms", type=milliseconds, default=0.0, help="camera frames arrive this much late")
+    p.add_argument("--latency-jitter-ms", type=milliseconds, default=0.0, help="uniform [0, this] added to each")
     a = p.parse_args(argv)
     return run_demo(
         a.checkpoint or find_resource("models", "demo"),
         episodes=a.episodes,
         out_dir=a.out,
         real_time_factor=a.real_time_factor,
+        latency=LatencySettings(
+            inference_ms=a.inference_latency_ms, camera_ms=a.camera_latency_ms, jitter_ms=a.latency_jitter_ms
+        ),
     )
 
 

@@ -3,12 +3,16 @@
 Publishes ``/clock`` every physics step (100 Hz of sim time), the head and hand cameras (``rgb8`` Images) and
 ``joint_states`` every ``camera_period_s``, stamped with sim time; applies ``cmd_vel`` like a base controller with a
 0.5 s command timeout (an old command brakes to zero). Sim time runs at ``real_time_factor`` times the wall clock.
+``camera_latency_ms`` (plus a uniform ``[0, jitter_ms]`` per frame): the camera images are published that much sim
+time after their capture, stamped with the capture time, in order, as a camera driver delivers them; joint states
+are not delayed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import rclpy
@@ -29,9 +33,23 @@ CMD_TIMEOUT_S = 0.5
 
 class SimBridge(Node):
     def __init__(
-        self, *, image_size: int = 56, camera_period_s: float = 0.1, real_time_factor: float = 1.0, **kwargs
+        self,
+        *,
+        image_size: int = 56,
+        camera_period_s: float = 0.1,
+        real_time_factor: float = 1.0,
+        camera_latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        seed: int = 0,
+        **kwargs,
     ) -> None:
         super().__init__("robovlm_sim", **kwargs)
+        if not (camera_latency_ms >= 0 and jitter_ms >= 0):
+            raise ValueError(f"camera latency and jitter must be >= 0 ms, got {camera_latency_ms}, {jitter_ms}")
+        self.camera_latency_s = camera_latency_ms / 1000.0
+        self.jitter_s = jitter_ms / 1000.0
+        self._rng = np.random.default_rng(seed)
+        self._in_flight: deque[tuple[float, Image, Image]] = deque()  # (due sim time, head, hand)
         self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s)
         self.camera_period_s = camera_period_s
         self.rtf = real_time_factor
@@ -66,18 +84,33 @@ class SimBridge(Node):
     def _publish_sensors(self) -> np.ndarray:
         obs = self.env.observe()
         stamp = self._stamp()
-        self._head_pub.publish(rgb_to_image(obs.head, stamp=stamp, frame_id="head_camera"))
-        self._hand_pub.publish(rgb_to_image(obs.hand, stamp=stamp, frame_id="hand_camera"))
+        head = rgb_to_image(obs.head, stamp=stamp, frame_id="head_camera")
+        hand = rgb_to_image(obs.hand, stamp=stamp, frame_id="hand_camera")
+        delay = self.camera_latency_s + (float(self._rng.uniform(0.0, self.jitter_s)) if self.jitter_s > 0 else 0.0)
+        due = self.sim_time() + delay
+        if self._in_flight:
+            due = max(due, self._in_flight[-1][0])  # in order
+        self._in_flight.append((due, head, hand))
+        self._deliver_frames()
         js = JointState(name=list(JOINT_NAMES), position=[float(v) for v in obs.joints])
         js.header.stamp = stamp
         self._joint_pub.publish(js)
         return obs.head
+
+    def _deliver_frames(self) -> None:
+        """Publish the camera images whose latency has passed."""
+        now = self.sim_time() + 1e-9
+        while self._in_flight and self._in_flight[0][0] <= now:
+            _, head, hand = self._in_flight.popleft()
+            self._head_pub.publish(head)
+            self._hand_pub.publish(hand)
 
     def run_episode(self, scenario: str, seed: int, *, stop: threading.Event | None = None) -> EpisodeResult:
         """Reset to ``scenario``/``seed`` and run until success, collision or the time limit, in scaled real time."""
         if self.env.data is not None:
             self._offset += self.env.time + 1.0
         self.env.reset(scenario, seed)
+        self._in_flight.clear()  # the last episode's frames never reach the next one
         with self._lock:
             self._cmd, self._cmd_time, self._commands = np.zeros(2), -np.inf, []
         frames = []
@@ -92,6 +125,7 @@ class SimBridge(Node):
             self.env.physics_step(cmd)
             k += 1
             self._publish_clock()
+            self._deliver_frames()
             if k % every == 0:
                 frames.append(self._publish_sensors())
                 done, info = self.env.judge()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robovlm.sim.latency import DelayedInference, LatencySettings
+from robovlm.sim.latency import DelayedInference, LatencySettings, SlowedEngine
 
 DT = 0.1
 
@@ -79,3 +79,27 @@ def test_the_cli_refuses_a_negative_latency(capsys):
         main(["eval-sim", "--checkpoint", "models/demo", "--inference-latency-ms", "-5"])
     assert exit_.value.code == 2
     assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+class _Engine:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step(self, *args):
+        self.steps += 1
+        return np.zeros((2, 2))
+
+
+def test_the_slowed_engine_holds_each_step_for_the_latency_and_is_otherwise_the_engine():
+    import time
+
+    inner = _Engine()
+    slow = SlowedEngine(inner, LatencySettings(inference_ms=60, jitter_ms=20), rng=np.random.default_rng(0))
+    for _ in range(3):
+        t0 = time.monotonic()
+        assert slow.step("head", None).shape == (2, 2)
+        assert time.monotonic() - t0 >= 0.06
+    assert inner.steps == 3 and slow.name == "fake"
+    assert len(slow.delays) == 3 and all(0.0 < d <= 0.08 for d in slow.delays)

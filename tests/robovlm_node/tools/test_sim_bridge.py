@@ -11,13 +11,17 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
 
 from robovlm.configs.model import load_config
 from robovlm.data.stats import NormStats
 from robovlm.model.policy import RoboVLM
+from robovlm.sim.latency import LatencySettings, SlowedEngine
 from robovlm_node.node import RoboVLMNode
 from robovlm_node.tools.demo import bringup_command
 from robovlm_node.tools.sim_bridge import SimBridge
+from robovlm_node.tools.sim_node import split_args
 
 pytestmark = pytest.mark.dds
 
@@ -87,3 +91,68 @@ def test_demo_starts_the_node_like_bringup(tmp_path):
     cmd = bringup_command(tmp_path, params_file=tmp_path / "p.yaml", use_sim_time=True)
     assert cmd[1:3] == ["-m", "robovlm_node.process"] and "--ros-args" in cmd
     assert f"model_path:={tmp_path}" in cmd and "use_sim_time:=true" in cmd and "__node:=robovlm" in cmd
+    slow = bringup_command(
+        tmp_path, params_file=tmp_path / "p.yaml", use_sim_time=True, latency=LatencySettings(inference_ms=300)
+    )
+    assert slow[1:5] == ["-m", "robovlm_node.tools.sim_node", "--inference-latency-ms", "300"]
+    assert slow[slow.index("--ros-args") :] == cmd[cmd.index("--ros-args") :]  # the same node, params and overrides
+
+
+def test_sim_node_passes_the_ros_arguments_through():
+    assert split_args(["--inference-latency-ms", "300", "--ros-args", "-p", "x:=1"]) == (
+        ["--inference-latency-ms", "300"],
+        ["--ros-args", "-p", "x:=1"],
+    )
+    assert split_args(["--inference-latency-ms", "300"]) == (["--inference-latency-ms", "300"], [])
+
+
+@pytest.mark.slow
+def test_the_demo_latency_delays_camera_frames_and_the_models_answers(demo_shaped_checkpoint):
+    """``make demo LATENCY_MS=300 CAMERA_LATENCY_MS=100``: the bridge delivers each camera frame 100 ms of sim time
+    after its capture, stamped with the capture time; the node's engine answers 300 ms after it starts; the node
+    still drives."""
+    context = Context()
+    rclpy.init(context=context)
+    node = RoboVLMNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("model_path", value=str(demo_shaped_checkpoint)),
+            Parameter("use_sim_time", value=True),
+            Parameter("instruction", value="go around the box on the left and stop at the cup"),
+            Parameter("engine_process", value=False),
+        ],
+        engine_wrapper=lambda e: SlowedEngine(e, LatencySettings(inference_ms=300), rng=np.random.default_rng(0)),
+    )
+    bridge = SimBridge(context=context, image_size=56, camera_latency_ms=100)
+    bridge.env.time_limit_s = 3.0
+    ages: list[float] = []
+    listener = rclpy.create_node("frame_ages", context=context)
+    listener.create_subscription(
+        Image,
+        "head_camera/image_raw",
+        lambda m: ages.append(bridge.sim_time() + 1.0 - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
+        qos_profile_sensor_data,
+    )
+    executor = SingleThreadedExecutor(context=context)
+    for n in (node, bridge, listener):
+        executor.add_node(n)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(0.5)  # discovery
+        out = bridge.run_episode("1box_vert_left", 5)
+        assert len(ages) >= 20 and min(ages) >= 0.1 - 1e-6, ages[:5]
+        engine = node.supervisor.engine
+        assert isinstance(engine, SlowedEngine) and len(engine.delays) >= 3
+        assert all(d > 0.2 for d in engine.delays[1:]), engine.delays[:5]  # the demo model itself takes ms
+        assert len(out.commands) >= 0.5 * 20 * out.time_s, len(out.commands)  # the control loop keeps its rate
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    finally:
+        executor.shutdown()
+        spin.join(timeout=5)
+        node.destroy_node()
+        bridge.destroy_node()
+        listener.destroy_node()
+        rclpy.try_shutdown(context=context)
