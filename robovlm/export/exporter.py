@@ -7,7 +7,9 @@ gives, dtype, opset, versions) and ``parity.json`` (max abs difference against t
 
 Memory: the model is loaded once, in the export's dtype; graphs are written one at a time, their weights streamed
 into the shared file; the torch side of the parity check is computed and the model freed before ONNX Runtime loads
-the graphs, so the export never holds the model and the sessions at once.
+the graphs, so the export never holds the model and the sessions at once. glibc's mmap threshold is fixed first
+(``utils.memory``): the blocks one graph's export frees otherwise stay resident under the next (Kosmos-2 with 10
+of its 24 layers: 6.5 against 5.7 GiB peak for 3.1 GiB of weights).
 
 Everything is written to a hidden staging directory beside ``out`` and moved into place only after the parity
 check, so an export that is killed, runs out of disk or fails its check leaves no half-written ``onnx/`` for the
@@ -37,6 +39,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
+from ..utils.memory import keep_large_blocks_unmapped
 from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
 from .quantize import QUANTIZE_MODES, QuantizeMemoryError, available_bytes, check_memory, quantize_graph
 from .weight_store import WeightStore
@@ -221,6 +224,7 @@ def export_checkpoint(
     ``int4`` weights (``robovlm.export.quantize``), parity measured against torch fp32."""
     src, out = Path(checkpoint), Path(out)
     check_options(dtype, opset, quantize)
+    keep_large_blocks_unmapped()  # each graph's export frees gigabytes the next would otherwise find fragmented
     model = RoboVLM.from_pretrained(src, dtype=DTYPES[dtype])  # one copy of the weights, in the export's dtype
     check_exportable(model)
     if quantize is not None:  # the language model's graphs are quantized after the model is freed

@@ -5,7 +5,8 @@ from the heap, and a heap fragmented by long- and short-lived blocks keeps freed
 frozen weights held in bf16 hits exactly that: the fp32 copies of the load are freed, then every step casts
 weights to fp32 for a moment. Full-size Kosmos-2's LoRA step measured 13.2 GiB peak resident with glibc's dynamic
 threshold against 6.9-7.2 GiB with a fixed one (``bench/results/fullsize.md``). ``keep_large_blocks_unmapped`` fixes the
-threshold (blocks above it are mapped and unmapped by themselves) and trims what is already freed.
+threshold (blocks above it are mapped and unmapped by themselves) and trims what is already freed. ``robovlm
+export`` calls it too: the TorchScript exporter frees gigabytes per graph.
 """
 
 from __future__ import annotations
