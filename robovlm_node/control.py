@@ -42,9 +42,9 @@ class LoopClock(Protocol):
 
     def now_ns(self) -> int: ...
 
-    def sleep_until_ns(self, deadline_ns: int) -> bool:
+    def sleep_until_ns(self, deadline_ns: int, stop: threading.Event | None = None) -> bool:
         """Sleep until the clock reads ``deadline_ns``; False when the clock changed source (ROS time switched on or
-        off) before that; ``ClockGone`` when the clock or its context ended."""
+        off) or ``stop`` was set before that; ``ClockGone`` when the clock or its context ended."""
         ...
 
 
@@ -111,7 +111,8 @@ class ControlLoop:
         self._thread.start()
 
     def stop(self, timeout_s: float = 1.0) -> None:
-        """May wait on a paused sim clock; a tick after the output closed publishes nothing."""
+        """Ends a sleep on a paused sim clock too (``RosLoopClock``); a tick after the output closed publishes
+        nothing."""
         self._thread.stop(timeout_s)
 
     # ----------------------------------------------------------------------------------------------- inference side
@@ -143,7 +144,7 @@ class ControlLoop:
                     self._status.count("control_overrun", "control tick more than one period late; resynchronizing")
                 deadline = now
             try:
-                reached = self._clock.sleep_until_ns(deadline)
+                reached = self._clock.sleep_until_ns(deadline, stop)
             except ClockGone as exc:
                 self._status.log.debug(f"control loop ends: {exc}")
                 return

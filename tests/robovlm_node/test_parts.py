@@ -94,7 +94,7 @@ class FakeClock:
     def now(self) -> float:
         return self.t_ns * 1e-9
 
-    def sleep_until_ns(self, deadline_ns: int) -> bool:
+    def sleep_until_ns(self, deadline_ns: int, stop=None) -> bool:
         if self.sleeps_left == 0:
             raise ClockGone("test over")
         self.sleeps_left -= 1
