@@ -38,7 +38,8 @@ class RosLoopClock:
         return float(self._clock.now().nanoseconds) * 1e-9
 
     def sleep_until_ns(self, deadline_ns: int, stop: threading.Event | None = None) -> bool:
-        if stop is not None and self._clock.clock_type == ClockType.ROS_TIME and getattr(self._clock, "ros_time_is_active", False):
+        sim_time = self._clock.clock_type == ClockType.ROS_TIME and getattr(self._clock, "ros_time_is_active", False)
+        if stop is not None and sim_time:
             return self._sleep_on_sim_time(deadline_ns, stop)
         try:
             reached = self._clock.sleep_until(
