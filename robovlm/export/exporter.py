@@ -230,10 +230,7 @@ def export_checkpoint(
     if quantize is not None:  # the language model's graphs are quantized after the model is freed
         lm = sum(p.numel() * 4 for p in model.backbone.language_model().parameters())
         freed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        try:
-            check_memory(lm, quantize, "the language model's graphs", available=available_bytes() + freed)
-        except QuantizeMemoryError as exc:
-            raise ExportError(str(exc)) from exc
+        _check_quantize_memory(lm, quantize, "the language model's graphs", available=available_bytes() + freed)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}"
@@ -249,6 +246,14 @@ def export_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _check_quantize_memory(graph_bytes: int, mode: str, what: str, *, available: int | None = None) -> None:
+    """``quantize.check_memory`` as an ``ExportError``, the one kind of error ``robovlm export`` reports."""
+    try:
+        check_memory(graph_bytes, mode, what, available=available)
+    except QuantizeMemoryError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 STAGING_PREFIX = ".export-"
@@ -382,10 +387,7 @@ def _store_graphs(out: Path, quantize: str | None, timings: dict[str, float]) ->
             t0 = time.perf_counter()
             if quantize is not None:  # the quantized graph is written beside the exporter's, in its directory
                 graph_bytes = sum(f.stat().st_size for f in exported.parent.iterdir())
-                try:
-                    check_memory(graph_bytes, quantize, f"the {name} graph")
-                except QuantizeMemoryError as exc:
-                    raise ExportError(str(exc)) from exc
+                _check_quantize_memory(graph_bytes, quantize, f"the {name} graph")
                 quantized = exported.with_name(f"{name}.{quantize}.onnx")
                 quantize_graph(exported, quantized, quantize)
                 exported = quantized

@@ -47,6 +47,11 @@ class LatencySettings:
         return self.inference_ms == 0 and self.camera_ms == 0 and self.jitter_ms == 0
 
 
+def draw_jitter_s(jitter_ms: float, rng: np.random.Generator) -> float:
+    """One draw of a uniform ``[0, jitter_ms]``, in seconds (no draw when there is no jitter)."""
+    return float(rng.uniform(0.0, jitter_ms)) / 1000.0 if jitter_ms > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class _Arrival(Generic[Frame]):
     available: float
@@ -70,8 +75,7 @@ class DelayedInference(Generic[Frame]):
         """Seconds from each applied chunk's frame capture to its availability."""
 
     def _jitter(self) -> float:
-        j = self.settings.jitter_ms
-        return float(self._rng.uniform(0.0, j)) / 1000.0 if j > 0 else 0.0
+        return draw_jitter_s(self.settings.jitter_ms, self._rng)
 
     def add_frame(self, stamp: float, frame: Frame) -> None:
         """A frame captured at ``stamp`` (sim seconds); it reaches the model after the camera's latency."""
@@ -122,8 +126,8 @@ class SlowedEngine:
     def step(self, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
         out = self.engine.step(*args, **kwargs)
-        jitter = self._rng.uniform(0.0, self.settings.jitter_ms) if self.settings.jitter_ms > 0 else 0.0
-        wait = started + (self.settings.inference_ms + jitter) / 1000.0 - time.monotonic()
+        wait = started + self.settings.inference_ms / 1000.0 + draw_jitter_s(self.settings.jitter_ms, self._rng)
+        wait -= time.monotonic()
         self.delays.append(max(wait, 0.0))
         if wait > 0:
             time.sleep(wait)

@@ -24,6 +24,7 @@ from sensor_msgs.msg import Image, JointState
 
 from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.evaluate import EpisodeResult
+from robovlm.sim.latency import draw_jitter_s
 from robovlm.sim.world import JOINT_NAMES
 
 from ..convert import rgb_to_image
@@ -47,7 +48,7 @@ class SimBridge(Node):
         if not (camera_latency_ms >= 0 and jitter_ms >= 0):
             raise ValueError(f"camera latency and jitter must be >= 0 ms, got {camera_latency_ms}, {jitter_ms}")
         self.camera_latency_s = camera_latency_ms / 1000.0
-        self.jitter_s = jitter_ms / 1000.0
+        self.jitter_ms = jitter_ms
         self._rng = np.random.default_rng(seed)
         self._in_flight: deque[tuple[float, Image, Image]] = deque()  # (due sim time, head, hand)
         self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s)
@@ -86,8 +87,7 @@ class SimBridge(Node):
         stamp = self._stamp()
         head = rgb_to_image(obs.head, stamp=stamp, frame_id="head_camera")
         hand = rgb_to_image(obs.hand, stamp=stamp, frame_id="hand_camera")
-        delay = self.camera_latency_s + (float(self._rng.uniform(0.0, self.jitter_s)) if self.jitter_s > 0 else 0.0)
-        due = self.sim_time() + delay
+        due = self.sim_time() + self.camera_latency_s + draw_jitter_s(self.jitter_ms, self._rng)
         if self._in_flight:
             due = max(due, self._in_flight[-1][0])  # in order
         self._in_flight.append((due, head, hand))

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -44,26 +45,46 @@ def demo_shaped_checkpoint(tmp_path_factory):
     return path
 
 
-def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
-    context = Context()
-    rclpy.init(context=context)
-    node = RoboVLMNode(
+def sim_node(context: Context, checkpoint, **kwargs) -> RoboVLMNode:
+    """The node on sim time with its engine in this process, driving around the box on the left."""
+    return RoboVLMNode(
         context=context,
         parameter_overrides=[
-            Parameter("model_path", value=str(demo_shaped_checkpoint)),
+            Parameter("model_path", value=str(checkpoint)),
             Parameter("use_sim_time", value=True),
             Parameter("instruction", value="go around the box on the left and stop at the cup"),
             Parameter("engine_process", value=False),
         ],
+        **kwargs,
     )
-    bridge = SimBridge(context=context, image_size=56)
-    bridge.env.time_limit_s = 3.0
+
+
+@contextmanager
+def spinning(context: Context, *nodes):
+    """``nodes`` spinning on one executor; on exit the executor stops, the nodes are destroyed and the context
+    shut down."""
     executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    executor.add_node(bridge)
+    for n in nodes:
+        executor.add_node(n)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     try:
+        yield
+    finally:
+        executor.shutdown()
+        spin.join(timeout=5)
+        for n in nodes:
+            n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
+    context = Context()
+    rclpy.init(context=context)
+    node = sim_node(context, demo_shaped_checkpoint)
+    bridge = SimBridge(context=context, image_size=56)
+    bridge.env.time_limit_s = 3.0
+    with spinning(context, node, bridge):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         time.sleep(0.5)  # discovery
@@ -79,12 +100,6 @@ def test_node_drives_the_sim_over_dds_on_sim_time(demo_shaped_checkpoint):
         assert node.output is not None and np.all(node.output.last_command == 0)
         second = bridge.run_episode("2box_hori_right", 6)  # the sim clock keeps going forward across episodes
         assert second.time_s > 0 and bridge.sim_time() > out.time_s
-    finally:
-        executor.shutdown()
-        spin.join(timeout=5)
-        node.destroy_node()
-        bridge.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_demo_starts_the_node_like_bringup(tmp_path):
@@ -113,14 +128,9 @@ def test_the_demo_latency_delays_camera_frames_and_the_models_answers(demo_shape
     still drives."""
     context = Context()
     rclpy.init(context=context)
-    node = RoboVLMNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("model_path", value=str(demo_shaped_checkpoint)),
-            Parameter("use_sim_time", value=True),
-            Parameter("instruction", value="go around the box on the left and stop at the cup"),
-            Parameter("engine_process", value=False),
-        ],
+    node = sim_node(
+        context,
+        demo_shaped_checkpoint,
         engine_wrapper=lambda e: SlowedEngine(e, LatencySettings(inference_ms=300), rng=np.random.default_rng(0)),
     )
     bridge = SimBridge(context=context, image_size=56, camera_latency_ms=100)
@@ -133,12 +143,7 @@ def test_the_demo_latency_delays_camera_frames_and_the_models_answers(demo_shape
         lambda m: ages.append(bridge.sim_time() + 1.0 - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
         qos_profile_sensor_data,
     )
-    executor = SingleThreadedExecutor(context=context)
-    for n in (node, bridge, listener):
-        executor.add_node(n)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
-    try:
+    with spinning(context, node, bridge, listener):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         time.sleep(0.5)  # discovery
@@ -149,10 +154,3 @@ def test_the_demo_latency_delays_camera_frames_and_the_models_answers(demo_shape
         assert all(d > 0.2 for d in engine.delays[1:]), engine.delays[:5]  # the demo model itself takes ms
         assert len(out.commands) >= 0.5 * 20 * out.time_s, len(out.commands)  # the control loop keeps its rate
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    finally:
-        executor.shutdown()
-        spin.join(timeout=5)
-        node.destroy_node()
-        bridge.destroy_node()
-        listener.destroy_node()
-        rclpy.try_shutdown(context=context)
