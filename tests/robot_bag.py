@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from robovlm.data.bag import TYPESTORE, _header
+from robovlm.data.bag import TYPESTORE
+from robovlm.data.bag_writer import _header
 
 JOINTS = ["wheel_fl", "arm_lift", "wheel_fr", "gripper", "arm_pan", "wheel_rl", "wheel_rr", "arm_wrist"]
 T0 = 1_760_000_000 * 10**9

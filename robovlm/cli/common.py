@@ -37,3 +37,38 @@ def milliseconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def add_recording_options(parser: argparse.ArgumentParser, *, split: bool = True) -> None:
+    """The flags that say how recordings become episodes, the same for ``train``, ``inspect-bag``,
+    ``convert-bags`` (and ``replay``, without ``--split-episodes``)."""
+    parser.add_argument(
+        "--instructions",
+        metavar="FILE",
+        help="instructions per episode: YAML (NAME: text) or CSV (columns episode, instruction); NAME is an episode "
+        "(BAG#k), bag or file name or a glob. Precedence: the recording's instruction topic, this file, "
+        "--instruction, metadata.yaml custom_data, the HDF5 attribute, models/instructions.json by scenario",
+    )
+    parser.add_argument("--instruction", metavar="TEXT", help="one instruction for every episode without a closer one")
+    if split:
+        parser.add_argument(
+            "--split-episodes",
+            metavar="SOURCE[,SOURCE]",
+            help="cut long bags into episodes BAG#k: topic:NAME (Bool or String start/end markers), idle:SECONDS "
+            "(no non-zero command for that long), times:FILE (CSV bag,start,end in seconds from the bag's start); "
+            "several: the first cuts where it has evidence, the next the rest",
+        )
+
+
+def instruction_sources(args: argparse.Namespace):
+    """The ``InstructionSources`` of ``add_recording_options``' flags."""
+    from ..data.instructions import InstructionSources
+
+    return InstructionSources(file=args.instructions, text=args.instruction)
+
+
+def split_sources(args: argparse.Namespace) -> list:
+    """The ``--split-episodes`` sources (``robovlm.data.recording``)."""
+    from ..data.recording import parse_split
+
+    return parse_split(getattr(args, "split_episodes", None))

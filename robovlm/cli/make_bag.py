@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_make_bag(args: argparse.Namespace) -> int:
-    from ..data.bag import episode_to_bag
+    from ..data.bag_writer import episode_to_bag
     from ..data.hdf5 import load_instructions, read_hdf5_episode
 
     static = None

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import TOPIC_HELP, at_least
+from .common import TOPIC_HELP, add_recording_options, at_least, instruction_sources, split_sources
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--out", required=True, help="checkpoint directory")
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
+    add_recording_options(s)
     s.add_argument(
         "--action-fields",
         metavar="FIELD,FIELD",
@@ -118,6 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             topics=TopicMap.from_flags(args.topic),
             joint_names=_joints(args.joints),
+            instructions=instruction_sources(args),
+            split=split_sources(args),
         )
     except BaseException:  # bad data found mid-run (a damaged file), Ctrl-C: no empty output directory stays
         if not existed and out.is_dir() and not any(out.iterdir()):

@@ -1,9 +1,7 @@
-"""rosbag2 files (sqlite3 or MCAP) without a ROS install, through the pure-Python ``rosbags`` package.
+"""Reading rosbag2 files (sqlite3 or MCAP) without a ROS install, through the pure-Python ``rosbags`` package.
 
-``episode_to_bag`` turns one of the user's HDF5 episodes into a bag the node can be replayed on: the head (and, when
-recorded, hand) camera as ``sensor_msgs/Image`` (bgr8, as recorded), the teleop command on ``/cmd_vel``, joint
-states when the episode has them (or a fixed pose the user names), and the instruction on ``/instruction``.
-Reading is by role (``robovlm.data.roles``) and streams, so bags recorded by other robots work too.
+Reading is by role (``robovlm.data.roles``) and streams, so bags recorded by other robots work too; writing is in
+``robovlm.data.bag_writer``.
 """
 
 from __future__ import annotations
@@ -12,129 +10,25 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from ..utils.images import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
 from .hdf5 import Episode
+from .instructions import InstructionSources
+from .recording import MARKER_TYPES, Timeline, episodes_of, marker_value
 from .roles import ROLES, TopicMap, is_compressed, is_stamped_twist, normalize_type
 
 log = logging.getLogger(__name__)
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-BAG_T0_NS = 1_700_000_000 * 10**9  # fixed start time: the same episode always gives the same bag
-TOPICS = TopicMap().topics  # what ``episode_to_bag`` writes: the node's default topics, by role
 
 
 class BagError(ValueError):
     """A bag cannot be read or written; the message names it."""
-
-
-def _stamp(ns: int):
-    t = TYPESTORE.types["builtin_interfaces/msg/Time"]
-    return t(sec=ns // 10**9, nanosec=ns % 10**9)
-
-
-def _header(ns: int, frame_id: str):
-    return TYPESTORE.types["std_msgs/msg/Header"](stamp=_stamp(ns), frame_id=frame_id)
-
-
-def image_msg(rgb: np.ndarray, ns: int, frame_id: str):
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    h, w = bgr.shape[:2]
-    return TYPESTORE.types["sensor_msgs/msg/Image"](
-        header=_header(ns, frame_id),
-        height=h,
-        width=w,
-        encoding="bgr8",
-        is_bigendian=0,
-        step=w * 3,
-        data=np.frombuffer(bgr.tobytes(), np.uint8),
-    )
-
-
-def twist_msg(linear_x: float, linear_y: float, angular_z: float):
-    v3 = TYPESTORE.types["geometry_msgs/msg/Vector3"]
-    return TYPESTORE.types["geometry_msgs/msg/Twist"](
-        linear=v3(x=float(linear_x), y=float(linear_y), z=0.0), angular=v3(x=0.0, y=0.0, z=float(angular_z))
-    )
-
-
-def joint_state_msg(names: list[str], positions: np.ndarray, ns: int):
-    return TYPESTORE.types["sensor_msgs/msg/JointState"](
-        header=_header(ns, ""),
-        name=list(names),
-        position=np.asarray(positions, np.float64),
-        velocity=np.zeros(0),
-        effort=np.zeros(0),
-    )
-
-
-def episode_to_bag(
-    ep: Episode, out: str | Path, *, storage: str = "sqlite3", static_joints: dict[str, float] | None = None
-) -> dict[str, int]:
-    """Write ``ep`` as a rosbag2 directory ``out``; returns messages written per topic."""
-    out = Path(out)
-    if out.exists():
-        raise BagError(f"{out} already exists; rosbag2 writes a new directory")
-    plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}.get(storage)
-    if plugin is None:
-        raise BagError(f"storage must be 'sqlite3' or 'mcap', got {storage!r}")
-    counts: dict[str, int] = {}
-    dt_ns = int(round(ep.frame_dt * 1e9))
-    with Writer(out, version=9, storage_plugin=plugin) as w:
-        conns = {
-            "head": w.add_connection(TOPICS["head"], "sensor_msgs/msg/Image", typestore=TYPESTORE),
-            "cmd_vel": w.add_connection(TOPICS["cmd_vel"], "geometry_msgs/msg/Twist", typestore=TYPESTORE),
-        }
-        if ep.instruction:
-            conns["instruction"] = w.add_connection(TOPICS["instruction"], "std_msgs/msg/String", typestore=TYPESTORE)
-            msg = TYPESTORE.types["std_msgs/msg/String"](data=ep.instruction)
-            w.write(conns["instruction"], BAG_T0_NS, TYPESTORE.serialize_cdr(msg, "std_msgs/msg/String"))
-            counts[TOPICS["instruction"]] = 1
-        joints = None
-        if ep.joint_positions is not None:
-            joints = (ep.joint_names, ep.joint_positions)
-        elif static_joints:
-            joints = (list(static_joints), np.tile(np.array(list(static_joints.values())), (len(ep), 1)))
-        else:
-            log.warning(
-                "%s has no joint positions: the bag gets no %s (pass static joints for a fixed pose)",
-                ep.path,
-                TOPICS["joint_states"],
-            )
-        if joints is not None:
-            conns["joints"] = w.add_connection(
-                TOPICS["joint_states"], "sensor_msgs/msg/JointState", typestore=TYPESTORE
-            )
-        if ep.hand_images is not None:
-            conns["hand"] = w.add_connection(TOPICS["hand"], "sensor_msgs/msg/Image", typestore=TYPESTORE)
-        for i in range(len(ep)):
-            ns = BAG_T0_NS + i * dt_ns
-            w.write(
-                conns["head"],
-                ns,
-                TYPESTORE.serialize_cdr(image_msg(ep.images[i], ns, "head_camera"), "sensor_msgs/msg/Image"),
-            )
-            if ep.hand_images is not None:
-                w.write(
-                    conns["hand"],
-                    ns,
-                    TYPESTORE.serialize_cdr(image_msg(ep.hand_images[i], ns, "hand_camera"), "sensor_msgs/msg/Image"),
-                )
-            w.write(conns["cmd_vel"], ns, TYPESTORE.serialize_cdr(twist_msg(*ep.actions[i]), "geometry_msgs/msg/Twist"))
-            if joints is not None:
-                w.write(
-                    conns["joints"],
-                    ns,
-                    TYPESTORE.serialize_cdr(joint_state_msg(joints[0], joints[1][i], ns), "sensor_msgs/msg/JointState"),
-                )
-        for key, conn in conns.items():
-            if key != "instruction":
-                counts[conn.topic] = len(ep)
-    return counts
 
 
 @dataclass
@@ -187,6 +81,20 @@ def iter_bag(path: str | Path, topics: set[str] | None = None) -> Iterator[BagMe
 def read_bag(path: str | Path, topics: set[str] | None = None) -> list[BagMessage]:
     """All messages (of ``topics``) in a list: for small bags and tests; ``iter_bag`` streams."""
     return list(iter_bag(path, topics))
+
+
+def bag_metadata(path: str | Path) -> tuple[int, dict[str, str]]:
+    """The bag's first message time (ns) and its ``custom_data`` (rosbag2 metadata version 6 and later)."""
+    path = Path(path)
+    try:
+        with _open(path) as reader:
+            # metadata.yaml's own (version 6+) or, for a bare MCAP file, the storage's
+            meta = getattr(reader, "metadata", None) or reader.storage.metadata
+            return int(reader.start_time), dict(getattr(meta, "custom", None) or {})
+    except BagError:
+        raise
+    except Exception as exc:
+        raise BagError(f"{path}: cannot read bag: {exc}") from exc
 
 
 def bag_topics(path: str | Path, *, timing: bool = False) -> dict[str, TopicInfo]:
@@ -259,18 +167,18 @@ def _latest(times: np.ndarray, t: int) -> int:
     return int(np.searchsorted(times, t, side="right")) - 1
 
 
-def read_bag_episode(
+def read_recording(
     path: str | Path,
     topics: TopicMap | None = None,
     *,
     joint_names: list[str] | None = None,
-    instructions: dict[str, str] | None = None,
     image_size: int | None = None,
     tolerance_s: float = 0.5,
     cmd_vel_timeout_s: float = 0.5,
     use_hand: bool = True,
     use_joints: bool = True,
-):
+    marker_topic: str | None = None,
+) -> tuple[Episode, Timeline]:
     """A rosbag2 recording as an ``Episode``, by role (``topics``; default: the node's topics).
 
     One frame per head image. Every other role is aligned to it by receive time (one clock for every topic; header
@@ -281,9 +189,11 @@ def read_bag_episode(
     stopped, like diff_drive_controller). Joints are selected by name (``joint_names``; default: the first joint
     state's names, in its order); extra joints are ignored, a missing one is an error. Images are stored at
     ``image_size`` (the model's input size) when given, so a long bag of full-size frames fits in memory.
-    Returns the episode; its ``alignment`` attribute says what was dropped and the largest offsets.
+    Returns the whole recording as one episode (its ``alignment`` says what was dropped and the largest offsets;
+    its instruction is not looked up) and the bag's ``Timeline``: instruction messages, the episode markers on
+    ``marker_topic`` (``robovlm.data.recording``), the first message's time and ``custom_data``.
     """
-    from .hdf5 import SCENARIO_RE, Episode
+    from .hdf5 import SCENARIO_RE
 
     path = Path(path)
     topics = topics or TopicMap()
@@ -301,14 +211,34 @@ def read_bag_episode(
     wanted = {topics[r] for r in ("head", "cmd_vel", "instruction")} | (
         {topics["joint_states"]} if use_joints else set()
     )
+    start_ns, custom = bag_metadata(path)
+    timeline = Timeline(
+        start_ns=start_ns,
+        custom_data=custom,
+        instruction_topic=topics["instruction"] if "instruction" in found else None,
+        marker_topic=marker_topic,
+    )
+    if marker_topic is not None:
+        if marker_topic not in present:
+            raise BagError(f"{path}: no episode marker topic {marker_topic} (topics: {', '.join(sorted(present))})")
+        if present[marker_topic].msgtype not in MARKER_TYPES:
+            raise BagError(
+                f"{path}: episode markers on {marker_topic} have type {present[marker_topic].msgtype}; markers are "
+                f"{' or '.join(MARKER_TYPES)}"
+            )
+        wanted.add(marker_topic)
     if hand_on:
         wanted.add(topics["hand"])
     role_of = {topics[r]: r for r in ROLES}
     heads: list[tuple[int, np.ndarray]] = []
     samples: dict[str, list[tuple[int, object]]] = {"hand": [], "joint_states": [], "cmd_vel": []}
-    texts: list[str] = []
     names = list(joint_names) if joint_names else None
     for m in iter_bag(path, wanted):
+        if m.topic == marker_topic:
+            timeline.markers.append(
+                (m.timestamp_ns, marker_value(m.msgtype, deserialize(m), f"{path}: {m.topic} at {m.timestamp_ns} ns"))
+            )
+            continue
         role = role_of[m.topic]
         if role == "head":
             heads.append((m.timestamp_ns, decode_image(m, image_size)))
@@ -317,7 +247,7 @@ def read_bag_episode(
         elif role == "cmd_vel":
             samples["cmd_vel"].append((m.timestamp_ns, twist_values(m)))
         elif role == "instruction":
-            texts.append(deserialize(m).data)
+            timeline.instructions.append((m.timestamp_ns, deserialize(m).data))
         elif role == "joint_states":
             js = deserialize(m)
             if names is None:
@@ -360,13 +290,12 @@ def read_bag_episode(
         raise BagError(f"{path}: no head frame has every required stream within {tolerance_s} s ({report.format()})")
     name = path.name
     match = SCENARIO_RE.search(name)
-    instruction = texts[-1] if texts else ((instructions or {}).get(match.group(0)) if match else None)
     dts = np.diff(kept_t) * 1e-9
     ep = Episode(
         path=path,
         name=name,
         scenario=match.group(0) if match else None,
-        instruction=instruction,
+        instruction=None,
         images=np.stack(images),
         actions=np.asarray(actions, np.float32),
         event_types=["start_action"] * len(images),
@@ -375,7 +304,23 @@ def read_bag_episode(
         joint_names=names if joints else None,
         hand_images=np.stack(hand_imgs) if hand_imgs else None,
         alignment=report,
+        frame_times_ns=np.asarray(kept_t, np.int64),
     )
     if report.dropped_before_start or report.dropped_stale:
         log.info("%s: %s", path, report.format())
-    return ep
+    return ep, timeline
+
+
+def read_bag_episode(
+    path: str | Path,
+    topics: TopicMap | None = None,
+    *,
+    instructions: InstructionSources | dict[str, str] | None = None,
+    **options: Any,
+) -> Episode:
+    """A whole bag as one episode (``read_recording``'s options) with its instruction found by ``instructions``
+    (the user's sources or a scenario mapping; ``robovlm.data.instructions``), or None if no source has one."""
+    ep, timeline = read_recording(path, topics, **options)
+    if not isinstance(instructions, InstructionSources):
+        instructions = InstructionSources(mapping=dict(instructions or {}))
+    return episodes_of(ep, timeline, [], instructions)[0][0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from tqdm import tqdm
 from ..configs.model import RoboVLMConfig
 from ..utils.images import to_pixels
 from .augment import ImageAugment, WindowAugment
-from .bag import read_bag_episode
-from .hdf5 import Episode, EpisodeError, load_instructions, read_hdf5_episode
+from .bag import read_recording
+from .hdf5 import Episode, EpisodeError, read_hdf5_episode
+from .instructions import InstructionSources
+from .recording import SplitSource, Timeline, episodes_of, marker_topic
 from .roles import TopicMap
 from .stats import NormStats
 
@@ -31,14 +34,19 @@ def is_bag(path: Path) -> bool:
     return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3")))
 
 
+def natural(path: Path) -> list:
+    """Sort key: digit runs compare as numbers (``day#2`` before ``day#10``)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name)]
+
+
 def episode_paths(data: str | Path) -> list[Path]:
-    """HDF5 files and rosbag2 directories in ``data`` (or ``data`` itself when it is one), sorted by name."""
+    """HDF5 files and rosbag2 directories in ``data`` (or ``data`` itself when it is one), in natural name order."""
     data = Path(data)
     if not data.exists():
         raise EpisodeError(f"{data}: no such file or directory")
     if data.suffix == ".h5" or is_bag(data):
         return [data]
-    paths = sorted(p for p in data.iterdir() if (p.suffix == ".h5" and p.is_file()) or is_bag(p))
+    paths = sorted((p for p in data.iterdir() if (p.suffix == ".h5" and p.is_file()) or is_bag(p)), key=natural)
     if not paths:
         raise EpisodeError(f"{data}: no episodes (*.h5 files or rosbag2 directories)")
     return paths
@@ -59,7 +67,7 @@ def select_joints(ep: Episode, names: list[str]) -> Episode:
 
 def load_episodes(
     data: str | Path,
-    instructions: dict[str, str] | None = None,
+    instructions: InstructionSources | dict[str, str] | None = None,
     *,
     topics: TopicMap | None = None,
     joint_names: list[str] | None = None,
@@ -69,33 +77,37 @@ def load_episodes(
     image_size: int | None = None,
     lazy: bool = False,
     cache_dir: Path | None = None,
+    split: list[SplitSource] | None = None,
 ) -> list[Episode]:
-    """Every episode in ``data`` (HDF5 files and rosbag2 directories, sorted by name).
+    """Every episode in ``data`` (HDF5 files and rosbag2 directories, in natural name order).
 
-    Bags are read by role (``topics``) with images stored at ``image_size``. With ``use_state`` the joints are
-    ``joint_names`` (default: the first episode's, when it has exactly ``state_dim``), selected by name in every
-    episode. An episode without an instruction is an error. ``lazy``: an index only; camera frames are read on
-    demand (HDF5 from the file, bags from a frame cache written the first time, ``frame_cache``), so memory does
-    not grow with the number of episodes.
+    Bags are read by role (``topics``) with images stored at ``image_size``, and cut into episodes by ``split``
+    (``robovlm.data.recording``; none: one episode per bag). Instructions come from ``instructions`` (the user's
+    sources, ``robovlm.data.instructions``, or a bare scenario mapping; default ``models/instructions.json``); an
+    episode without one is an error naming every source tried. With ``use_state`` the joints are ``joint_names``
+    (default: the first episode's, when it has exactly ``state_dim``), selected by name in every episode.
+    ``lazy``: an index only; camera frames are read on demand (HDF5 from the file, bags from a frame cache written
+    the first time, ``frame_cache``), so memory does not grow with the number of episodes.
     """
-    from .frame_cache import cached_bag_episode
+    from .frame_cache import cached_recording
 
-    instructions = instructions if instructions is not None else load_instructions()
+    sources = instructions if isinstance(instructions, InstructionSources) else InstructionSources(mapping=instructions)
+    marker = marker_topic(split or [])
     episodes = []
     for p in tqdm(episode_paths(data), desc="episodes", unit="ep", disable=None):
         if p.suffix == ".h5":
-            ep = read_hdf5_episode(p, instructions, lazy=lazy)
+            found = [read_hdf5_episode(p, sources, lazy=lazy)]
         else:
 
-            def read(p=p):
-                return read_bag_episode(
+            def read(p: Path = p) -> tuple[Episode, Timeline]:
+                return read_recording(
                     p,
                     topics,
                     joint_names=joint_names,
-                    instructions=instructions,
                     image_size=image_size,
                     use_hand=use_hand,
                     use_joints=use_state,
+                    marker_topic=marker,
                 )
 
             if lazy:
@@ -105,26 +117,26 @@ def load_episodes(
                     "image_size": image_size,
                     "hand": use_hand,
                     "state": use_state,
-                    "instructions": instructions,
+                    "marker_topic": marker,
                 }
-                ep = cached_bag_episode(p, read, options, cache_dir)
+                whole, timeline = cached_recording(p, read, options, cache_dir)
             else:
-                ep = read()
-        if use_state:
-            if joint_names is None:
-                if ep.joint_names is None or (state_dim is not None and len(ep.joint_names) != state_dim):
-                    raise EpisodeError(
-                        f"{p}: the model's state has {state_dim} joints but the episode has "
-                        f"{ep.joint_names or 'none'}; name them with --joints NAME,NAME,..."
-                    )
-                joint_names = list(ep.joint_names)
-            ep = select_joints(ep, joint_names)
-        if not ep.instruction:
-            raise EpisodeError(
-                f"{ep.path}: no instruction for scenario {ep.scenario!r} (episode {ep.name!r}); "
-                "add it to the instruction mapping or record it on the instruction topic"
-            )
-        episodes.append(ep)
+                whole, timeline = read()
+            found = [ep for ep, _ in episodes_of(whole, timeline, split or [], sources)]
+        for ep in found:
+            if use_state:
+                if joint_names is None:
+                    if ep.joint_names is None or (state_dim is not None and len(ep.joint_names) != state_dim):
+                        raise EpisodeError(
+                            f"{p}: the model's state has {state_dim} joints but the episode has "
+                            f"{ep.joint_names or 'none'}; name them with --joints NAME,NAME,..."
+                        )
+                    joint_names = list(ep.joint_names)
+                ep = select_joints(ep, joint_names)
+            if not ep.instruction:
+                assert ep.texts is not None
+                sources.resolve(ep.texts)  # raises, naming every source tried
+            episodes.append(ep)
     return episodes
 
 

@@ -9,16 +9,22 @@ reading option, so a changed bag or option is decoded again. Default cache: ``$R
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-CACHE_VERSION = 1
+from .hdf5 import Episode
+from .recording import Timeline
+
+CACHE_VERSION = 2  # 2: whole recordings with their timeline (episodes are cut after the cache)
 
 
 def default_cache_dir() -> Path:
@@ -35,19 +41,20 @@ def cache_key(bag: Path, options: dict) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
-def cached_bag_episode(bag: Path, read, options: dict, cache_dir: Path | None = None):
-    """The episode of ``bag`` with memory-mapped frames; ``read()`` decodes it when the cache has no entry."""
-    from .hdf5 import Episode
-
+def cached_recording(
+    bag: Path, read: Callable[[], tuple[Episode, Timeline]], options: dict, cache_dir: Path | None = None
+) -> tuple[Episode, Timeline]:
+    """The whole recording of ``bag`` with memory-mapped frames, and its timeline; ``read()`` decodes them
+    (``robovlm.data.bag.read_recording``) when the cache has no entry."""
     entry = (cache_dir or default_cache_dir()) / cache_key(bag, options)
     if not (entry / "meta.json").is_file():
-        ep = read()
+        ep, timeline = read()
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=entry.parent))
         np.save(tmp / "head.npy", np.ascontiguousarray(ep.images))
         if ep.hand_images is not None:
             np.save(tmp / "hand.npy", np.ascontiguousarray(ep.hand_images))
-        arrays = {"actions": ep.actions}
+        arrays: dict[str, Any] = {"actions": ep.actions, "frame_times_ns": np.asarray(ep.frame_times_ns, np.int64)}
         if ep.joint_positions is not None:
             arrays["joint_positions"] = ep.joint_positions
         np.savez(tmp / "arrays.npz", **arrays)
@@ -60,6 +67,7 @@ def cached_bag_episode(bag: Path, read, options: dict, cache_dir: Path | None = 
                     "event_types": ep.event_types,
                     "frame_dt": ep.frame_dt,
                     "joint_names": ep.joint_names,
+                    "timeline": dataclasses.asdict(timeline),
                 }
             )
         )
@@ -69,7 +77,15 @@ def cached_bag_episode(bag: Path, read, options: dict, cache_dir: Path | None = 
             shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads((entry / "meta.json").read_text())
     arrays = np.load(entry / "arrays.npz")
-    return Episode(
+    line = meta["timeline"]
+    timeline = Timeline(
+        **{
+            **line,
+            "instructions": [tuple(x) for x in line["instructions"]],
+            "markers": [tuple(x) for x in line["markers"]],
+        }
+    )
+    ep = Episode(
         path=Path(bag),
         name=meta["name"],
         scenario=meta["scenario"],
@@ -81,4 +97,6 @@ def cached_bag_episode(bag: Path, read, options: dict, cache_dir: Path | None = 
         joint_positions=arrays["joint_positions"] if "joint_positions" in arrays else None,
         joint_names=meta["joint_names"],
         hand_images=np.load(entry / "hand.npy", mmap_mode="r") if (entry / "hand.npy").is_file() else None,
+        frame_times_ns=arrays["frame_times_ns"],
     )
+    return ep, timeline

@@ -4,22 +4,28 @@
   ``action_event_types`` (N,) utf-8 strings (``episode_start``, ``start_action``, ``stop_action``);
 - attrs ``episode_name`` (holds a scenario id such as ``1box_vert_left``), ``total_duration``, ``num_frames``,
   ``action_chunk_size``.
-The files carry no text: the instruction comes from ``models/instructions.json`` (scenario id -> sentence).
-Optional, when a recorder adds them (the simulator does): ``hand_images`` (N, H, W, 3) uint8 BGR from the gripper
-camera, ``joint_positions`` (N, J) with attr ``joint_names``.
+The user's files carry no text: the instruction comes from ``models/instructions.json`` (scenario id -> sentence)
+or the other sources of ``robovlm.data.instructions``.
+Optional, when a recorder adds them (the simulator and ``robovlm convert-bags`` do): ``hand_images`` (N, H, W, 3)
+uint8 BGR from the gripper camera, ``joint_positions`` (N, J) with attr ``joint_names``; attr ``instruction``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..utils.resources import find_resource
+
+if TYPE_CHECKING:
+    from .instructions import EpisodeTexts, InstructionSources
 
 SCENARIO_RE = re.compile(r"(?:1|2)box_(?:vert|hori)_(?:left|right)")
 DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.utils.resources
@@ -49,9 +55,32 @@ class Episode:
     """(N, H, W, 3) uint8 RGB, when the file has a hand camera."""
     alignment: object | None = None
     """For episodes read from a bag: how its streams were aligned (``robovlm.data.bag.Alignment``)."""
+    instruction_source: str | None = None
+    """Where ``instruction`` came from (``robovlm.data.instructions``)."""
+    texts: EpisodeTexts | None = None
+    """What the episode's own files say about its instruction (for the error that names every source)."""
+    frame_times_ns: np.ndarray | None = None
+    """(N,) int64 receive time of each frame, for episodes read from a bag."""
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def cut(self, start: int, stop: int, name: str) -> Episode:
+        """Frames ``[start, stop)`` as an episode of their own named ``name`` (arrays are views or lazy slices)."""
+
+        def part(a: Any) -> Any:
+            return None if a is None else a[start:stop]
+
+        return dataclasses.replace(
+            self,
+            name=name,
+            images=part(self.images),
+            actions=self.actions[start:stop],
+            event_types=self.event_types[start:stop],
+            joint_positions=part(self.joint_positions),
+            hand_images=part(self.hand_images),
+            frame_times_ns=part(self.frame_times_ns),
+        )
 
 
 def bgr_to_rgb(frames) -> np.ndarray:
@@ -130,10 +159,15 @@ def load_instructions(path: str | Path | None = None) -> dict[str, str]:
     return data
 
 
-def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = None, *, lazy: bool = False) -> Episode:
+def read_hdf5_episode(
+    path: str | Path, instructions: InstructionSources | dict[str, str] | None = None, *, lazy: bool = False
+) -> Episode:
     """One episode file, checked; ``lazy``: the camera frames stay in the file (``LazyFrames``), everything else
-    (actions, joints, events: a few kB) is read now."""
+    (actions, joints, events: a few kB) is read now. The instruction is found with ``instructions`` (the user's
+    sources, or a bare scenario mapping); None when no source has one."""
     import h5py
+
+    from .instructions import EpisodeTexts, InstructionSources
 
     path = Path(path)
     if not path.is_file():
@@ -159,9 +193,8 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
                 f"{path}: {images.shape[0]} images, {n} actions and {f['action_event_types'].shape[0]} "
                 "event types: they must match"
             )
-        attrs = dict(f.attrs)
-        name = attrs.get("episode_name", path.stem)
-        name = name.decode() if isinstance(name, bytes) else str(name)
+        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
+        name = str(attrs.get("episode_name", path.stem))
         num_frames = int(attrs.get("num_frames", n))
         if num_frames != n:
             raise EpisodeError(f"{path}: attr num_frames={num_frames} but the datasets hold {n} frames")
@@ -190,12 +223,23 @@ def read_hdf5_episode(path: str | Path, instructions: dict[str, str] | None = No
             hand = LazyFrames(path, "hand_images", ds.shape) if lazy else bgr_to_rgb(ds[...])
     match = SCENARIO_RE.search(name)
     scenario = match.group(0) if match else None
-    instruction = (instructions or {}).get(scenario) if scenario else None
+    attr = attrs.get("instruction")
+    texts = EpisodeTexts(
+        episode=name, recording=path.name, scenario=scenario, attribute=str(attr) if attr is not None else None
+    )
+    sources = (
+        instructions
+        if isinstance(instructions, InstructionSources)
+        else InstructionSources(mapping=dict(instructions or {}))
+    )
+    found = sources.find(texts)
     return Episode(
         path=path,
         name=name,
         scenario=scenario,
-        instruction=instruction,
+        instruction=found.text if found else None,
+        instruction_source=found.source if found else None,
+        texts=texts,
         images=rgb,
         actions=acts,
         event_types=events,
@@ -218,8 +262,10 @@ def write_hdf5_episode(
     joint_positions: np.ndarray | None = None,
     joint_names: list[str] | None = None,
     hand_images_rgb: np.ndarray | None = None,
+    attrs: dict[str, str] | None = None,
 ) -> None:
-    """Write an episode in the user's format (images stored BGR, as their recorder does)."""
+    """Write an episode in the user's format (images stored BGR, as their recorder does); ``attrs``: extra file
+    attributes (``instruction``, a converted episode's source)."""
     import h5py
 
     n = len(actions)
@@ -243,3 +289,5 @@ def write_hdf5_episode(
         f.attrs["total_duration"] = float(frame_dt * n)
         f.attrs["num_frames"] = n
         f.attrs["action_chunk_size"] = action_chunk_size
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value

@@ -67,7 +67,7 @@ def collect(
 ) -> CollectResult:
     """Expert episodes into ``out_dir``; ``perturb``: a level of ``robovlm.sim.perturb.LEVELS`` (a dropped frame is
     recorded as the camera's last one again, as a recorder holding the newest image writes it)."""
-    from ..data.bag import episode_to_bag
+    from ..data.bag_writer import episode_to_bag
     from ..data.hdf5 import load_instructions, read_hdf5_episode, write_hdf5_episode
 
     out = Path(out_dir)

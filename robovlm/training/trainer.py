@@ -36,6 +36,8 @@ from ..configs.model import ConfigError, load_config
 from ..configs.training import TrainSettings
 from ..data.augment import ImageAugment
 from ..data.dataset import WindowDataset, collate, compute_stats, cosine_with_warmup, load_episodes, split_episodes
+from ..data.instructions import InstructionSources
+from ..data.recording import SplitSource
 from ..data.roles import TopicMap
 from ..data.sampler import ShardedBatchSampler
 from ..model.policy import RoboVLM
@@ -128,9 +130,12 @@ def train(
     device: str | None = None,
     topics: TopicMap | None = None,
     joint_names: list[str] | None = None,
+    instructions: InstructionSources | None = None,
+    split: list[SplitSource] | None = None,
     probe: Callable[[RoboVLM, DataLoader], dict[str, Any]] | None = None,
 ) -> dict:
-    """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``).
+    """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``, and cut
+    into episodes by ``split``; instructions from ``instructions``, ``robovlm.data.instructions``).
 
     ``probe(model, val_loader)``: extra measurements at each evaluation (``bench.learning``), kept in the validation
     history beside the MAE."""
@@ -158,6 +163,8 @@ def train(
         )
     episodes = load_episodes(
         data_dir,
+        instructions,
+        split=split,
         topics=topics,
         joint_names=joint_names,
         use_state=config.use_state,

@@ -2,7 +2,8 @@ import h5py
 import numpy as np
 import pytest
 
-from robovlm.data.bag import BagError, deserialize, episode_to_bag, read_bag
+from robovlm.data.bag import BagError, deserialize, read_bag
+from robovlm.data.bag_writer import episode_to_bag
 from robovlm.data.hdf5 import EpisodeError, load_instructions, read_hdf5_episode, write_hdf5_episode
 
 N = 12

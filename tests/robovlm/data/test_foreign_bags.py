@@ -190,7 +190,8 @@ def test_ros1_style_type_names_in_a_bag(tmp_path):
     """Bags converted from ROS 1 may name types `sensor_msgs/Image`: the reader and replay take them."""
     from rosbags.rosbag2 import Writer
 
-    from robovlm.data.bag import TYPESTORE, image_msg, joint_state_msg, twist_msg
+    from robovlm.data.bag import TYPESTORE
+    from robovlm.data.bag_writer import image_msg, joint_state_msg, twist_msg
 
     def conn(w, topic, ros2):
         msgdef, _ = TYPESTORE.generate_msgdef(ros2)

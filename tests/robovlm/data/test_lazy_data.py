@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from robovlm.configs.model import load_config
 from robovlm.data.augment import ImageAugment
-from robovlm.data.bag import episode_to_bag
+from robovlm.data.bag_writer import episode_to_bag
 from robovlm.data.dataset import WindowDataset, collate, compute_stats, load_episodes
 from robovlm.data.hdf5 import LazyFrames, load_instructions, read_hdf5_episode
 from tests import ROOT
@@ -67,7 +67,7 @@ def test_bags_are_decoded_once_into_the_frame_cache(episodes_dir, tmp_path, monk
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached bag was decoded again")
 
-    monkeypatch.setattr(dataset, "read_bag_episode", no_decoding)
+    monkeypatch.setattr(dataset, "read_recording", no_decoding)
     again = load_episodes(episodes_dir / "bags", image_size=56, lazy=True, cache_dir=cache)
     assert np.array_equal(again[1].images, lazy[1].images)
     with pytest.raises(AssertionError, match="decoded again"):  # another image size is another entry
