@@ -55,7 +55,7 @@ bench-fullsize: install
 
 # Issue 20's table: held-out closed-loop episodes of models/demo under inference latency x chunk mode x perturbation
 # (camera latency 50 ms) plus the ablations in the target condition, into bench/results/closed_loop.md and .png,
-# with a contact sheet of the strong perturbation. EPISODES per cell (default 40: hours on two cores).
+# with a contact sheet of the strong perturbation. EPISODES per cell (default 40: about 15 minutes on two cores).
 EPISODES ?= 40
 eval-robustness: install
 	$(PY) -m bench.robustness --episodes $(EPISODES)

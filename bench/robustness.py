@@ -100,8 +100,46 @@ def write_results(args: argparse.Namespace, done: dict[str, dict], wall: float) 
             f"| {r['success']}/{r['episodes']} | {r['collisions']} | {r['jerk']:.2f} | {r['max_step']:.3f} "
             f"| {100 * r['limited']:.1f}% | {100 * r['no_action']:.1f}% | {r['skipped']} |"
         )
+    lines += summary(rows, args.default_mode)
     Path(args.results).write_text("\n".join(lines) + "\n")
     plot(rows, Path(args.results).with_suffix(".png"))
+
+
+def summary(rows: list[dict], default_mode: str) -> list[str]:
+    """Per chunk mode over the grid (success, smoothness), and the issue's targets read off the rows."""
+    grid = [r for r in rows if not r.get("ablate") and r["camera_ms"] != TARGET["camera_ms"]]
+    out = ["", "Per chunk mode over the grid above (every perturbation and latency):", ""]
+    out += [
+        "| chunk mode | success | mean jerk | mean largest step | mean limited |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode in sorted({r["mode"] for r in grid}):
+        m = [r for r in grid if r["mode"] == mode]
+        out.append(
+            f"| {mode} | {sum(r['success'] for r in m)}/{sum(r['episodes'] for r in m)} "
+            f"| {sum(r['jerk'] for r in m) / len(m):.2f} | {sum(r['max_step'] for r in m) / len(m):.3f} "
+            f"| {100 * sum(r['limited'] for r in m) / len(m):.1f}% |"
+        )
+
+    def at(ablate: str | None) -> dict | None:
+        want = {**TARGET, "mode": default_mode}
+        return next((r for r in rows if all(r[k] == v for k, v in want.items()) and r.get("ablate") == ablate), None)
+
+    target, blind, deaf = at(None), at("image"), at("instruction")
+    if target is not None:
+        pct = 100 * target["success"] / target["episodes"]
+        out += [
+            "",
+            f"Targets at the default mode ({default_mode}), `strong`, camera 100 ms, inference 300 ms: success "
+            f"{pct:.0f}% (target at least 80%); safety filter limited {100 * target['limited']:.1f}% of ticks "
+            "(target at most 5%)",
+        ]
+        for name, r in (("image-blind", blind), ("instruction-blind", deaf)):
+            if r is not None:
+                ablated = 100 * r["success"] / r["episodes"]
+                out[-1] += f"; {name} {ablated:.0f}% ({pct - ablated:.0f} points lower, target at least 30)"
+        out[-1] += "."
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
