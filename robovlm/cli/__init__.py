@@ -12,7 +12,18 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-from . import collect_sim, demo, eval_sim, export, import_robovlms_config, info, init_checkpoint, inspect_bag, make_bag
+from . import (
+    collect_sim,
+    convert_bags,
+    demo,
+    eval_sim,
+    export,
+    import_robovlms_config,
+    info,
+    init_checkpoint,
+    inspect_bag,
+    make_bag,
+)
 from . import train as train_command
 
 COMMANDS = (
@@ -22,6 +33,7 @@ COMMANDS = (
     export,
     make_bag,
     inspect_bag,
+    convert_bags,
     collect_sim,
     train_command,
     eval_sim,

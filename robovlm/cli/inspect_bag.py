@@ -1,20 +1,30 @@
-"""``robovlm inspect-bag``: topics, types, counts and rates of a rosbag2, and a proposed role mapping."""
+"""``robovlm inspect-bag``: topics, types, counts and rates of a rosbag2, a proposed role mapping, and the episodes
+``train`` would cut from it with their instructions and where each instruction comes from."""
 
 from __future__ import annotations
 
 import argparse
 
+from .common import TOPIC_HELP, add_recording_options, instruction_sources, split_sources
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``inspect-bag`` to the ``robovlm`` command line."""
-    s = sub.add_parser("inspect-bag", help="topics, types, counts and rates of a rosbag2, and a proposed role mapping")
+    s = sub.add_parser(
+        "inspect-bag",
+        help="topics, types, counts and rates of a rosbag2, a proposed role mapping, and its episodes with their "
+        "instructions",
+    )
     s.add_argument("bag", metavar="BAG")
+    s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
+    add_recording_options(s)
     s.set_defaults(func=cmd_inspect_bag)
 
 
 def cmd_inspect_bag(args: argparse.Namespace) -> int:
-    from ..data.bag import bag_topics
-    from ..data.roles import ROLES, propose_mapping
+    from ..data.bag import BagError, bag_topics, read_recording
+    from ..data.recording import episodes_of, marker_topic
+    from ..data.roles import ROLES, TopicMap, propose_mapping
 
     info = bag_topics(args.bag, timing=True)
     width = max([len(t) for t in info] + [5])
@@ -28,4 +38,34 @@ def cmd_inspect_bag(args: argparse.Namespace) -> int:
         print(f"  {role:<13} {proposal.get(role, '(none)')}")
     flags = " ".join(f"--topic {r}={proposal[r]}" for r in ROLES if r in proposal)
     print(f"\nflags: {flags}" if flags else "\nno topic fits any role")
+
+    topics = TopicMap.from_flags(args.topic)
+    sources, split = instruction_sources(args), split_sources(args)
+    try:  # the episodes as ``train`` cuts them (with the joint state and hand camera where the bag has them)
+        whole, timeline = read_recording(
+            args.bag,
+            topics,
+            image_size=8,
+            use_joints=topics["joint_states"] in info,
+            use_hand=topics["hand"] in info,
+            marker_topic=marker_topic(split),
+        )
+    except BagError as exc:
+        print(f"\nno episodes: {exc}")
+        return 0
+    found = episodes_of(whole, timeline, split, sources)
+    how = ", ".join(str(s) for s in split) if split else "one episode per bag (no --split-episodes)"
+    print(f"\nepisodes ({how}): {len(found)}; {getattr(whole.alignment, 'format', str)()}")
+    assert whole.frame_times_ns is not None
+    t0 = timeline.start_ns
+    name_w = max(len(ep.name) for ep, _ in found)
+    print(f"  {'episode':<{name_w}}  {'frames':>6} {'seconds':>8}  {'from-to (s)':<15} {'cut by':<22} instruction")
+    for ep, cut in found:
+        assert ep.frame_times_ns is not None
+        start, end = (ep.frame_times_ns[0] - t0) * 1e-9, (ep.frame_times_ns[-1] - t0) * 1e-9
+        text = f"{ep.instruction!r} ({ep.instruction_source})" if ep.instruction else "NONE: train would stop"
+        print(
+            f"  {ep.name:<{name_w}}  {len(ep):>6} {len(ep) * ep.frame_dt:>8.1f}  {f'{start:.1f}-{end:.1f}':<15} "
+            f"{cut.how:<22} {text}"
+        )
     return 0

@@ -68,62 +68,101 @@ def episode_to_bag(
     ep: Episode, out: str | Path, *, storage: str = "sqlite3", static_joints: dict[str, float] | None = None
 ) -> dict[str, int]:
     """Write ``ep`` as a rosbag2 directory ``out``; returns messages written per topic."""
+    return recording_to_bag([ep], out, storage=storage, static_joints=static_joints)
+
+
+def recording_to_bag(
+    episodes: list[Episode],
+    out: str | Path,
+    *,
+    storage: str = "sqlite3",
+    static_joints: dict[str, float] | None = None,
+    reset_s: float = 0.0,
+    marker_topic: str | None = None,
+    marked: set[int] | None = None,
+    instruction_topic: bool = True,
+    custom_data: dict[str, str] | None = None,
+) -> dict[str, int]:
+    """Write ``episodes`` one after the other as one rosbag2 directory ``out``, as a team records a sitting.
+
+    Between two episodes the robot is reset for ``reset_s`` seconds: the cameras keep streaming the last frame and
+    the teleop publishes zero commands. ``marker_topic``: a ``std_msgs/String`` 'start' before and 'end' after each
+    episode whose index is in ``marked`` (default: all). ``instruction_topic``: each episode's instruction on
+    ``/instruction`` as it starts (False: no instruction topic, as most teams record). ``custom_data``: rosbag2
+    metadata ``custom_data``. Returns messages written per topic."""
     out = Path(out)
     if out.exists():
         raise BagError(f"{out} already exists; rosbag2 writes a new directory")
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}.get(storage)
     if plugin is None:
         raise BagError(f"storage must be 'sqlite3' or 'mcap', got {storage!r}")
+    if not episodes:
+        raise BagError("no episodes to write")
+    first = episodes[0]
+    if any((e.hand_images is None) != (first.hand_images is None) for e in episodes):
+        raise BagError("some episodes have a hand camera and some do not; one recording has one set of cameras")
+    joint_sets: list[tuple[list[str], np.ndarray] | None] = []
+    for ep in episodes:
+        if ep.joint_positions is not None:
+            joint_sets.append((list(ep.joint_names or []), np.asarray(ep.joint_positions)))
+        elif static_joints:
+            joint_sets.append((list(static_joints), np.tile(np.array(list(static_joints.values())), (len(ep), 1))))
+        else:
+            joint_sets.append(None)
+    if any(j is None for j in joint_sets):
+        log.warning(
+            "%s has no joint positions: the bag gets no %s (pass static joints for a fixed pose)",
+            next(e.path for e, j in zip(episodes, joint_sets) if j is None),
+            TOPICS["joint_states"],
+        )
+    use_joints = all(j is not None for j in joint_sets)
     counts: dict[str, int] = {}
-    dt_ns = int(round(ep.frame_dt * 1e9))
     with Writer(out, version=9, storage_plugin=plugin) as w:
+        for key, value in (custom_data or {}).items():
+            w.set_custom_data(key, value)
         conns = {
             "head": w.add_connection(TOPICS["head"], "sensor_msgs/msg/Image", typestore=TYPESTORE),
             "cmd_vel": w.add_connection(TOPICS["cmd_vel"], "geometry_msgs/msg/Twist", typestore=TYPESTORE),
         }
-        if ep.instruction:
+        if instruction_topic and any(e.instruction for e in episodes):
             conns["instruction"] = w.add_connection(TOPICS["instruction"], "std_msgs/msg/String", typestore=TYPESTORE)
-            msg = TYPESTORE.types["std_msgs/msg/String"](data=ep.instruction)
-            w.write(conns["instruction"], BAG_T0_NS, TYPESTORE.serialize_cdr(msg, "std_msgs/msg/String"))
-            counts[TOPICS["instruction"]] = 1
-        joints = None
-        if ep.joint_positions is not None:
-            joints = (list(ep.joint_names or []), ep.joint_positions)
-        elif static_joints:
-            joints = (list(static_joints), np.tile(np.array(list(static_joints.values())), (len(ep), 1)))
-        else:
-            log.warning(
-                "%s has no joint positions: the bag gets no %s (pass static joints for a fixed pose)",
-                ep.path,
-                TOPICS["joint_states"],
-            )
-        if joints is not None:
+        if use_joints:
             conns["joints"] = w.add_connection(
                 TOPICS["joint_states"], "sensor_msgs/msg/JointState", typestore=TYPESTORE
             )
-        if ep.hand_images is not None:
+        if first.hand_images is not None:
             conns["hand"] = w.add_connection(TOPICS["hand"], "sensor_msgs/msg/Image", typestore=TYPESTORE)
-        for i in range(len(ep)):
-            ns = BAG_T0_NS + i * dt_ns
-            w.write(
-                conns["head"],
-                ns,
-                TYPESTORE.serialize_cdr(image_msg(ep.images[i], ns, "head_camera"), "sensor_msgs/msg/Image"),
-            )
+        if marker_topic:
+            conns["marker"] = w.add_connection(marker_topic, "std_msgs/msg/String", typestore=TYPESTORE)
+
+        def put(key: str, ns: int, msg: object, msgtype: str) -> None:
+            w.write(conns[key], ns, TYPESTORE.serialize_cdr(msg, msgtype))
+            counts[conns[key].topic] = counts.get(conns[key].topic, 0) + 1
+
+        def frame(ep: Episode, i: int, ns: int, action: np.ndarray, joints: tuple | None) -> None:
+            put("head", ns, image_msg(ep.images[i], ns, "head_camera"), "sensor_msgs/msg/Image")
             if ep.hand_images is not None:
-                w.write(
-                    conns["hand"],
-                    ns,
-                    TYPESTORE.serialize_cdr(image_msg(ep.hand_images[i], ns, "hand_camera"), "sensor_msgs/msg/Image"),
-                )
-            w.write(conns["cmd_vel"], ns, TYPESTORE.serialize_cdr(twist_msg(*ep.actions[i]), "geometry_msgs/msg/Twist"))
+                put("hand", ns, image_msg(ep.hand_images[i], ns, "hand_camera"), "sensor_msgs/msg/Image")
+            put("cmd_vel", ns, twist_msg(*action), "geometry_msgs/msg/Twist")
             if joints is not None:
-                w.write(
-                    conns["joints"],
-                    ns,
-                    TYPESTORE.serialize_cdr(joint_state_msg(joints[0], joints[1][i], ns), "sensor_msgs/msg/JointState"),
-                )
-        for key, conn in conns.items():
-            if key != "instruction":
-                counts[conn.topic] = len(ep)
+                put("joints", ns, joint_state_msg(joints[0], joints[1][i], ns), "sensor_msgs/msg/JointState")
+
+        string = TYPESTORE.types["std_msgs/msg/String"]
+        ns = BAG_T0_NS
+        for k, (ep, joints) in enumerate(zip(episodes, joint_sets)):
+            dt_ns = int(round(ep.frame_dt * 1e9))
+            mark = marker_topic is not None and (marked is None or k in marked)
+            if mark:
+                put("marker", ns, string(data="start"), "std_msgs/msg/String")
+            if "instruction" in conns and ep.instruction:
+                put("instruction", ns, string(data=ep.instruction), "std_msgs/msg/String")
+            for i in range(len(ep)):
+                frame(ep, i, ns, ep.actions[i], joints if use_joints else None)
+                ns += dt_ns
+            if mark:
+                put("marker", ns - dt_ns // 2, string(data="end"), "std_msgs/msg/String")
+            if k + 1 < len(episodes):
+                for _ in range(int(round(reset_s / ep.frame_dt))):  # the reset: last frame, zero command
+                    frame(ep, len(ep) - 1, ns, np.zeros(3), joints if use_joints else None)
+                    ns += dt_ns
     return counts

@@ -262,7 +262,7 @@ def write_hdf5_episode(
     joint_positions: np.ndarray | None = None,
     joint_names: list[str] | None = None,
     hand_images_rgb: np.ndarray | None = None,
-    attrs: dict[str, str] | None = None,
+    attrs: dict[str, str | float] | None = None,
 ) -> None:
     """Write an episode in the user's format (images stored BGR, as their recorder does); ``attrs``: extra file
     attributes (``instruction``, a converted episode's source)."""

@@ -107,6 +107,7 @@ class TopicMap:
 
 _HAND_WORDS = ("hand", "wrist", "gripper", "grip", "arm", "eef", "ee_")
 _HEAD_WORDS = ("head", "front", "color", "rgb", "main", "top")
+_TEXT = ("instr", "task", "prompt", "language", "goal_text", "command_text")
 
 
 def propose_mapping(topics: dict[str, tuple[str, int]]) -> dict[str, str]:
@@ -114,7 +115,8 @@ def propose_mapping(topics: dict[str, tuple[str, int]]) -> dict[str, str]:
 
     Cameras: a name with hand/wrist/gripper words is the hand camera, the busiest other camera the head; of a raw
     image and its ``/compressed`` twin the raw one is proposed. ``cmd_vel``: a Twist(Stamped) topic, preferring a name
-    with ``cmd_vel``. The node's default topic wins whenever it is present with a fitting type.
+    with ``cmd_vel``. ``instruction``: a String topic only when its name says so (instr, task, prompt, language).
+    The node's default topic wins whenever it is present with a fitting type.
     """
     typed = {t: normalize_type(ty) for t, (ty, _) in topics.items()}
     count = {t: n for t, (_, n) in topics.items()}
@@ -132,10 +134,14 @@ def propose_mapping(topics: dict[str, tuple[str, int]]) -> dict[str, str]:
         out["hand"] = max(hand, key=lambda t: count[t])
     if "head" not in out and head:
         out["head"] = max(head, key=lambda t: (any(w in t.lower() for w in _HEAD_WORDS), count[t]))
-    for role, words in (("joint_states", ("joint",)), ("cmd_vel", ("cmd_vel", "cmd")), ("instruction", ("instr",))):
+    for role, words in (("joint_states", ("joint",)), ("cmd_vel", ("cmd_vel", "cmd"))):
         if role in out:
             continue
         fits = [t for t, ty in typed.items() if ty in ROLE_TYPES[role]]
         if fits:
             out[role] = max(fits, key=lambda t: (any(w in t.lower() for w in words), count[t]))
+    if "instruction" not in out:  # a String topic is often something else (episode markers, status): by name only
+        fits = [t for t, ty in typed.items() if ty in ROLE_TYPES["instruction"] and any(w in t.lower() for w in _TEXT)]
+        if fits:
+            out["instruction"] = max(fits, key=lambda t: count[t])
     return out

@@ -1,0 +1,58 @@
+"""``robovlm convert-bags``: a directory of rosbag2 recordings -> teleoperation HDF5 episodes and a manifest
+(``robovlm.data.convert``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import TOPIC_HELP, add_recording_options, at_least, instruction_sources, split_sources
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``convert-bags`` to the ``robovlm`` command line."""
+    s = sub.add_parser(
+        "convert-bags",
+        help="write the episodes of rosbag2 recordings (roles, alignment, joints, splitting, instructions applied) "
+        "as teleoperation HDF5 files with a manifest, to convert once and train many times",
+    )
+    s.add_argument("src", metavar="DIR", help="a rosbag2 directory, or a directory of them")
+    s.add_argument("--out", required=True, help="new directory for the HDF5 episodes and manifest.json")
+    s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
+    s.add_argument("--joints", metavar="NAME,NAME", help="joints to keep, by name, in order (default: all)")
+    s.add_argument(
+        "--image-size",
+        type=at_least(8),
+        help="store frames at this size (the model's image_size: training then reads them as it reads the bags); "
+        "default: as recorded",
+    )
+    add_recording_options(s)
+    s.set_defaults(func=cmd_convert_bags)
+
+
+def cmd_convert_bags(args: argparse.Namespace) -> int:
+    from ..data.convert import convert_bags
+    from ..data.roles import TopicMap
+
+    joints = [n.strip() for n in (args.joints or "").split(",") if n.strip()] or None
+    manifest = convert_bags(
+        args.src,
+        args.out,
+        topics=TopicMap.from_flags(args.topic),
+        joint_names=joints,
+        image_size=args.image_size,
+        split=split_sources(args),
+        instructions=instruction_sources(args),
+    )
+    for bag in manifest["bags"]:
+        print(
+            f"{bag['bag']}: {bag['episodes']} episode(s); {bag['head_frames']} head frames, "
+            f"{bag['dropped_before_start'] + bag['dropped_stale']} dropped by alignment, "
+            f"{bag['frames_between_episodes']} between episodes"
+        )
+    for ep in manifest["episodes"]:
+        print(
+            f"  {ep['file']}: {ep['frames']} frames, {ep['start_s']:.1f}-{ep['end_s']:.1f} s, "
+            f"{ep['instruction']!r} ({ep['instruction_source']})"
+        )
+    print(f"wrote {len(manifest['episodes'])} episodes and manifest.json to {args.out}")
+    return 0
