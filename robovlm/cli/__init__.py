@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from ..configs.model import ConfigError
     from ..data.bag import BagError
-    from ..data.hdf5 import EpisodeError
+    from ..data.errors import EpisodeError
     from ..data.roles import RoleError
     from ..export.exporter import ExportError
     from ..model.backbone import BackboneError

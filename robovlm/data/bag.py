@@ -18,7 +18,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from ..utils.images import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
 from .hdf5 import Episode
-from .instructions import InstructionSources
+from .instructions import INSTRUCTION_KEY, EpisodeTexts, Found, InstructionSources
 from .recording import MARKER_TYPES, Timeline, episodes_of, marker_value
 from .roles import ROLES, TopicMap, is_compressed, is_stamped_twist, normalize_type
 
@@ -70,6 +70,8 @@ def iter_bag(path: str | Path, topics: set[str] | None = None) -> Iterator[BagMe
     try:
         with _open(path) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            if not conns:  # rosbags reads every connection when given none
+                return
             for c, t, raw in reader.messages(connections=conns):
                 yield BagMessage(c.topic, normalize_type(c.msgtype), t, bytes(raw))
     except BagError:
@@ -324,3 +326,23 @@ def read_bag_episode(
     if not isinstance(instructions, InstructionSources):
         instructions = InstructionSources(mapping=dict(instructions or {}))
     return episodes_of(ep, timeline, [], instructions)[0][0]
+
+
+def bag_instruction(path: str | Path, topics: TopicMap, sources: InstructionSources) -> Found:
+    """The instruction of a whole bag, as ``replay`` uses it: the last message on its instruction topic, else the
+    user's sources in their order (``robovlm.data.instructions``); an ``EpisodeError`` naming every source tried
+    when none has one."""
+    from .hdf5 import SCENARIO_RE
+
+    path = Path(path)
+    said = [deserialize(m).data for m in iter_bag(path, {topics["instruction"]})]
+    match = SCENARIO_RE.search(path.name)
+    texts = EpisodeTexts(
+        episode=path.name,
+        recording=path.name,
+        scenario=match.group(0) if match else None,
+        topic=said[-1] if said else None,
+        topic_name=topics["instruction"],
+        custom_data=bag_metadata(path)[1].get(INSTRUCTION_KEY),
+    )
+    return sources.resolve(texts)

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from .bag import bag_topics, read_recording
 from .dataset import episode_paths
-from .hdf5 import EpisodeError, write_hdf5_episode
+from .errors import EpisodeError
+from .hdf5 import write_hdf5_episode
 from .instructions import InstructionSources
 from .recording import SplitSource, episodes_of, marker_topic
 from .roles import TopicMap

@@ -18,7 +18,8 @@ from ..configs.model import RoboVLMConfig
 from ..utils.images import to_pixels
 from .augment import ImageAugment, WindowAugment
 from .bag import read_recording
-from .hdf5 import Episode, EpisodeError, read_hdf5_episode
+from .errors import EpisodeError
+from .hdf5 import Episode, read_hdf5_episode
 from .instructions import InstructionSources
 from .recording import SplitSource, Timeline, episodes_of, marker_topic
 from .roles import TopicMap

@@ -13,27 +13,19 @@ uint8 BGR from the gripper camera, ``joint_positions`` (N, J) with attr ``joint_
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..utils.resources import find_resource
-
-if TYPE_CHECKING:
-    from .instructions import EpisodeTexts, InstructionSources
+from .errors import EpisodeError
+from .instructions import EpisodeTexts, InstructionSources
 
 SCENARIO_RE = re.compile(r"(?:1|2)box_(?:vert|hori)_(?:left|right)")
-DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.utils.resources
 ACTION_FIELDS = ("linear.x", "linear.y", "angular.z")
-
-
-class EpisodeError(ValueError):
-    """An episode file is unreadable or malformed; the message names the file and the problem."""
 
 
 @dataclass
@@ -146,19 +138,6 @@ def _rows(index) -> str:
     return str(index)
 
 
-def load_instructions(path: str | Path | None = None) -> dict[str, str]:
-    path = Path(path) if path else find_resource(*DEFAULT_INSTRUCTIONS)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EpisodeError(f"{path}: cannot read the instruction mapping ({exc})") from exc
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in data.items()
-    ):
-        raise EpisodeError(f"{path}: must map scenario ids to non-empty sentences")
-    return data
-
-
 def read_hdf5_episode(
     path: str | Path, instructions: InstructionSources | dict[str, str] | None = None, *, lazy: bool = False
 ) -> Episode:
@@ -166,8 +145,6 @@ def read_hdf5_episode(
     (actions, joints, events: a few kB) is read now. The instruction is found with ``instructions`` (the user's
     sources, or a bare scenario mapping); None when no source has one."""
     import h5py
-
-    from .instructions import EpisodeTexts, InstructionSources
 
     path = Path(path)
     if not path.is_file():

@@ -20,15 +20,31 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .hdf5 import EpisodeError, load_instructions
+from ..utils.resources import find_resource
+from .errors import EpisodeError
 
+DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.utils.resources
 INSTRUCTION_KEY = "instruction"
 """The key in rosbag2 ``custom_data`` and the HDF5 attribute that hold an episode's instruction."""
+
+
+def load_instructions(path: str | Path | None = None) -> dict[str, str]:
+    path = Path(path) if path else find_resource(*DEFAULT_INSTRUCTIONS)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EpisodeError(f"{path}: cannot read the instruction mapping ({exc})") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in data.items()
+    ):
+        raise EpisodeError(f"{path}: must map scenario ids to non-empty sentences")
+    return data
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .hdf5 import Episode, EpisodeError
+from .errors import EpisodeError
+from .hdf5 import Episode
 from .instructions import INSTRUCTION_KEY, EpisodeTexts, InstructionSources
 
 IDLE_EPS = 1e-3

@@ -68,7 +68,8 @@ def collect(
     """Expert episodes into ``out_dir``; ``perturb``: a level of ``robovlm.sim.perturb.LEVELS`` (a dropped frame is
     recorded as the camera's last one again, as a recorder holding the newest image writes it)."""
     from ..data.bag_writer import episode_to_bag
-    from ..data.hdf5 import load_instructions, read_hdf5_episode, write_hdf5_episode
+    from ..data.hdf5 import read_hdf5_episode, write_hdf5_episode
+    from ..data.instructions import load_instructions
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

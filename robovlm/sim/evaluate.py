@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.hdf5 import load_instructions
+from ..data.instructions import load_instructions
 from ..runtime.engine import EngineBase
 from ..runtime.factory import build_engine
 from ..runtime.safety import SafetyFilter, SafetyLimits

@@ -37,7 +37,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from std_msgs.msg import String  # noqa: E402
 
 from robovlm.cli.common import milliseconds  # noqa: E402
-from robovlm.data.hdf5 import load_instructions  # noqa: E402
+from robovlm.data.instructions import load_instructions  # noqa: E402
 from robovlm.data.stats import NormStats  # noqa: E402
 from robovlm.sim.evaluate import EpisodeResult  # noqa: E402
 from robovlm.sim.latency import LatencySettings  # noqa: E402

@@ -35,7 +35,9 @@ from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock
 
 from robovlm.configs.model import load_config
-from robovlm.data.bag import TYPESTORE, BagError, bag_topics, iter_bag, twist_values
+from robovlm.data.bag import TYPESTORE, BagError, bag_instruction, bag_topics, iter_bag, twist_values
+from robovlm.data.errors import EpisodeError
+from robovlm.data.instructions import InstructionSources
 from robovlm.data.roles import RoleError, TopicMap, is_compressed
 from robovlm.model.policy import CheckpointError
 
@@ -76,10 +78,13 @@ class ReplayReport:
     mae: dict[str, float] = field(default_factory=dict)
     mae_samples: int = 0
     out: str | None = None
+    instruction: str = ""
+    """The instruction and where it came from (``robovlm.data.instructions``)."""
 
     def format(self) -> str:
         lines = [
             f"replayed {self.messages_played} messages from {self.bag} over {self.duration_s:.1f} s of bag time",
+            f"instruction: {self.instruction}",
             "skipped topics (no role): " + (", ".join(self.skipped_topics) or "none"),
             f"commands published: {self.commands}",
             f"achieved control rate: {self.control_rate_hz:.1f} Hz (bag time)",
@@ -117,7 +122,7 @@ def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> 
     except (BagError, RoleError, CheckpointError, FileNotFoundError, ValueError) as exc:
         raise ReplayError(str(exc)) from exc
     has = {role: role in found and info[topics[role]].count > 0 for role in topics.topics}
-    required = ["head"] + (["joint_states"] if cfg.use_state else []) + ([] if instruction else ["instruction"])
+    required = ["head"] + (["joint_states"] if cfg.use_state else [])  # the instruction is checked by the caller
     missing = [r for r in required if not has[r]]
     if missing:
         listing = ", ".join(f"{t} ({i.msgtype}, {i.count})" for t, i in sorted(info.items()))
@@ -125,7 +130,7 @@ def _plan(bag: Path, model: Path, topics: TopicMap, instruction: str | None) -> 
             f"{bag}: no messages for required role(s) "
             + ", ".join(f"{r} ({topics[r]})" for r in missing)
             + f"; the bag has: {listing}. Map them with --topic ROLE=TOPIC (robovlm inspect-bag "
-            f"{bag} proposes a mapping)" + ("" if "instruction" not in missing else ", or pass --instruction")
+            f"{bag} proposes a mapping)"
         )
     played = {r: topics[r] for r in ("head", "hand", "joint_states", "instruction") if has[r]}
     if not cfg.use_hand_rgb:
@@ -165,15 +170,30 @@ def replay(
     rate: float = 1.0,
     out: str | Path | None = None,
     instruction: str | None = None,
+    instructions: InstructionSources | None = None,
     params: dict | None = None,
 ) -> ReplayReport:
+    """Replay ``bag`` into the node running ``model``. The instruction: the bag's instruction topic (played as
+    recorded), else ``instructions`` (an ``--instructions`` file), ``instruction`` (or ``-p instruction:=``), the
+    bag's ``custom_data``, the scenario mapping, in that order."""
     bag, model, topics = Path(bag), Path(model), topics or TopicMap()
     if not rate > 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
     if out is not None and Path(out).exists():
         raise ReplayError(f"{out} already exists; choose a new output bag directory")
-    instruction = instruction or (params or {}).get("instruction")
+    found, missing = None, None
+    try:
+        text = instruction or (params or {}).get("instruction") or None
+        sources = InstructionSources(file=instructions.file if instructions else None, text=text)
+        found = bag_instruction(bag, topics, sources)
+    except EpisodeError as exc:  # reported after the roles: a bag without a head camera says so first
+        missing = exc
+    except BagError as exc:
+        raise ReplayError(str(exc)) from exc
+    instruction = None if found is None or found.source.startswith("topic ") else found.text  # a topic is played
     played, topic_params, skipped, types = _plan(bag, model, topics, instruction)
+    if found is None:
+        raise ReplayError(str(missing))
     if skipped:
         log.info("skipping topics that no role maps to: %s", ", ".join(skipped))
     reference_topic = played.pop("cmd_vel", None)
@@ -181,6 +201,7 @@ def replay(
     context = Context()
     rclpy.init(context=context, args=[])  # rcl must not see this CLI's own arguments
     overrides = {"model_path": str(model), "use_sim_time": True, **topic_params, **(params or {})}
+    overrides.pop("instruction", None)
     if instruction:
         overrides["instruction"] = instruction
     try:
@@ -267,6 +288,7 @@ def replay(
             control_ticks=counters.control_ticks,
             stopped={c: counters.stops.get(c, 0) / ticks for c in STOP_CAUSES},
             faults={**counters.faults, **{f"safety_{k}": v for k, v in safety_counts.items()}},
+            instruction=f"{found.text!r} ({found.source})",
         )
         tail_ns = last_ns + int(min(s.input_timeout_s, 0.5) * 1e9)
         while timeline.now_ns() < tail_ns:

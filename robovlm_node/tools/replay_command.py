@@ -8,7 +8,7 @@ import argparse
 import importlib.util
 import sys
 
-from robovlm.cli.common import TOPIC_HELP
+from robovlm.cli.common import TOPIC_HELP, add_recording_options, instruction_sources
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--rate", type=float, default=1.0, help="playback rate")
     s.add_argument("--out", help="output bag directory for cmd_vel and /diagnostics")
-    s.add_argument("--instruction", help="instruction (default: the bag's /instruction)")
+    add_recording_options(s, split=False)
     s.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="node parameter override")
     s.set_defaults(func=cmd_replay)
 
@@ -52,6 +52,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             rate=args.rate,
             out=args.out,
             instruction=args.instruction,
+            instructions=instruction_sources(args),
             params=params,
         )
     except ReplayError as exc:

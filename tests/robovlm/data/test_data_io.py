@@ -4,7 +4,9 @@ import pytest
 
 from robovlm.data.bag import BagError, deserialize, read_bag
 from robovlm.data.bag_writer import episode_to_bag
-from robovlm.data.hdf5 import EpisodeError, load_instructions, read_hdf5_episode, write_hdf5_episode
+from robovlm.data.errors import EpisodeError
+from robovlm.data.hdf5 import read_hdf5_episode, write_hdf5_episode
+from robovlm.data.instructions import load_instructions
 
 N = 12
 

@@ -12,7 +12,8 @@ from robovlm.configs.model import load_config
 from robovlm.data.augment import ImageAugment
 from robovlm.data.bag_writer import episode_to_bag
 from robovlm.data.dataset import WindowDataset, collate, compute_stats, load_episodes
-from robovlm.data.hdf5 import LazyFrames, load_instructions, read_hdf5_episode
+from robovlm.data.hdf5 import LazyFrames, read_hdf5_episode
+from robovlm.data.instructions import load_instructions
 from tests import ROOT
 
 

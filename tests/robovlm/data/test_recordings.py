@@ -5,6 +5,7 @@ reads back to the same training windows."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,14 +14,15 @@ import torch
 
 from robovlm.cli import main
 from robovlm.configs.model import load_config
-from robovlm.data.bag import BagError
+from robovlm.data.bag import BagError, bag_instruction, iter_bag
 from robovlm.data.bag_writer import recording_to_bag
 from robovlm.data.convert import convert_bags
 from robovlm.data.dataset import WindowDataset, compute_stats, load_episodes
-from robovlm.data.hdf5 import EpisodeError, read_hdf5_episode, write_hdf5_episode
+from robovlm.data.errors import EpisodeError
+from robovlm.data.hdf5 import read_hdf5_episode, write_hdf5_episode
 from robovlm.data.instructions import EpisodeTexts, InstructionSources
 from robovlm.data.recording import parse_split
-from robovlm.data.roles import propose_mapping
+from robovlm.data.roles import TopicMap, propose_mapping
 from tests import ROOT
 
 SPLIT = "topic:/episode_marker,idle:2"
@@ -265,3 +267,18 @@ def test_proposed_mapping_takes_a_string_topic_as_instruction_only_by_name():
     assert "instruction" not in propose_mapping({**bag, "/episode_marker": ("std_msgs/msg/String", 4)})
     named = propose_mapping({**bag, "/task_instruction": ("std_msgs/msg/String", 1)})
     assert named["instruction"] == "/task_instruction"
+
+
+def test_a_whole_bag_instruction_for_replay(day, tmp_path):
+    d, originals = day
+    day_bag = d / "bags" / "day"
+    assert list(iter_bag(day_bag, {"/instruction"})) == []  # no such topic: nothing (rosbags alone reads all)
+    assert bag_instruction(day_bag, TopicMap(), InstructionSources()).source == "metadata.yaml custom_data"
+    assert bag_instruction(day_bag, TopicMap(), InstructionSources(text="go")).source == "--instruction"
+    said = [dataclasses.replace(originals[0], instruction="as recorded")]
+    recording_to_bag(said, tmp_path / "spoken", custom_data={"instruction": CUSTOM})
+    found = bag_instruction(tmp_path / "spoken", TopicMap(), InstructionSources(text="go"))
+    assert (found.text, found.source) == ("as recorded", "topic /instruction")  # the recording's topic first
+    recording_to_bag(originals[:1], tmp_path / "silent", instruction_topic=False)
+    with pytest.raises(EpisodeError, match="no instruction for episode 'silent'"):
+        bag_instruction(tmp_path / "silent", TopicMap(), InstructionSources())

@@ -9,7 +9,9 @@ from robovlm.configs.model import load_config
 from robovlm.data.bag import read_bag_episode
 from robovlm.data.bag_writer import episode_to_bag
 from robovlm.data.dataset import WindowDataset, compute_stats, cosine_with_warmup, load_episodes, split_episodes
-from robovlm.data.hdf5 import EpisodeError, load_instructions, read_hdf5_episode
+from robovlm.data.errors import EpisodeError
+from robovlm.data.hdf5 import read_hdf5_episode
+from robovlm.data.instructions import load_instructions
 from robovlm.model.policy import RoboVLM
 from robovlm.sim.collect import collect
 from robovlm.training.trainer import TrainSettings, train

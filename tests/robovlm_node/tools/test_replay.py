@@ -54,6 +54,18 @@ def test_replay_reproduces_the_expected_command_count_and_records_them(bag_and_m
     assert any(m.topic == "/diagnostics" for m in out)
     text = report.format()
     assert "commands published" in text and "MAE vs recorded cmd_vel" in text
+    assert "instruction: 'go around the box on the left and stop at the cup' (topic /instruction)" in text
+
+
+def test_replay_a_bag_without_an_instruction_topic(bag_and_model, capsys):
+    d = bag_and_model
+    assert main(["make-bag", str(d / "ep.h5"), str(d / "silent"), "--no-instruction-topic"]) == 0
+    assert main(["replay", str(d / "silent"), "--model", str(d / "ckpt"), "--instruction", "go to the cup"]) == 0
+    assert "instruction: 'go to the cup' (--instruction)" in capsys.readouterr().out
+    # the scenario id in the bag name is the last source: models/instructions.json
+    (d / "silent").rename(d / "1box_vert_left_silent")
+    assert main(["replay", str(d / "1box_vert_left_silent"), "--model", str(d / "ckpt"), "--rate", "4"]) == 0
+    assert "(models/instructions.json (1box_vert_left))" in capsys.readouterr().out
 
 
 def test_replay_cli_and_its_errors(bag_and_model, tmp_path):

@@ -1,0 +1,5 @@
+"""The data layer's error, in a module of its own so every reader can raise it without importing another."""
+
+
+class EpisodeError(ValueError):
+    """An episode file is unreadable or malformed; the message names the file and the problem."""
