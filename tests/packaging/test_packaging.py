@@ -8,17 +8,32 @@ from pathlib import Path
 
 import yaml
 
+from robovlm.data.roles import ROLES
 from robovlm_node.parameters import PARAMETERS, validate_settings
 from tests import ROOT
 
 
 def _launch_args(path: Path) -> list[str]:
+    """Launch arguments a launch file declares: literal names, and the keys of a module-level dict its
+    comprehensions declare them from (``OVERRIDES``, ``ROLES``)."""
     tree = ast.parse(path.read_text())
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
-            names.append(node.args[0].value)
-    return names
+            if isinstance(node.args[0], ast.Constant):
+                names.append(node.args[0].value)
+    return names + list(_module_dict(path, "OVERRIDES")) + list(_module_dict(path, "ROLES"))
+
+
+def _module_dict(path: Path, name: str) -> dict:
+    """Keys (and literal values) of a module-level dict ``name`` of a launch file, or {}."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name:
+            return {
+                k.value: (v.value if isinstance(v, ast.Constant) else None)
+                for k, v in zip(node.value.keys, node.value.values)
+            }
+    return {}
 
 
 def test_bringup_declares_the_documented_arguments_and_starts_our_executable():
@@ -32,17 +47,30 @@ def test_bringup_declares_the_documented_arguments_and_starts_our_executable():
         "instruction",
         "log_level",
         "autostart",
+        "engine",
+        "device",
+        "dtype",
+        "head_camera_topic",
+        "head_camera_compressed",
+        "hand_camera_topic",
+        "hand_camera_compressed",
     }
+    assert set(_module_dict(ROOT / "launch" / "bringup.launch.py", "OVERRIDES")) <= set(PARAMETERS)  # node params
     assert 'package="robovlm"' in src and 'executable="robovlm_node"' in src and "LifecycleNode(" in src
     assert "TRANSITION_CONFIGURE" in src and "TRANSITION_ACTIVATE" in src
     assert '"robovlm_node = robovlm_node.process:main"' in (ROOT / "setup.py").read_text()
 
 
-def test_replay_launch_compiles_and_plays_with_clock():
-    src = (ROOT / "launch" / "replay.launch.py").read_text()
+def test_replay_launch_runs_robovlm_replay_with_the_same_role_mapping():
+    """replay.launch.py runs ``robovlm replay`` (which publishes /clock from the bag and runs the node on sim time)
+    with one ``--topic ROLE=TOPIC`` per given role argument, and the instruction flags."""
+    path = ROOT / "launch" / "replay.launch.py"
+    src = path.read_text()
     compile(src, "replay.launch.py", "exec")
-    assert {"bag", "model_path", "out"} <= set(_launch_args(ROOT / "launch" / "replay.launch.py"))
-    assert '"--clock"' in src and '"use_sim_time": "true"' in src
+    assert {"bag", "model_path", "out", "rate", "instruction", "instructions"} <= set(_launch_args(path))
+    assert set(_module_dict(path, "ROLES").values()) == set(ROLES)
+    assert '["robovlm", "replay"' in src and '"--topic", f"{role}={arg(name)}"' in src
+    assert '"--instructions"' in src and '"--instruction"' in src
 
 
 def test_params_yaml_is_valid_for_the_node():
