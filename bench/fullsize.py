@@ -130,8 +130,26 @@ def measure_model(
     return rows.pop("baseline"), rows
 
 
-def table(name: str, baseline: dict, rows: dict[str, dict]) -> str:
-    """The markdown of one model's rows."""
+def earlier_lines(path: Path, name: str) -> dict[str, list[str]]:
+    """Row key -> the table lines an earlier run wrote for it into ``path`` (measured ones only): a row this run did
+    not measure keeps them when the row cache (``out/``) is gone, as on a fresh checkout."""
+    begin, end = f"<!-- bench-fullsize {name} begin -->", f"<!-- bench-fullsize {name} end -->"
+    doc = path.read_text() if path.is_file() else ""
+    if begin not in doc or end not in doc:
+        return {}
+    out: dict[str, list[str]] = {}
+    for line in doc[doc.index(begin) : doc.index(end)].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or cells[2] == "" and "not measured" in cells[3]:
+            continue
+        for row in PLAN:
+            if cells[0].startswith(row.label) and cells[1] == row.dtype:
+                out.setdefault(row.key, []).append(line)
+    return out
+
+
+def table(name: str, baseline: dict, rows: dict[str, dict], earlier: dict[str, list[str]] | None = None) -> str:
+    """The markdown of one model's rows; a row not in ``rows`` keeps its ``earlier`` lines (``earlier_lines``)."""
     reference = rows.get("torch:float32", {}).get("actions")
     lines = [
         f"`{CONFIGS[name]}` at full size; process baseline {baseline['peak'] / GIB:.2f} GiB (Python with torch and "
@@ -145,7 +163,7 @@ def table(name: str, baseline: dict, rows: dict[str, dict]) -> str:
     for row in PLAN:
         r = rows.get(row.key)
         if r is None:
-            lines.append(f"| {row.label} | {row.dtype} | | not measured | | | |")
+            lines += (earlier or {}).get(row.key) or [f"| {row.label} | {row.dtype} | | not measured | | | |"]
             continue
         if "failed" in r:
             lines.append(f"| {row.label} | {row.dtype} | | **did not finish**: {r['failed']} | | | |")
@@ -215,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CONFIGS:
             p.error(f"unknown model {name!r}; one of {list(CONFIGS)}")
         baseline, rows = measure_model(name, args.work, args.cap_gib, args.redo, plan)
-        write_block(args.results, name, table(name, baseline, rows))
+        write_block(args.results, name, table(name, baseline, rows, earlier_lines(args.results, name)))
     return 0
 
 

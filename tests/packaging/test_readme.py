@@ -31,10 +31,10 @@ SLOW = {
 
 
 def shell_commands(text: str) -> list[str]:
-    """Commands of the ```sh blocks, comments dropped, in order."""
+    """Commands of the ```sh blocks, comments dropped, lines continued with a backslash joined, in order."""
     cmds = []
     for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
+        for line in re.sub(r"\\\n\s*", "", block).splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
                 cmds.append(line)

@@ -237,29 +237,42 @@ def test_bad_times_and_instruction_files(tmp_path):
         InstructionSources(file=tmp_path / "i.yaml")
 
 
+def rewrite_markers(src, dst, msgtype: str, value) -> None:
+    """Copy the bag ``src`` to ``dst`` with every episode marker replaced by ``value(old_text)`` of ``msgtype``."""
+    from rosbags.rosbag2 import Writer
+
+    from robovlm.data.bag import TYPESTORE, deserialize, read_bag
+
+    with Writer(dst, version=9) as w:
+        conns = {}
+        for m in read_bag(src):
+            kind, data = m.msgtype, m.data
+            if m.topic == "/episode_marker":
+                kind = msgtype
+                msg = TYPESTORE.types[msgtype](data=value(deserialize(m).data))
+                data = bytes(TYPESTORE.serialize_cdr(msg, msgtype))
+            if m.topic not in conns:
+                conns[m.topic] = w.add_connection(m.topic, kind, typestore=TYPESTORE)
+            w.write(conns[m.topic], m.timestamp_ns, data)
+
+
+def test_bool_markers_cut_the_same_episodes(day, tmp_path):
+    d, originals = day
+    rewrite_markers(d / "bags" / "day", tmp_path / "day", "std_msgs/msg/Bool", lambda text: text == "start")
+    split = parse_split("topic:episode_marker")  # a relative name is taken as absolute
+    eps = load_episodes(tmp_path / "day", InstructionSources(text="x"), split=split)
+    assert [len(e) for e in eps] == [len(originals[0]), len(originals[2])]
+
+
 def test_markers_that_are_missing_or_malformed(day, tmp_path):
     d, originals = day
     with pytest.raises(BagError, match="no episode marker topic /start_stop"):
         load_episodes(d / "bags", InstructionSources(text="x"), split=parse_split("topic:/start_stop"))
-    recording_to_bag(originals[:1], tmp_path / "odd", marker_topic="/episode_marker", instruction_topic=False)
-    # a String marker that is neither start nor end: rewrite the bag with one
-    from rosbags.rosbag2 import Writer
-
-    from robovlm.data.bag import TYPESTORE, read_bag
-
-    msgs = read_bag(tmp_path / "odd")
-    with Writer(tmp_path / "odd2", version=9) as w:
-        conns = {}
-        for m in msgs:
-            if m.topic not in conns:
-                conns[m.topic] = w.add_connection(m.topic, m.msgtype, typestore=TYPESTORE)
-            data = m.data
-            if m.topic == "/episode_marker":
-                msg = TYPESTORE.types["std_msgs/msg/String"](data="go!")
-                data = bytes(TYPESTORE.serialize_cdr(msg, "std_msgs/msg/String"))
-            w.write(conns[m.topic], m.timestamp_ns, data)
+    rewrite_markers(d / "bags" / "day", tmp_path / "odd", "std_msgs/msg/String", lambda text: "go!")
     with pytest.raises(EpisodeError, match="episode marker 'go!'"):
-        load_episodes(tmp_path / "odd2", InstructionSources(text="x"), split=parse_split("topic:/episode_marker"))
+        load_episodes(tmp_path / "odd", InstructionSources(text="x"), split=parse_split("topic:/episode_marker"))
+    with pytest.raises(BagError, match="markers are std_msgs/msg/Bool or std_msgs/msg/String"):
+        load_episodes(d / "bags", InstructionSources(text="x"), split=parse_split("topic:/cmd_vel"))
 
 
 def test_proposed_mapping_takes_a_string_topic_as_instruction_only_by_name():
