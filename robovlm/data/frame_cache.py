@@ -1,10 +1,12 @@
 """On-disk frames of rosbag2 episodes, so training reads a bag's images on demand like an HDF5 file's.
 
-A bag has no random access to its frames: the first time an episode is indexed, it is decoded once (at the model's
-image size) and its frames written to ``<cache>/<key>/{head,hand}.npy``; training then memory-maps them (pages the
-kernel can drop, not process memory). The key covers the bag's files (names, sizes, modification times) and every
-reading option, so a changed bag or option is decoded again. Default cache: ``$ROBOVLM_CACHE`` or
-``~/.cache/robovlm/frames``.
+A bag has no random access to its frames: the first time a bag is indexed, the whole recording is decoded once (at
+the model's image size) and its frames written to ``<cache>/<key>/{head,hand}.npy``, with its timeline (instruction
+and marker messages, ``custom_data``); training then memory-maps them (pages the kernel can drop, not process
+memory). The key covers the bag's files (names, sizes, modification times) and every reading option, so a changed
+bag or option is decoded again; episodes and their instructions are cut from the cached recording afterwards
+(``robovlm.data.recording``), so changing ``--instructions`` or an idle or times split decodes nothing (a marker
+topic is a reading option). Default cache: ``$ROBOVLM_CACHE`` or ``~/.cache/robovlm/frames``.
 """
 
 from __future__ import annotations
