@@ -94,8 +94,11 @@ def load_episodes(
 
     sources = instructions if isinstance(instructions, InstructionSources) else InstructionSources(mapping=instructions)
     marker = marker_topic(split or [])
+    paths = episode_paths(data)
+    if split and any(p.suffix == ".h5" for p in paths):
+        log.warning("--split-episodes cuts rosbag2 recordings; each HDF5 file stays one episode")
     episodes = []
-    for p in tqdm(episode_paths(data), desc="episodes", unit="ep", disable=None):
+    for p in tqdm(paths, desc="episodes", unit="ep", disable=None):
         if p.suffix == ".h5":
             found = [read_hdf5_episode(p, sources, lazy=lazy)]
         else:
