@@ -58,7 +58,8 @@ class Episode:
         return len(self.actions)
 
     def cut(self, start: int, stop: int, name: str) -> Episode:
-        """Frames ``[start, stop)`` as an episode of their own named ``name`` (arrays are views or lazy slices)."""
+        """Frames ``[start, stop)`` as an episode of their own named ``name``: views of in-memory or memory-mapped
+        arrays (a recording read from a bag; ``LazyFrames`` would be read here)."""
 
         def part(a: Any) -> Any:
             return None if a is None else a[start:stop]
