@@ -40,7 +40,7 @@ from transformers.cache_utils import DynamicLayer
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
 from ..utils.memory import keep_large_blocks_unmapped
-from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, frame_inputs
+from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, cast_float_outputs, frame_inputs
 from .quantize import QUANTIZE_MODES, QuantizeMemoryError, available_bytes, check_memory, quantize_graph
 from .weight_store import WeightStore
 
@@ -334,6 +334,10 @@ def _export_into(
                 dynamo=False,
                 do_constant_folding=True,
             )
+        if dtype == "fp16":
+            cast = cast_float_outputs(exported, onnx.TensorProto.FLOAT16)
+            if cast:
+                log.info("%s: fp32 outputs %s cast to fp16 (computed in fp32 by the traced backbone)", name, cast)
         timings[name] = time.perf_counter() - t0
         log.info("exported %s in %.1f s", name, timings[name])
 

@@ -14,6 +14,8 @@ in ``robovlm.export`` measures that they do.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers import DynamicCache
@@ -125,3 +127,31 @@ def frame_inputs(model: RoboVLM) -> list[str]:
     if cfg.use_claw_matrix or cfg.use_advanced_attention or cfg.use_instruction_film:  # these read the prompt's states
         names.append("prefix_hidden")
     return names
+
+
+def cast_float_outputs(path: Path, elem_type: int) -> list[str]:
+    """Give every fp32 output of the graph at ``path`` the export's float type ``elem_type`` (an ONNX
+    ``TensorProto`` type): in an fp16 export the TorchScript tracer keeps some computations in fp32
+    (``transformers``' rotary embeddings are computed in fp32 and the cast back is not recorded), so PaliGemma's
+    ``instruction`` graph returned fp32 ``past`` that the ``frame`` graph takes as fp16. Weights stay where they are
+    (the graph is loaded and saved without its external data). Returns the outputs cast."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    cast = []
+    for out in model.graph.output:
+        tensor = out.type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.FLOAT or elem_type == onnx.TensorProto.FLOAT:
+            continue
+        inner = f"{out.name}_fp32"
+        for node in model.graph.node:
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+            node.input[:] = [inner if i == out.name else i for i in node.input]
+        model.graph.node.append(
+            onnx.helper.make_node("Cast", [inner], [out.name], to=elem_type, name=f"{out.name}_cast")
+        )
+        tensor.elem_type = elem_type
+        cast.append(out.name)
+    if cast:
+        onnx.save(model, str(path))
+    return cast

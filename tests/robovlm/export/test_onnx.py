@@ -118,9 +118,32 @@ def test_a_new_instruction_recomputes_the_cache_and_clears_the_window(exported):
     assert np.allclose(after, fresh.step(head, hand, state, "stop"), atol=1e-6)
 
 
-def test_fp16_export_runs_close_to_torch_fp16(tmp_path, caplog):
-    ckpt = _checkpoint(tmp_path, "kosmos2", **ALL_FUSION)
+FP16_CASES = [
+    ("kosmos2", ALL_FUSION),
+    ("paligemma", {}),  # the fusion of models/configs/paligemma.json
+    pytest.param(
+        "paligemma",
+        ALL_FUSION,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="known bug: fp32 from the traced Gemma reaches the claw-matrix LayerNorm in fp16 (ONNX Runtime "
+            "refuses the frame graph); issue 19",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("kind, fusion", FP16_CASES, ids=["kosmos2-all-fusion", "paligemma", "paligemma-all-fusion"])
+def test_fp16_export_runs_close_to_torch_fp16(tmp_path, caplog, kind, fusion):
+    """PaliGemma too: its traced rotary embeddings stay fp32, and the graphs' float outputs are cast to fp16 so one
+    graph hands the next what it takes (its full-size export failed on exactly that)."""
+    import onnx
+
+    ckpt = _checkpoint(tmp_path, kind, **fusion)
     report = export_checkpoint(ckpt, tmp_path / "fp16", dtype="fp16", parity_steps=8)
+    for graph in ("vision", "instruction", "frame", "window"):
+        proto = onnx.load(str(tmp_path / "fp16" / "onnx" / f"{graph}.onnx"), load_external_data=False)
+        assert onnx.TensorProto.FLOAT not in {o.type.tensor_type.elem_type for o in proto.graph.output}, graph
     assert report["dtype"] == "float16"
     assert report["end_to_end_max_abs_diff_physical"] <= 0.05  # half precision: a few ulp of the action range
     assert "costs memory and saves nothing" not in caplog.text  # the exporter's own check runs on the CPU on purpose
