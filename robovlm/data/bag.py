@@ -323,9 +323,7 @@ def read_bag_episode(
     """A whole bag as one episode (``read_recording``'s options) with its instruction found by ``instructions``
     (the user's sources or a scenario mapping; ``robovlm.data.instructions``), or None if no source has one."""
     ep, timeline = read_recording(path, topics, **options)
-    if not isinstance(instructions, InstructionSources):
-        instructions = InstructionSources(mapping=dict(instructions or {}))
-    return episodes_of(ep, timeline, [], instructions)[0][0]
+    return episodes_of(ep, timeline, [], InstructionSources.of(instructions))[0][0]
 
 
 def bag_instruction(path: str | Path, topics: TopicMap, sources: InstructionSources) -> Found:

@@ -92,7 +92,7 @@ def load_episodes(
     """
     from .frame_cache import cached_recording
 
-    sources = instructions if isinstance(instructions, InstructionSources) else InstructionSources(mapping=instructions)
+    sources = InstructionSources() if instructions is None else InstructionSources.of(instructions)
     marker = marker_topic(split or [])
     paths = episode_paths(data)
     if split and any(p.suffix == ".h5" for p in paths):
@@ -247,7 +247,9 @@ class WindowDataset(Dataset):
         cfg = self.config
         if window is not None:  # the same for the whole window: one moment of one room
             frames = window(frames, camera)
-        return to_pixels(np.ascontiguousarray(frames), size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
+        # cached bag frames are a read-only memory map: copied here (a window), torch wants writable memory
+        frames = np.require(frames, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
+        return to_pixels(frames, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std)
 
     def __getitem__(self, index: int) -> dict:
         epoch, i = divmod(index, len(self.index))

@@ -205,12 +205,7 @@ def read_hdf5_episode(
     texts = EpisodeTexts(
         episode=name, recording=path.name, scenario=scenario, attribute=str(attr) if attr is not None else None
     )
-    sources = (
-        instructions
-        if isinstance(instructions, InstructionSources)
-        else InstructionSources(mapping=dict(instructions or {}))
-    )
-    found = sources.find(texts)
+    found = InstructionSources.of(instructions).find(texts)
     return Episode(
         path=path,
         name=name,

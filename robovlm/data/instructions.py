@@ -18,7 +18,6 @@ A missing instruction is an error that names every source tried and why each had
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import json
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import yaml
 
 from ..utils.resources import find_resource
 from .errors import EpisodeError
+from .table_file import csv_rows, is_csv, read_text
 
 DEFAULT_INSTRUCTIONS = ("models", "instructions.json")  # looked up with robovlm.utils.resources
 INSTRUCTION_KEY = "instruction"
@@ -75,22 +75,9 @@ class EpisodeTexts:
 
 def read_table(path: Path, value_column: str) -> list[tuple[str, str]]:
     """``(name, value)`` rows of a YAML mapping or a CSV file with columns ``episode`` and ``value_column``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EpisodeError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        fields = [f.strip() for f in reader.fieldnames or []]
-        if "episode" not in fields or value_column not in fields:
-            raise EpisodeError(f"{path}: a CSV needs the columns 'episode' and '{value_column}' (has {fields})")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            if not row["episode"] or not row[value_column]:
-                raise EpisodeError(f"{path}:{line}: empty 'episode' or '{value_column}'")
-            rows.append((row["episode"], row[value_column]))
-        return rows
+    text = read_text(path)
+    if is_csv(path):
+        return [(row["episode"], row[value_column]) for row in csv_rows(path, text, ("episode", value_column))]
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -112,6 +99,14 @@ class InstructionSources:
     """Scenario id -> sentence (default: ``models/instructions.json``)."""
     mapping_name: str = "models/instructions.json"
     _rows: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, value: InstructionSources | dict[str, str] | None) -> InstructionSources:
+        """``value`` itself, or a bare scenario mapping as sources (None: no mapping, so no instruction unless the
+        episode's own files carry one)."""
+        if isinstance(value, InstructionSources):
+            return value
+        return cls(mapping=dict(value or {}))
 
     def __post_init__(self) -> None:
         if self.text is not None and not self.text.strip():

@@ -20,7 +20,6 @@ and the idle gaps elsewhere. Episodes are named ``BAG#k`` (k from 0 in time orde
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import yaml
 from .errors import EpisodeError
 from .hdf5 import Episode
 from .instructions import INSTRUCTION_KEY, EpisodeTexts, InstructionSources
+from .table_file import csv_rows, is_csv, read_text
 
 IDLE_EPS = 1e-3
 """A command with every field within this (m/s, rad/s) is idle."""
@@ -133,18 +133,11 @@ class SplitSource:
 
 
 def _read_times(path: Path) -> tuple[tuple[str, float, float], ...]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EpisodeError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    text = read_text(path)
     rows: list[tuple[str, float, float]] = []
     try:
-        if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(text.splitlines())
-            if not {"bag", "start", "end"} <= {f.strip() for f in reader.fieldnames or []}:
-                raise EpisodeError(f"{path}: a CSV of episode times needs the columns bag, start, end")
-            for row in reader:
-                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        if is_csv(path):
+            for row in csv_rows(path, text, ("bag", "start", "end")):
                 rows.append((row["bag"], float(row["start"]), float(row["end"])))
         else:
             data = yaml.safe_load(text)
@@ -153,6 +146,8 @@ def _read_times(path: Path) -> tuple[tuple[str, float, float], ...]:
             for bag, spans in data.items():
                 for start, end in spans:
                     rows.append((str(bag), float(start), float(end)))
+    except EpisodeError:
+        raise
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         raise EpisodeError(f"{path}: bad episode times ({exc})") from exc
     for bag, start, end in rows:

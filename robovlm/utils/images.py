@@ -98,11 +98,7 @@ def to_pixels(
     images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
 ) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) RGB uint8 -> (B, 3, size, size) float32, normalized with ``mean``/``std``."""
-    if isinstance(images, np.ndarray):
-        arr = np.asarray(images)  # a read-only memory map (cached bag frames) is copied: torch wants writable memory
-        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-    else:
-        x = images
+    x = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[-1] != 3:
