@@ -40,7 +40,7 @@ from transformers.cache_utils import DynamicLayer
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
 from ..utils.memory import keep_large_blocks_unmapped
-from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, cast_float_outputs, frame_inputs
+from .graphs import FrameGraph, InstructionGraph, VisionGraph, WindowGraph, fp32_leaks, frame_inputs
 from .quantize import QUANTIZE_MODES, QuantizeMemoryError, available_bytes, check_memory, quantize_graph
 from .weight_store import WeightStore
 
@@ -227,6 +227,7 @@ def export_checkpoint(
     keep_large_blocks_unmapped()  # each graph's export frees gigabytes the next would otherwise find fragmented
     model = RoboVLM.from_pretrained(src, dtype=DTYPES[dtype])  # one copy of the weights, in the export's dtype
     check_exportable(model)
+    model.backbone.use_traceable_attention()
     if quantize is not None:  # the language model's graphs are quantized after the model is freed
         lm = sum(p.numel() * 4 for p in model.backbone.language_model().parameters())
         freed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -335,9 +336,7 @@ def _export_into(
                 do_constant_folding=True,
             )
         if dtype == "fp16":
-            cast = cast_float_outputs(exported, onnx.TensorProto.FLOAT16)
-            if cast:
-                log.info("%s: fp32 outputs %s cast to fp16 (computed in fp32 by the traced backbone)", name, cast)
+            _check_fp16(name, exported)
         timings[name] = time.perf_counter() - t0
         log.info("exported %s in %.1f s", name, timings[name])
 
@@ -373,6 +372,23 @@ def _export_into(
     engine = TorchEngine.from_model(model, dtype=engine_dtype)
     steps = [(inputs, engine.step(*inputs)) for inputs in streaming_inputs(cfg, parity_steps)]
     return TorchReference(graphs, steps, model.action_token.dtype == torch.float16, timings, quantize)
+
+
+# fp32 bytes an fp16 graph may hold: RMSNorm's ``1 + weight`` is folded in fp32 (transformers computes norms in
+# fp32), a vector per norm, a few hundred kB in a full-size model; a leaked layer's weights are far more.
+FP32_WEIGHTS_FRACTION = 0.01
+
+
+def _check_fp16(name: str, path: Path) -> None:
+    """Refuse an fp16 graph that computes in fp32 (see ``fp32_leaks``): it would hand the next graph fp32 or hold
+    fp32 copies of the weights, and no later step would say so."""
+    outputs, fp32, total = fp32_leaks(path)
+    if outputs or fp32 > FP32_WEIGHTS_FRACTION * total:
+        raise ExportError(
+            f"the fp16 {name} graph computes in fp32: outputs {outputs or 'none'} are fp32 and "
+            f"{fp32 / 2**20:.1f} of its {total / 2**20:.1f} MiB of weights were folded to fp32 (a backbone op the "
+            "tracer records in fp32); export with --dtype fp32"
+        )
 
 
 def _exporter_path(out: Path, name: str) -> Path:
