@@ -121,6 +121,10 @@ def instruction_status(
     return st
 
 
+def _fmt(value: Any) -> Any:
+    return f"{value:.1f}" if isinstance(value, float) else value
+
+
 def model_status(
     *,
     node: str,
@@ -136,8 +140,11 @@ def model_status(
     last_error: str,
     down: str | None = None,
     threads: int | None = None,
+    remote: dict[str, Any] | None = None,
 ) -> DiagnosticStatus:
+    """``remote``: the remote engine's last step (server, round trip, server and network time, batch, replica)."""
     st = DiagnosticStatus(name=f"{node}: model", hardware_id=device_name)
+    extra = {} if remote is None else {f"server_{k}" if k != "server" else k: _fmt(v) for k, v in remote.items()}
     st.values = _kv(
         {
             "engine": engine,
@@ -150,9 +157,12 @@ def model_status(
             "restarts": restarts,
             "errors": errors,
             "last_error": last_error or "none",
+            **extra,
         }
     )
-    if down:
+    if down and remote is not None:
+        st.level, st.message = ERROR, f"model server unavailable, robot held: {down}"
+    elif down:
         st.level, st.message = ERROR, f"engine down, restarting: {down}"
     elif not active:
         st.level, st.message = OK, "inactive"
@@ -300,6 +310,7 @@ class Diagnostics:
                 last_error=engine.last_error,
                 down=engine.down,
                 threads=s.engine_threads,
+                remote=engine.remote,
             )
         )
         control = control_status(

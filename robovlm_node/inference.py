@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from robovlm.runtime.engine import EngineError
+from robovlm.runtime.engine import EngineError, EngineUnavailable
 from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
 
 from .control import ControlLoop
@@ -97,6 +97,11 @@ class InferenceLoop:
                 actions = engine.step(
                     head_rgb, hand_rgb, None if snap.state is None else snap.state.value, snap.instruction
                 )
+            except EngineUnavailable as exc:  # the server is down or slow: hold the robot, try again after its backoff
+                self._scheduler.reset()  # the robot never resumes on a chunk planned before the gap
+                self._supervisor.unavailable(exc)
+                stop.wait(exc.retry_after_s)
+                continue
             except EngineError as exc:  # the process died or hung: restart it (the robot is held meanwhile)
                 self._scheduler.reset()  # the robot never resumes on a chunk planned before the failure
                 if not self._supervisor.recover(exc, stop):
@@ -107,6 +112,7 @@ class InferenceLoop:
                 stop.wait(0.05)
                 continue
             latency = time.perf_counter() - t0
+            self._supervisor.available()
             last_seq = head.seq
             chunk = ActionChunk(stamp=head.rx_time, dt=engine.stats.action_dt, actions=actions)
             if self._scheduler.push(chunk, generation=generation):

@@ -54,7 +54,8 @@ class ModelInputs:
     image_size: int
     uses_hand: bool
     uses_state: bool
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
+    """None: the model runs on a server whose tokenizer is not on the robot; the server refuses a long instruction."""
     max_instruction_tokens: int
 
 
@@ -352,6 +353,8 @@ class Inputs:
 
     def check_instruction(self, text: str) -> str | None:
         """The reason ``text`` is refused, or None."""
+        if self.model.tokenizer is None:
+            return None
         try:
             count_instruction_tokens(self.model.tokenizer, text, self.model.max_instruction_tokens)
         except InstructionTooLong as exc:

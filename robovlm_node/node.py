@@ -157,15 +157,19 @@ class RoboVLMNode(LifecycleNode):
         except ParameterError as exc:
             raise ConfigureError(str(exc)) from None
         self.fatal_reason = ""
-        try:  # a local directory, checked; hf://owner/name becomes its directory in the local Hub cache
-            s.model_path = str(resolve_checkpoint(s.model_path))
-        except HubError as exc:
-            raise ConfigureError(f"model_path: {exc}") from None
-        self.get_logger().info(
-            f"loading model {s.model_path} ({s.engine} on {s.device}, {s.engine_threads} "
-            f"thread{'s' if s.engine_threads > 1 else ''}"
-            f"{', own process' if s.engine_process else ''})"
-        )
+        if s.engine == "remote":  # the model is the server's; the robot reads its sizes from the server
+            s.engine_process = False  # nothing heavy runs here: the step is a request
+            self.get_logger().info(f"connecting to the model server {s.server_url}")
+        else:
+            try:  # a local directory, checked; hf://owner/name becomes its directory in the local Hub cache
+                s.model_path = str(resolve_checkpoint(s.model_path))
+            except HubError as exc:
+                raise ConfigureError(f"model_path: {exc}") from None
+            self.get_logger().info(
+                f"loading model {s.model_path} ({s.engine} on {s.device}, {s.engine_threads} "
+                f"thread{'s' if s.engine_threads > 1 else ''}"
+                f"{', own process' if s.engine_process else ''})"
+            )
         self.settings = s
         self.supervisor = EngineSupervisor(
             s,
@@ -179,7 +183,8 @@ class RoboVLMNode(LifecycleNode):
         except EngineCancelled:
             raise
         except Exception as exc:  # checkpoint, config and device errors all name their cause
-            raise ConfigureError(f"cannot load model_path '{s.model_path}': {exc}") from None
+            what = f"server {s.server_url}" if s.engine == "remote" else f"model_path '{s.model_path}'"
+            raise ConfigureError(f"cannot load {what}: {exc}") from None
         self.inputs = Inputs(
             s, self._model_inputs(s, engine), clock=self.now, status=self.status, on_new_task=self._new_task
         )
@@ -201,7 +206,8 @@ class RoboVLMNode(LifecycleNode):
         assert self.diagnostics is not None
         self.diagnostics.start()
         self.get_logger().info(
-            f"configured: {engine.name} engine on {s.device}, model {s.model_path}, "
+            f"configured: {engine.name} engine on {engine.device_name if s.engine == 'remote' else s.device}, "
+            f"model {s.server_url if s.engine == 'remote' else s.model_path}, "
             f"{s.control_rate_hz:g} Hz, chunk_mode {s.chunk_mode}, fields {s.action_fields}"
         )
 
@@ -221,10 +227,13 @@ class RoboVLMNode(LifecycleNode):
                     f"joints but the model's state has {engine.state_dim} values"
                 )
         backbone = engine.config.backbone
-        try:
-            tokenizer = checkpoint_tokenizer(backbone.tokenizer, backbone.path, s.model_path)
-        except Exception as exc:  # the engine loaded it, so this is a file that changed under us: say so
-            raise ConfigureError(f"cannot load the tokenizer of '{s.model_path}': {exc}") from None
+        if s.engine == "remote":
+            tokenizer = getattr(engine, "tokenizer", None)
+        else:
+            try:
+                tokenizer = checkpoint_tokenizer(backbone.tokenizer, backbone.path, s.model_path)
+            except Exception as exc:  # the engine loaded it, so this is a file that changed under us: say so
+                raise ConfigureError(f"cannot load the tokenizer of '{s.model_path}': {exc}") from None
         return ModelInputs(
             image_size=engine.config.image_size,
             uses_hand=engine.uses_hand,

@@ -80,6 +80,28 @@ PARAMETERS: dict[str, Spec] = {
         "directory for TensorRT engine caches (empty: no cache; building the "
         "engines then takes minutes at every configure)",
     ),
+    "server_url": Spec(
+        T.STRING,
+        "",
+        "engine remote: http://HOST:PORT of `robovlm serve` (https:// behind a TLS proxy or with --tls-cert)",
+    ),
+    "server_token_file": Spec(
+        T.STRING, "", "engine remote: file holding the server's bearer token (mode 600; never the token itself)"
+    ),
+    "server_timeout_s": Spec(
+        T.DOUBLE,
+        1.0,
+        "engine remote: a step with no reply within this is a lost server: the robot is held and the node "
+        "retries with backoff, s",
+        (0.01, 60.0),
+    ),
+    "jpeg_quality": Spec(
+        T.INTEGER,
+        0,
+        "engine remote: 0 sends frames raw (at the model's size, resized on the robot), 1-100 as JPEG of that "
+        "quality (about 10x fewer bytes; actions differ slightly from raw)",
+        (0, 100),
+    ),
     "engine_process": Spec(
         T.BOOL,
         True,
@@ -355,7 +377,15 @@ def read_parameters(node: Node) -> dict[str, Any]:
 def validate_settings(raw: dict[str, Any]) -> Settings:
     """Check every parameter; raise ``ParameterError`` naming the first bad one."""
     v = {name: coerce(name, spec, [] if raw[name] is None else raw[name]) for name, spec in PARAMETERS.items()}
-    if not v["model_path"]:
+    if v["engine"] == "remote":
+        if not v["server_url"] or not v["server_token_file"]:
+            raise ParameterError(
+                "engine 'remote' needs parameters 'server_url' (http://HOST:PORT of robovlm serve) and "
+                "'server_token_file'"
+            )
+        if v["dtype"] != "float32" or v["onnx_tensorrt"]:
+            raise ParameterError("parameters 'dtype' and 'onnx_tensorrt' are the server's choice with engine 'remote'")
+    elif not v["model_path"]:
         raise ParameterError("parameter 'model_path' is empty: set it to a checkpoint directory")
     if v["engine"] == "onnxruntime" and v["dtype"] != "float32":
         raise ParameterError(

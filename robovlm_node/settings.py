@@ -21,6 +21,10 @@ class Settings:
     dtype: str
     onnx_tensorrt: bool
     onnx_cache_dir: str
+    server_url: str
+    server_token_file: str
+    server_timeout_s: float
+    jpeg_quality: int
     engine_process: bool
     instruction: str
     engine_threads: int

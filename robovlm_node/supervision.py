@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robovlm.runtime.engine import limit_threads
-from robovlm.runtime.factory import build_engine
+from robovlm.runtime.factory import build_engine, build_remote_engine
 from robovlm.runtime.supervisor import RestartPolicy
 from robovlm.runtime.worker import EngineCancelled, EngineProcess
 
@@ -37,6 +37,8 @@ class EngineSnapshot:
     """Why the engine is down (the robot is stopped), else None."""
     restarts: int
     last_error: str
+    remote: dict[str, Any] | None = None
+    """The remote engine's last step (``RemoteEngine.remote_status``); None for a local engine."""
 
 
 class EngineSupervisor:
@@ -79,6 +81,13 @@ class EngineSupervisor:
 
     def _load(self) -> Any:
         s = self.settings
+        if s.engine == "remote":
+            return build_remote_engine(
+                s.server_url,
+                token_file=s.server_token_file,
+                timeout_s=s.server_timeout_s,
+                jpeg_quality=s.jpeg_quality,
+            )
         cache = s.onnx_cache_dir or None
         if s.engine_process:
             return EngineProcess(
@@ -111,6 +120,23 @@ class EngineSupervisor:
         with self._lock:
             self._last_error = f"{type(error).__name__}: {error}"
         self._status.count("inference_error", self._last_error, error=True)
+
+    def unavailable(self, error: Exception) -> None:
+        """The engine is alive but cannot answer (a model server that is down or slow): hold the robot until a step
+        succeeds (``available``); logged when it starts, counted every time."""
+        down = f"{type(error).__name__}: {error}"
+        with self._lock:
+            first = self._down is None
+            self._down = self._last_error = down
+        self._status.count("engine_unavailable", down, error=True, log=first)
+
+    def available(self) -> None:
+        """A step succeeded: release a hold set by ``unavailable``."""
+        with self._lock:
+            if self._down is None:
+                return
+            self._down = None
+        self._status.log.info("inference engine answering again; robot released")
 
     def recover(self, error: Exception, stop: threading.Event) -> bool:
         """The engine process died or hung: hold the robot, restart it after the policy's delay. False when the
@@ -159,6 +185,7 @@ class EngineSupervisor:
                 down=self._down,
                 restarts=self._restarts,
                 last_error=self._last_error,
+                remote=engine.remote_status() if hasattr(engine, "remote_status") else None,
             )
 
     @property

@@ -23,6 +23,7 @@ from . import (
     init_checkpoint,
     inspect_bag,
     make_bag,
+    serve,
 )
 from . import train as train_command
 
@@ -38,6 +39,7 @@ COMMANDS = (
     train_command,
     eval_sim,
     demo,
+    serve,
 )
 ENTRY_POINT_GROUP = "robovlm.commands"
 """Commands other packages add: ``name = module:register`` (``robovlm_node`` adds ``replay``)."""
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..export.exporter import ExportError
     from ..model.backbone import BackboneError
     from ..model.policy import CheckpointError
+    from ..serving.server import ServeError
     from ..utils.resources import ResourceNotFound
 
     try:
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         RoleError,
         ResourceNotFound,
         ExportError,
+        ServeError,
         OSError,
     ) as exc:  # OSError: a file or directory the user named cannot be read or written
         if args.verbose:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 
+from ..model.backbone import stack_cache, unstack_cache
 from ..model.policy import RoboVLM
 
 
@@ -37,19 +37,6 @@ class VisionGraph(_Graph):
 
     def forward(self, pixels: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
         return self.model.encode_vision(pixels) + self.model.camera_embed[camera].unsqueeze(1)
-
-
-def stack_cache(cache: DynamicCache) -> torch.Tensor:
-    """A cache -> (layers, 2, B, kv_heads, L, head_dim): keys and values of every layer in one tensor."""
-    return torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])
-
-
-def unstack_cache(past: torch.Tensor) -> DynamicCache:
-    """(layers, 2, B, kv_heads, L, head_dim) -> a cache the language model extends in place."""
-    cache = DynamicCache()
-    for i in range(past.shape[0]):
-        cache.update(past[i, 0], past[i, 1], i)
-    return cache
 
 
 class InstructionGraph(_Graph):

@@ -51,6 +51,19 @@ def check_pretrained_dir(path: str | Path, what: str = "backbone") -> Path:
     return path
 
 
+def stack_cache(cache: DynamicCache) -> torch.Tensor:
+    """A cache -> (layers, 2, B, kv_heads, L, head_dim): keys and values of every layer in one tensor."""
+    return torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])
+
+
+def unstack_cache(past: torch.Tensor) -> DynamicCache:
+    """(layers, 2, B, kv_heads, L, head_dim) -> a cache the language model extends in place."""
+    cache = DynamicCache()
+    for i in range(past.shape[0]):
+        cache.update(past[i, 0], past[i, 1], i)
+    return cache
+
+
 class BackboneAdapter(nn.Module):
     """Common interface. Shapes: pixels (B, 3, H, W); patch tokens (B, P, vis_dim); LM tokens (B, L, D)."""
 

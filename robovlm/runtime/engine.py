@@ -20,12 +20,22 @@ from ..data.stats import NormStats
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("torch", "onnxruntime")
+ENGINES = ("torch", "onnxruntime", "remote")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class EngineError(RuntimeError):
     """The engine cannot be built on this machine (device, files); the message says what to change."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine is alive but cannot answer now (``RemoteEngine``: the server is unreachable, slow or restarting).
+    The robot is held until a step succeeds again; ``retry_after_s`` is when the engine will try again, so the caller
+    waits instead of spinning. Not an ``EngineError``: rebuilding the engine would not bring the server back."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class EngineBase:

@@ -25,6 +25,8 @@ def build_engine(
     ``trt_cache_dir`` are the ONNX Runtime engine's."""
     if name not in ENGINES:
         raise EngineError(f"engine {name!r} is not available: choose one of {list(ENGINES)}")
+    if name == "remote":
+        raise EngineError("engine 'remote' runs on a server: build_remote_engine(server_url, token_file=...)")
     if name == "torch":
         if tensorrt:
             raise EngineError("TensorRT runs ONNX graphs: use engine 'onnxruntime' with onnx_tensorrt")
@@ -41,3 +43,13 @@ def build_engine(
     if warm_up:
         engine.warm_up()
     return engine
+
+
+def build_remote_engine(
+    url: str, *, token_file: str, timeout_s: float = 1.0, jpeg_quality: int = 0, robot: str = ""
+) -> EngineBase:
+    """The ``remote`` engine: steps answered by ``robovlm serve`` at ``url`` (``remote_engine.RemoteEngine``). No
+    warm-up here: each server replica warms its model up when it starts."""
+    from .remote_engine import RemoteEngine
+
+    return RemoteEngine(url, token_file=token_file, timeout_s=timeout_s, jpeg_quality=jpeg_quality, robot=robot)
