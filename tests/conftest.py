@@ -62,6 +62,17 @@ PALIGEMMA_TINY = {
 }
 
 
+# Every optional input and fusion module on: what the export and the server's batched step must all handle.
+ALL_FUSION = {
+    "use_hand_rgb": True,
+    "use_state": True,
+    "use_claw_matrix": True,
+    "use_hierarchical": True,
+    "use_advanced_attention": True,
+    "use_instruction_film": True,
+}
+
+
 def tiny_config(kind: str = "kosmos2", **overrides) -> RoboVLMConfig:
     """A tiny config of ``kind`` (kosmos2 | paligemma); dict overrides merge into sections, ``backbone`` replaces."""
     data = {

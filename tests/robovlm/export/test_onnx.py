@@ -16,19 +16,11 @@ from robovlm.runtime.factory import build_engine
 from robovlm.runtime.onnx_engine import OnnxEngine
 from robovlm.runtime.torch_engine import TorchEngine
 from tests import ROOT
-from tests.conftest import _node_stats, tiny_config
+from tests.conftest import ALL_FUSION, _node_stats, tiny_config
 
 pytestmark = pytest.mark.slow
 
 TOL = 1e-4  # action chunk, physical units, fp32
-ALL_FUSION = {
-    "use_hand_rgb": True,
-    "use_state": True,
-    "use_claw_matrix": True,
-    "use_hierarchical": True,
-    "use_advanced_attention": True,
-    "use_instruction_film": True,
-}
 
 
 def _checkpoint(tmp_path: Path, kind: str, **overrides) -> Path:
