@@ -10,7 +10,14 @@ from rclpy.context import Context
 from rclpy.parameter import Parameter
 
 from robovlm_node.node import RoboVLMNode
-from robovlm_node.parameters import PARAMETERS, ParameterError, coerce, read_parameters, unknown_overrides
+from robovlm_node.parameters import (
+    PARAMETERS,
+    ParameterError,
+    coerce,
+    read_parameters,
+    unknown_overrides,
+    validate_settings,
+)
 from tests import ROOT
 from tests.ros_harness import node_command
 
@@ -56,15 +63,38 @@ def test_every_parameter_is_statically_typed_with_a_description():
         ({"stamped": "yes"}, "parameter 'stamped' must be true or false"),
         ({"max_velocity": ["a"]}, "parameter 'max_velocity' must be a list of numbers"),
         ({"device": "tpu"}, "parameter 'device' must be one of ['cpu', 'cuda'], got 'tpu'"),
-        ({"engine": "tensorrt"}, "parameter 'engine' must be one of ['torch', 'onnxruntime'], got 'tensorrt'"),
+        (
+            {"engine": "tensorrt"},
+            "parameter 'engine' must be one of ['torch', 'onnxruntime', 'remote'], got 'tensorrt'",
+        ),
         ({"dtype": "int8"}, "parameter 'dtype' must be one of ['float32', 'bfloat16', 'float16'], got 'int8'"),
         ({"chunk_mode": "bogus"}, "parameter 'chunk_mode' must be one of"),
+        ({"jpeg_quality": 101}, "parameter 'jpeg_quality' must be in [0, 100], got 101"),
     ],
 )
 def test_bad_start_up_values_are_refused_naming_the_parameter(make_node, params, needle):
     with pytest.raises(ParameterError) as err:
         make_node(model_path="/x", **params)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"engine": "remote"}, "engine 'remote' needs parameters 'server_url'"),
+        (
+            {"engine": "remote", "server_url": "http://gpu:8000", "server_token_file": "/t", "dtype": "float16"},
+            "'dtype' and 'onnx_tensorrt' are the server's choice",
+        ),
+        ({"engine": "torch"}, "parameter 'model_path' is empty"),
+    ],
+)
+def test_the_remote_engine_needs_a_server_and_no_model_path(params, needle):
+    raw = {k: spec.default for k, spec in PARAMETERS.items()}
+    with pytest.raises(ParameterError, match=needle):
+        validate_settings({**raw, **params})
+    ok = validate_settings({**raw, "engine": "remote", "server_url": "http://gpu:8000", "server_token_file": "/t"})
+    assert ok.model_path == "" and ok.server_timeout_s == 1.0 and ok.jpeg_quality == 0
 
 
 def test_integers_are_taken_for_floats_and_lists_keep_their_type(make_node):

@@ -1,0 +1,223 @@
+"""``robovlm serve`` on a real local Ray Serve (loopback), driven by ``RemoteEngine`` as the node drives it:
+parity, batching, the protocol's refusals, the token, size limits, a killed replica, and a clean stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from robovlm.export.exporter import streaming_inputs
+from robovlm.runtime.engine import EngineError, EngineUnavailable
+from robovlm.runtime.factory import build_engine, build_remote_engine
+from robovlm.runtime.wire import decode_info
+from tests.serve_harness import Server, write_token
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """One replica, batches of up to 8 that wait 20 ms to fill (so concurrent robots share batches)."""
+    s = Server(checkpoint, tmp_path_factory.mktemp("serve"), args=("--batch-wait-ms", "20", "--max-request-mb", "1"))
+    s.start()
+    yield s
+    s.close()
+
+
+def _robot(server: Server, **kw):
+    return build_remote_engine(server.url, token_file=str(server.token_file), timeout_s=10.0, **kw)
+
+
+def test_health_needs_no_token_and_everything_else_does(server):
+    status, body = server.request("GET", "/healthz", token=None)
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert server.request("GET", "/v1/info", token=None)[0] == 401
+    assert server.request("GET", "/v1/info", token="wrong")[0] == 401
+    assert server.request("POST", "/v1/step", b"x", token="wrong")[0] == 401
+    status, body = server.request("GET", "/v1/info")
+    info = decode_info(body)
+    assert status == 200 and info["config"]["window_size"] == 4 and info["max_request_bytes"] == 2**20
+    assert server.request("GET", "/nothing")[0] == 404
+
+
+def test_remote_actions_equal_the_local_engine_while_another_robot_shares_the_batches(server, checkpoint):
+    """24 steps with an instruction change and a missing hand frame every fifth step; a second robot steps all
+    the while with its own instruction, so steps are batched across robots."""
+    local = build_engine("torch", checkpoint)
+    robot, other = _robot(server, robot="a"), _robot(server, robot="b")
+    done = threading.Event()
+
+    def drive_other() -> None:
+        inputs = list(streaming_inputs(other.config, 8, seed=5))
+        i = 0
+        while not done.is_set():
+            head, hand, state, _ = inputs[i % len(inputs)]
+            other.step(head, hand, state, "turn around and wait by the door")
+            i += 1
+
+    thread = threading.Thread(target=drive_other, daemon=True)
+    thread.start()
+    worst, batched = 0.0, 0
+    try:
+        for head, hand, state, instruction in streaming_inputs(robot.config, 24):
+            expected = local.step(head, hand, state, instruction)
+            worst = max(worst, float(np.abs(robot.step(head, hand, state, instruction) - expected).max()))
+            batched += robot.timing.batch_size > 1
+            assert robot.timing.round_trip_ms >= robot.timing.server_ms > 0
+    finally:
+        done.set()
+        thread.join(30)
+    assert worst <= 1e-4, worst
+    assert batched >= 3, f"only {batched} of 24 steps were batched with the other robot's"
+    jpeg = _robot(server, jpeg_quality=90)
+    local.reset()
+    diffs = [
+        float(np.abs(jpeg.step(h, hd, s, i) - local.step(h, hd, s, i)).max())
+        for h, hd, s, i in streaming_inputs(jpeg.config, 8)
+    ]
+    assert np.isfinite(diffs).all() and jpeg.timing.request_bytes < robot.timing.request_bytes
+
+
+def test_bad_requests_get_an_error_status_and_the_server_stays_up(server):
+    assert server.request("POST", "/v1/step", b"\x00\x01garbage")[0] == 400
+    status, body = server.request("POST", "/v1/step", msgpack.packb({"v": 99}))
+    assert status == 400 and b"protocol version" in body
+    status, body = server.request("POST", "/v1/step", bytes(2 * 2**20))  # over --max-request-mb 1
+    assert status == 413, body
+    status, body = server.request("POST", "/v1/step", b"x", headers={"Content-Length": "abc"})
+    assert status == 400
+    assert server.request("GET", "/v1/step")[0] == 405
+    robot = _robot(server)
+    head, hand, state, instruction = next(streaming_inputs(robot.config, 1))
+    assert np.isfinite(robot.step(head, hand, state, instruction)).all()  # still serving
+
+
+def test_a_wrong_token_fails_the_engine_with_the_reason(server, tmp_path):
+    bad = write_token(tmp_path / "bad", "not-the-token")
+    with pytest.raises(EngineError, match="401"):
+        build_remote_engine(server.url, token_file=str(bad))
+
+
+def test_a_lost_server_holds_the_robot_with_backoff_and_the_stream_resumes(checkpoint, tmp_path):
+    """Server stopped mid-run: steps raise ``EngineUnavailable`` (with a growing retry delay), never hang; after a
+    restart on the same port the same engine drives again, and a SIGTERM leaves no process behind."""
+    s = Server(checkpoint, tmp_path)
+    s.start()
+    try:
+        robot = build_remote_engine(s.url, token_file=str(s.token_file), timeout_s=2.0)
+        inputs = [(h, hand, st, "go to the cup") for h, hand, st, _ in streaming_inputs(robot.config, 4)]
+        for head, hand, state, instruction in inputs:
+            robot.step(head, hand, state, instruction)
+        assert len(robot.stream.window) == 3
+        assert s.stop() == 0 and s.processes() == [], "SIGTERM must end the server and the Ray it started"
+        delays = []
+        t0 = time.monotonic()
+        while len(delays) < 3 and time.monotonic() - t0 < 30:
+            try:
+                robot.step(*inputs[0])
+            except EngineUnavailable as exc:
+                delays.append(exc.retry_after_s)
+                time.sleep(exc.retry_after_s)
+        assert len(delays) == 3 and delays[0] < delays[1] < delays[2], delays
+        assert time.monotonic() - t0 < 10, "a lost server must answer at once, not hang the inference loop"
+        assert len(robot.stream.window) == 0  # the stream starts over after the gap
+        up = s.start()
+        t_back = time.monotonic()
+        while True:
+            try:
+                robot.step(*inputs[0])
+                break
+            except EngineUnavailable as exc:
+                assert time.monotonic() - t_back < 10, f"no step within 10 s of the server's return ({up:.0f} s)"
+                time.sleep(exc.retry_after_s)
+    finally:
+        s.close()
+
+
+def test_one_of_two_replicas_killed_the_robots_keep_driving(checkpoint, tmp_path):
+    s = Server(checkpoint, tmp_path, args=("--replicas", "2"))
+    s.start()
+    try:
+        robots = [build_remote_engine(s.url, token_file=str(s.token_file), timeout_s=5.0) for _ in range(2)]
+        inputs = list(streaming_inputs(robots[0].config, 8))
+        replicas: set[str] = set()
+        t0 = time.monotonic()
+        while len(replicas) < 2 and time.monotonic() - t0 < 60:
+            for r in robots:
+                r.step(*inputs[0])
+                replicas.add(r.timing.replica)
+        assert len(replicas) == 2, replicas
+        victim = int(sorted(replicas)[0].rsplit(":", 1)[1])
+        failures, steps = [0, 0], [0, 0]
+        stop = threading.Event()
+
+        def drive(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    robots[k].step(*inputs[i % len(inputs)])
+                    steps[k] += 1
+                except EngineUnavailable as exc:
+                    failures[k] += 1
+                    time.sleep(exc.retry_after_s)
+                i += 1
+
+        threads = [threading.Thread(target=drive, args=(k,), daemon=True) for k in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        before = list(steps)
+        import os
+
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(4.0)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert all(f <= 2 for f in failures), f"failed steps per robot: {failures}"
+        assert all(after - b >= 5 for after, b in zip(steps, before)), (before, steps)
+    finally:
+        s.close()
+
+
+def test_serve_refuses_a_readable_token_file_before_starting_ray(checkpoint, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("abc\n")
+    token.chmod(0o644)
+    out = subprocess.run(
+        [sys.executable, "-m", "robovlm.cli", "serve", checkpoint, "--token-file", str(token)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "chmod 600" in out.stderr, out.stderr
+
+
+def test_write_config_gives_an_application_ray_serve_can_build(checkpoint, tmp_path):
+    import yaml
+    from ray.serve import Application
+
+    from robovlm.serving.deployment import app_builder
+
+    write_token(tmp_path / "token")
+    out = subprocess.run(
+        [sys.executable, "-m", "robovlm.cli", "serve", checkpoint, "--token-file", str(tmp_path / "token")]
+        + ["--replicas", "3", "--gpus-per-replica", "0.5", "--write-config", str(tmp_path / "serve.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load((tmp_path / "serve.yaml").read_text())
+    app = doc["applications"][0]
+    assert app["import_path"] == "robovlm.serving.deployment:app_builder"
+    assert app["args"]["replicas"] == 3 and app["args"]["device"] == "cuda"
+    assert isinstance(app_builder(app["args"]), Application)
