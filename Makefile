@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,ros,sim]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,ros,sim,serve]'
 	touch $@
 
 install: sysdeps $(VENV)/.installed

@@ -72,6 +72,8 @@ setup(
         # training on one or many devices (robovlm train; torchrun / accelerate launch), LoRA adapters
         "accelerate>=1.0",
         "peft>=0.13",
+        # engine:=remote: the step protocol of `robovlm serve` (robovlm/runtime/wire.py)
+        "msgpack>=1.0",
     ],
     extras_require={
         # ROS 2 (Kilted) core from PyPI wheels, for machines without a ROS install; on a ROS install the system
@@ -79,6 +81,8 @@ setup(
         "ros": ROS,
         # The MuJoCo simulator (headless rendering needs Debian's libosmesa6; `make install` adds it).
         "sim": ["mujoco>=3.2"],
+        # `robovlm serve`: the policy on Ray Serve for robots without a GPU (the robot needs only the base package)
+        "serve": ["ray[serve]>=2.40"],
         # CUDA and TensorRT execution providers. onnxruntime-gpu installs the same `onnxruntime` module as the CPU
         # package: on a GPU machine remove the CPU one afterwards (README, "GPU").
         "gpu": ["onnxruntime-gpu>=1.17"],

@@ -45,10 +45,13 @@ def test_entrypoint_passes_other_commands_through():
     assert proc.returncode == 0 and "export" in proc.stdout
 
 
-def test_compose_has_the_three_services_on_the_image():
+def test_compose_has_the_four_services_on_the_image():
     doc = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = doc["services"]
-    assert set(services) == {"bringup", "replay", "demo"}
+    assert set(services) == {"bringup", "replay", "demo", "serve"}
+    serve = services["serve"]["command"]
+    assert serve[:3] == ["robovlm", "serve", "/model"] and "0.0.0.0" in serve and "--token-file" in serve
+    assert any(v.endswith(":/run/secrets/robovlm_token:ro") for v in services["serve"]["volumes"])
     assert services["bringup"]["network_mode"] == "host"
     assert any(v.endswith(":/model:ro") for v in services["bringup"]["volumes"])
     assert any(v.endswith(":/bag:ro") for v in services["replay"]["volumes"])
