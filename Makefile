@@ -71,9 +71,11 @@ soak: install
 LATENCY_MS ?= 0
 CAMERA_LATENCY_MS ?= 0
 JITTER_MS ?= 0
+# ENGINE=remote: the model in a local `robovlm serve` (Ray Serve on loopback), the node as engine:=remote.
+ENGINE ?= torch
 demo: install
 	$(PY) -m robovlm_node.tools.demo --inference-latency-ms $(LATENCY_MS) --camera-latency-ms $(CAMERA_LATENCY_MS) \
-		--latency-jitter-ms $(JITTER_MS)
+		--latency-jitter-ms $(JITTER_MS) --engine $(ENGINE)
 
 # Reproduces models/demo (SEED=0): 200 expert episodes in the plain room (layout seeds from 0) and 200 in randomized
 # rooms (`--perturb strong`, layout seeds from 1000), then `robovlm train` at its defaults (2500 steps, lr 3e-4

@@ -10,6 +10,10 @@ one episode's head camera and a plot of the commanded velocities.
 With latency (``make demo LATENCY_MS=300 CAMERA_LATENCY_MS=100``): the bridge delivers camera frames late, stamped
 with their capture time, and the node runs from ``robovlm_node.tools.sim_node``, whose engine answers no sooner than
 the latency; the node itself, its parameters and its config file are the robot's.
+
+With ``--engine remote`` (``make demo ENGINE=remote``): the model runs in ``robovlm serve`` on this machine (a local
+Ray Serve on loopback, with a fresh token under ``--out``) and the node reaches it as a robot without a GPU would
+(``engine:=remote``). ``--engine onnxruntime`` needs an ONNX export in the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -39,6 +44,7 @@ from std_msgs.msg import String  # noqa: E402
 from robovlm.cli.common import milliseconds  # noqa: E402
 from robovlm.data.instructions import load_instructions  # noqa: E402
 from robovlm.data.stats import NormStats  # noqa: E402
+from robovlm.serving.local_server import LocalServer  # noqa: E402
 from robovlm.sim.evaluate import EpisodeResult  # noqa: E402
 from robovlm.sim.latency import LatencySettings  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
@@ -56,9 +62,11 @@ def bringup_command(
     use_sim_time: bool,
     node_name: str = "robovlm",
     latency: LatencySettings | None = None,
+    engine: Sequence[str] = (),
 ) -> list[str]:
     """The command line bringup.launch.py produces for the node (executable, params file, overrides); with
-    ``latency``, the same node from the simulator's slowed-engine entry point (``sim_node``)."""
+    ``latency``, the same node from the simulator's slowed-engine entry point (``sim_node``); ``engine``: more
+    ``name:=value`` overrides choosing the engine."""
     entry = ["-m", "robovlm_node.process"]
     if latency is not None and (latency.inference_ms or latency.jitter_ms):
         entry = ["-m", "robovlm_node.tools.sim_node", "--inference-latency-ms", f"{latency.inference_ms:g}"]
@@ -77,6 +85,7 @@ def bringup_command(
         f"use_sim_time:={'true' if use_sim_time else 'false'}",
         "-p",
         "autostart:=false",
+        *[arg for override in engine for arg in ("-p", override)],
     ]
 
 
@@ -151,6 +160,17 @@ def velocity_plot(outcomes: list[EpisodeResult], path: Path) -> None:
     plt.close(fig)
 
 
+def _engine(engine: str, checkpoint: Path, out_dir: Path) -> tuple[LocalServer | None, list[str]]:
+    """The node's engine overrides, and for ``remote`` the local server it talks to (started here)."""
+    if engine != "remote":
+        return None, [f"engine:={engine}"]
+    server = LocalServer(checkpoint, out_dir / "serve")
+    print(f"starting robovlm serve {checkpoint} on {server.url} (log: {server.log})", flush=True)
+    took = server.start()
+    print(f"model server up in {took:.0f} s", flush=True)
+    return server, ["engine:=remote", f"server_url:={server.url}", f"server_token_file:={server.token_file}"]
+
+
 def run_demo(
     checkpoint: Path,
     *,
@@ -158,6 +178,7 @@ def run_demo(
     out_dir: Path,
     real_time_factor: float,
     latency: LatencySettings | None = None,
+    engine: str = "torch",
 ) -> int:
     if not (checkpoint / "model.safetensors").exists():
         print(f"error: no checkpoint at {checkpoint}; run `make train-demo` first", file=sys.stderr)
@@ -175,9 +196,14 @@ def run_demo(
             f"jitter up to {latency.jitter_ms:g} ms each",
             flush=True,
         )
+    server, overrides = _engine(engine, checkpoint, out_dir)
     proc = subprocess.Popen(
         bringup_command(
-            checkpoint, params_file=find_resource("config", "robovlm.yaml"), use_sim_time=True, latency=latency
+            checkpoint,
+            params_file=find_resource("config", "robovlm.yaml"),
+            use_sim_time=True,
+            latency=latency,
+            engine=overrides,
         ),
         env=os.environ.copy(),
     )
@@ -239,6 +265,8 @@ def run_demo(
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if server is not None:
+            server.close()
         executor.shutdown()
         spinner.join(timeout=5)
         bridge.destroy_node()
@@ -270,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inference-latency-ms", type=milliseconds, default=0.0, help="each model step takes at least this")
     p.add_argument("--camera-latency-ms", type=milliseconds, default=0.0, help="camera frames arrive this much late")
     p.add_argument("--latency-jitter-ms", type=milliseconds, default=0.0, help="uniform [0, this] added to each")
+    p.add_argument(
+        "--engine",
+        choices=["torch", "onnxruntime", "remote"],
+        default="torch",
+        help="remote: the model in a local robovlm serve, reached over HTTP as engine:=remote",
+    )
     a = p.parse_args(argv)
     return run_demo(
         a.checkpoint or find_resource("models", "demo"),
@@ -279,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=LatencySettings(
             inference_ms=a.inference_latency_ms, camera_ms=a.camera_latency_ms, jitter_ms=a.latency_jitter_ms
         ),
+        engine=a.engine,
     )
 
 

@@ -88,7 +88,8 @@ def test_an_unreachable_server_fails_configure_naming_it(harness_factory, tmp_pa
     from tests.serve_harness import free_port, write_token
 
     url = f"http://127.0.0.1:{free_port()}"
-    params = node_params("", engine="remote", server_url=url, server_token_file=str(write_token(tmp_path / "t")))
+    write_token(tmp_path / "t")
+    params = node_params("", engine="remote", server_url=url, server_token_file=str(tmp_path / "t"))
     h = harness_factory(params)
     assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
     time.sleep(0.1)

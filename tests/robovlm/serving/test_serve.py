@@ -101,7 +101,8 @@ def test_bad_requests_get_an_error_status_and_the_server_stays_up(server):
 
 
 def test_a_wrong_token_fails_the_engine_with_the_reason(server, tmp_path):
-    bad = write_token(tmp_path / "bad", "not-the-token")
+    bad = tmp_path / "bad"
+    write_token(bad, "not-the-token")
     with pytest.raises(EngineError, match="401"):
         build_remote_engine(server.url, token_file=str(bad))
 
