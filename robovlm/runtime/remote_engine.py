@@ -88,6 +88,9 @@ class RemoteTiming:
 
     round_trip_ms: float = float("nan")
     server_ms: float = float("nan")
+    """From the request's arrival at the replica to its reply: the batch's wait and its compute."""
+    compute_ms: float = float("nan")
+    """The engine call of the batch this step was in."""
     network_ms: float = float("nan")
     batch_size: int = 0
     replica: str = ""
@@ -243,6 +246,7 @@ class RemoteEngine(EngineBase):
         self.timing = RemoteTiming(
             round_trip_ms=rtt,
             server_ms=server_ms,
+            compute_ms=float(reply.timing.get("compute_ms", float("nan"))),
             network_ms=rtt - server_ms,
             batch_size=int(reply.timing.get("batch_size", 0)),
             replica=str(reply.timing.get("replica", "")),

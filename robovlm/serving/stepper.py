@@ -77,7 +77,12 @@ class Stepper:
                 feature=features[i],
                 chunk=self.stats.unnormalize_action(chunks[i]),
                 model=self.model_id,
-                timing={"compute_ms": compute_ms, "batch_size": len(runnable), "cache_hit": hits[i]},
+                timing={
+                    "compute_ms": compute_ms,
+                    "batch_size": len(runnable),
+                    "cache_hit": hits[i],
+                    "started": t0,  # perf_counter on the replica: the deployment turns it into the queue time
+                },
             )
             for i in range(len(runnable))
         )
