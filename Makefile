@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize eval-robustness soak demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize bench-serve eval-robustness soak demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -52,6 +52,12 @@ bench-train: install
 # CPU cores, up to 21 GiB of memory and 35 GB of disk under out/bench_memory; resumes where it was stopped.
 bench-fullsize: install
 	$(PY) -m bench.fullsize
+
+# Issue 22's table: 1, 2, 4, 8 simulated robots (a process each, two 30 Hz cameras) sharing one `robovlm serve` with
+# batching off and on, against a local engine each; kosmos2_small, into bench/results/serve.md. Not in CI: about
+# TIME minutes on two CPU cores.
+bench-serve: install
+	$(PY) -m bench.serve
 
 # Issue 20's table: held-out closed-loop episodes of models/demo under inference latency x chunk mode x perturbation
 # (camera latency 50 ms) plus the ablations in the target condition, into bench/results/closed_loop.md and .png,

@@ -4,9 +4,10 @@ N = 1, 2, 4, 8 simulated robots, each its own process: a camera thread "publishe
 (320x240, cycled from a fixed set so the robots spend no CPU making them), and an inference loop that, as the node's,
 steps on the newest frame as soon as the previous step is done. Three setups, one after another on the same
 machine: each robot with its own local torch engine (its share of the cores), and one ``robovlm serve`` (one
-replica, all the cores, torch) with batching off (``--max-batch-size 1``) and on (8, waiting up to 5 ms to fill).
-Per setup and N: per-robot step rate, aggregate rate, p50/p99 round trip (local: the step), mean batch size, bytes
-per step; then the targets, and the remote actions' difference from the local engine with raw and JPEG frames.
+replica, all the cores, torch) with batching off (``--max-batch-size 1``) and on (up to 8: the steps that queued
+while the engine was busy). Per setup and N: per-robot step rate, aggregate rate, p50/p99 round trip (local: the
+step), mean batch size, bytes per step; then the targets, and the remote actions' difference from the local engine
+with raw and JPEG frames.
 
 Model: ``kosmos2_small`` (224 px, random weights). On this 2-core CPU everything shares the cores: the robots, Ray's
 proxy and the replica; on a GPU server the robots would be other machines. Writes ``bench/results/serve.md``.
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.setdefault("local", []).append(r)
             print(f"local engines, {n} robot(s): {r}", flush=True)
         for label, batch in (("server, batching off", "1"), ("server, batching on", "8")):
-            serve_args = ("--cpus-per-replica", str(cores), "--max-batch-size", batch, "--batch-wait-ms", "5")
+            serve_args = ("--cpus-per-replica", str(cores), "--max-batch-size", batch)
             with LocalServer(ckpt, Path(tmp) / label.replace(" ", "_").replace(",", ""), args=serve_args) as server:
                 for n in args.robots:
                     r = run_robots(

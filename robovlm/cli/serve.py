@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--gpus-per-replica", type=float, default=0.0)
     s.add_argument("--cpus-per-replica", type=float, default=1.0, help="also the replica's torch threads")
     s.add_argument("--max-batch-size", type=at_least(1), default=8, help="1 turns batching off")
-    s.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    s.add_argument(
+        "--batch-wait-ms", type=float, default=0.0, help="wait to fill a batch (0: take what queued while busy)"
+    )
     s.add_argument("--max-request-mb", type=float, default=4.0, help="larger requests get 413")
     s.add_argument("--cache-mb", type=float, default=256.0, help="each replica's instruction cache")
     s.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate")

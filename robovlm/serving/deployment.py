@@ -60,7 +60,7 @@ class PolicyDeployment:
         device: str = "cpu",
         threads: int = 1,
         max_batch_size: int = 8,
-        batch_wait_ms: float = 5.0,
+        batch_wait_ms: float = 0.0,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         cache_mb: float = 256.0,
     ) -> None:

@@ -44,8 +44,8 @@ class ServeOptions:
     cpus_per_replica: float = 1.0
     max_batch_size: int = 8
     """Steps of different robots grouped into one engine call (1: no batching)."""
-    batch_wait_ms: float = 5.0
-    """How long a batch waits to fill before it runs."""
+    batch_wait_ms: float = 0.0
+    """How long a batch that is not full waits to fill (0: it takes what queued while the engine was busy)."""
     max_request_mb: float = MAX_REQUEST_BYTES / 2**20
     cache_mb: float = 256.0
     """Each replica's instruction cache (keys and values), least recently used out."""

@@ -24,6 +24,7 @@ SLOW = {
     "test_learns.py",
     "robovlm eval-sim --checkpoint out/ckpt": "needs the 25-minute checkpoint; eval-sim runs in test_sim",
     "robovlm_node --ros-args": "runs until Ctrl-C; tests/robovlm_node/test_node_signals.py starts it as a process",
+    "robovlm serve models/demo": "runs until Ctrl-C; tests/robovlm/serving/test_serve.py starts it as a process",
     "cd ros2_ws && colcon build": "tests/packaging/test_colcon.py builds the workspace both ways",
     "torchrun --standalone": "two training processes on out/sim_data (200 episodes); "
     "tests/robovlm/training/test_distributed.py runs the same command on 16",

@@ -222,3 +222,22 @@ def test_write_config_gives_an_application_ray_serve_can_build(checkpoint, tmp_p
     assert app["import_path"] == "robovlm.serving.deployment:app_builder"
     assert app["args"]["replicas"] == 3 and app["args"]["device"] == "cuda"
     assert isinstance(app_builder(app["args"]), Application)
+
+
+def test_the_onnxruntime_engine_serves_the_same_actions(checkpoint, tmp_path):
+    from robovlm.export.exporter import export_checkpoint
+
+    export_checkpoint(checkpoint, tmp_path / "onnx", parity_steps=2)
+    s = Server(tmp_path / "onnx", tmp_path, args=("--engine", "onnxruntime"))
+    s.start()
+    try:
+        robot = build_remote_engine(s.url, token_file=str(s.token_file), timeout_s=10.0)
+        assert decode_info(s.request("GET", "/v1/info")[1])["engine"] == "onnxruntime"
+        local = build_engine("onnxruntime", tmp_path / "onnx")
+        worst = max(
+            float(np.abs(robot.step(h, hd, st, i) - local.step(h, hd, st, i)).max())
+            for h, hd, st, i in streaming_inputs(robot.config, 12)
+        )
+        assert worst <= 1e-4, worst
+    finally:
+        s.close()
