@@ -55,7 +55,7 @@ bench-fullsize: install
 
 # Issue 22's table: 1, 2, 4, 8 simulated robots (a process each, two 30 Hz cameras) sharing one `robovlm serve` with
 # batching off and on, against a local engine each; kosmos2_small, into bench/results/serve.md. Not in CI: about
-# TIME minutes on two CPU cores.
+# 9 minutes on two CPU cores.
 bench-serve: install
 	$(PY) -m bench.serve
 

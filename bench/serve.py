@@ -30,6 +30,7 @@ import numpy as np
 from robovlm.runtime.engine import EngineUnavailable, cpu_name
 
 RESULTS = Path("bench/results/serve.md")
+NOTES = "<!-- notes below are written by hand and kept by make bench-serve -->"
 CAMERA_HZ = 30.0
 INSTRUCTION = "go around the box on the left and stop at the cup"
 
@@ -192,8 +193,8 @@ def write_results(path: Path, rows: dict, diffs: dict, health_ms: float, cores: 
     lines = [
         "# Robots sharing a model server (issue 22)",
         "",
-        f"Written by `make bench-serve` (`python -m bench.serve`) on {date.today()}, {cores} CPU cores "
-        f"({cpu_name()}), no GPU; {minutes:.0f} minutes. Model `kosmos2_small` (224 px, random weights); each robot "
+        f"Written by `make bench-serve` (`python -m bench.serve`) on {date.today()} ({minutes:.0f} minutes), {cores} CPU cores "
+        f"({cpu_name()}), no GPU. Model `kosmos2_small` (224 px, random weights); each robot "
         "a process with two 30 Hz cameras, stepping on the newest frame as the node does. Everything shares the "
         "cores: robots, Ray's HTTP proxy and the one replica (torch, all cores). *Round trip*: local rows the "
         "step itself; server rows request to reply, frames resized on the robot and sent raw.",
@@ -226,7 +227,10 @@ def write_results(path: Path, rows: dict, diffs: dict, health_ms: float, cores: 
     lines += ["| frames | largest action difference | bytes per step |", "| --- | --- | --- |"]
     for label, (diff, nbytes) in diffs.items():
         lines.append(f"| {label} | {diff:.2g} | {nbytes / 1e3:.0f} kB |")
-    path.write_text("\n".join(lines) + "\n")
+    notes = ""
+    if path.is_file() and NOTES in path.read_text():  # the commentary written by hand below the tables stays
+        notes = path.read_text().split(NOTES, 1)[1]
+    path.write_text("\n".join(lines) + "\n\n" + NOTES + notes)
 
 
 if __name__ == "__main__":
