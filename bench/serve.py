@@ -193,8 +193,8 @@ def write_results(path: Path, rows: dict, diffs: dict, health_ms: float, cores: 
     lines = [
         "# Robots sharing a model server (issue 22)",
         "",
-        f"Written by `make bench-serve` (`python -m bench.serve`) on {date.today()} ({minutes:.0f} minutes), {cores} CPU cores "
-        f"({cpu_name()}), no GPU. Model `kosmos2_small` (224 px, random weights); each robot "
+        f"Written by `make bench-serve` (`python -m bench.serve`) on {date.today()} ({minutes:.0f} minutes), "
+        f"{cores} CPU cores ({cpu_name()}), no GPU. Model `kosmos2_small` (224 px, random weights); each robot "
         "a process with two 30 Hz cameras, stepping on the newest frame as the node does. Everything shares the "
         "cores: robots, Ray's HTTP proxy and the one replica (torch, all cores). *Round trip*: local rows the "
         "step itself; server rows request to reply, frames resized on the robot and sent raw.",
