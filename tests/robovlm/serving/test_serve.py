@@ -118,6 +118,7 @@ def test_a_lost_server_holds_the_robot_with_backoff_and_the_stream_resumes(check
         for head, hand, state, instruction in inputs:
             robot.step(head, hand, state, instruction)
         assert len(robot.stream.window) == 3
+        assert len(s.processes()) >= 4  # the server, Ray's GCS and raylet, the proxy, the replica, ...: all marked
         assert s.stop() == 0 and s.processes() == [], "SIGTERM must end the server and the Ray it started"
         delays = []
         t0 = time.monotonic()
