@@ -73,18 +73,18 @@ class WeightStore:
             data = tensor_bytes(tensor, source.parent)
             if len(data) < self.min_bytes:
                 if tensor.data_location == onnx.TensorProto.EXTERNAL:  # a small tensor the exporter put outside
-                    _clear_data(tensor)
+                    clear_data(tensor)
                     tensor.raw_data = data
                 continue
             offset, length = self._put(data)
-            _clear_data(tensor)
+            clear_data(tensor)
             tensor.data_location = onnx.TensorProto.EXTERNAL
             for key, value in (("location", WEIGHTS_FILE), ("offset", offset), ("length", length)):
                 tensor.external_data.add(key=key, value=str(value))
         for tensor in _attribute_tensors(proto.graph):  # Constant values a tool put outside: back inside the graph
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 data = tensor_bytes(tensor, source.parent)
-                _clear_data(tensor)
+                clear_data(tensor)
                 tensor.raw_data = data
         self._file.flush()
         onnx.save_model(proto, str(target))
@@ -120,7 +120,7 @@ def _attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
     return found
 
 
-def _clear_data(tensor: onnx.TensorProto) -> None:
+def clear_data(tensor: onnx.TensorProto) -> None:
     import onnx
 
     for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
