@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..export.exporter import ExportError
     from ..model.backbone import BackboneError
     from ..model.policy import CheckpointError
-    from ..serving.server import ServeError
+    from ..serving.options import ServeError
     from ..utils.resources import ResourceNotFound
 
     try:

@@ -30,7 +30,6 @@ from starlette.responses import JSONResponse, Response
 from ..runtime.engine import limit_threads
 from ..runtime.wire import (
     CONTENT_TYPE,
-    MAX_REQUEST_BYTES,
     StepReply,
     StepRequest,
     WireError,
@@ -56,13 +55,13 @@ class PolicyDeployment:
         checkpoint: str,
         *,
         token_file: str,
-        engine: str = "torch",
-        device: str = "cpu",
-        threads: int = 1,
-        max_batch_size: int = 8,
-        batch_wait_ms: float = 0.0,
-        max_request_bytes: int = MAX_REQUEST_BYTES,
-        cache_mb: float = 256.0,
+        engine: str,
+        device: str,
+        threads: int,
+        max_batch_size: int,
+        batch_wait_ms: float,
+        max_request_bytes: int,
+        cache_mb: float,
     ) -> None:
         """The token file is read here, on the replica's machine (a Kubernetes secret mounted as a file), so the
         token never travels through Ray; only its digest is kept."""
@@ -170,17 +169,23 @@ def _stats_dict(stepper: Any) -> dict[str, Any]:
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """The application from ``serve build``-style args (``robovlm serve --write-config`` writes them; KubeRay's
-    ``RayService`` passes them here): ``checkpoint``, ``token_file`` and the options of ``PolicyDeployment``, plus
-    ``replicas``, ``gpus_per_replica`` and ``cpus_per_replica``."""
-    args = dict(args)
-    replicas = int(args.pop("replicas", 1))
-    gpus = float(args.pop("gpus_per_replica", 0))
-    cpus = float(args.pop("cpus_per_replica", 1))
-    checkpoint = args.pop("checkpoint")
-    if gpus and args.get("device", "cpu") == "cpu":
-        args["device"] = "cuda"
-    args.setdefault("threads", max(1, int(cpus)))
+    ``RayService`` passes them here), read and checked as ``ServeOptions`` (``server.APP_ARGS``), whose defaults
+    fill what a hand-written config leaves out."""
+    from .options import ServeOptions
+
+    options = ServeOptions.from_app_args(args)
     deployment = PolicyDeployment.options(  # type: ignore[attr-defined]  # added by serve.deployment
-        num_replicas=replicas, ray_actor_options={"num_cpus": cpus, "num_gpus": gpus}
+        num_replicas=options.replicas,
+        ray_actor_options={"num_cpus": options.cpus_per_replica, "num_gpus": options.gpus_per_replica},
     )
-    return deployment.bind(checkpoint, **args)
+    return deployment.bind(
+        options.checkpoint,
+        token_file=options.token_file,
+        engine=options.engine,
+        device=options.device,
+        threads=max(1, int(options.cpus_per_replica)),
+        max_batch_size=options.max_batch_size,
+        batch_wait_ms=options.batch_wait_ms,
+        max_request_bytes=int(options.max_request_mb * 2**20),
+        cache_mb=options.cache_mb,
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..runtime.engine import EngineError
-from .stepper import Stepper, TorchStepper
+if TYPE_CHECKING:  # torch only when a stepper is built: ``robovlm serve --help`` reads STEPPERS
+    from .stepper import Stepper
 
 STEPPERS = ("torch", "onnxruntime")
 
@@ -15,9 +16,13 @@ def build_stepper(
 ) -> Stepper:
     """The stepper ``engine`` (torch | onnxruntime) on ``checkpoint``."""
     if engine == "torch":
+        from .stepper import TorchStepper
+
         return TorchStepper(checkpoint, device=device, cache_bytes=cache_bytes)
     if engine == "onnxruntime":
         from .onnx_stepper import OnnxStepper
 
         return OnnxStepper(checkpoint, device=device, cache_bytes=cache_bytes)
+    from ..runtime.engine import EngineError
+
     raise EngineError(f"engine {engine!r}: choose one of {list(STEPPERS)}")

@@ -18,6 +18,7 @@ from robovlm.export.exporter import streaming_inputs
 from robovlm.runtime.engine import EngineError, EngineUnavailable
 from robovlm.runtime.factory import build_engine, build_remote_engine
 from robovlm.runtime.wire import decode_info
+from robovlm.serving.options import ServeError, ServeOptions
 from tests.serve_harness import Server, write_token
 
 pytestmark = pytest.mark.slow
@@ -223,6 +224,16 @@ def test_write_config_gives_an_application_ray_serve_can_build(checkpoint, tmp_p
     assert app["import_path"] == "robovlm.serving.deployment:app_builder"
     assert app["args"]["replicas"] == 3 and app["args"]["device"] == "cuda"
     assert isinstance(app_builder(app["args"]), Application)
+    # a hand-written RayService config: left-out args take robovlm serve's defaults, mistakes are named
+    options = ServeOptions.from_app_args({"checkpoint": checkpoint, "token_file": str(tmp_path / "token")})
+    assert options == ServeOptions(checkpoint, str(tmp_path / "token"))
+    assert ServeOptions.from_app_args(options.app_args()).app_args() == options.app_args()
+    with pytest.raises(ServeError, match=r"unknown application args \['max_batch'\]"):
+        app_builder({**app["args"], "max_batch": 4})
+    with pytest.raises(ServeError, match="token_file"):
+        app_builder({"checkpoint": checkpoint})
+    with pytest.raises(ServeError, match="--max-batch-size must be at least 1"):
+        app_builder({**app["args"], "max_batch_size": 0})
 
 
 def test_the_onnxruntime_engine_serves_the_same_actions(checkpoint, tmp_path):
