@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-from .options import ServeOptions
+from .options import ServeError, ServeOptions
 
 log = logging.getLogger("robovlm.serve")
 
@@ -65,7 +65,14 @@ def run_server(options: ServeOptions, stop: threading.Event, *, handle_signals: 
             configure_logging=False,
         )
     else:
-        ray.init(address=options.address, configure_logging=False)
+        try:
+            ray.init(address=options.address, configure_logging=False)
+        except ConnectionError as exc:
+            raise ServeError(
+                f"--address {options.address}: cannot join the Ray cluster ({exc}). Is it running and reachable? "
+                "A cluster started with `ray start` checks a token: start the server with RAY_AUTH_MODE=token and "
+                "the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            ) from exc
     if handle_signals:  # after ray.init, whose own SIGTERM handler ends the process without shutting Ray down
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -19,7 +19,7 @@ from robovlm.runtime.engine import EngineError, EngineUnavailable
 from robovlm.runtime.factory import build_engine, build_remote_engine
 from robovlm.runtime.wire import decode_info
 from robovlm.serving.options import ServeError, ServeOptions
-from tests.serve_harness import Server, write_token
+from tests.serve_harness import Server, free_port, write_token
 
 pytestmark = pytest.mark.slow
 
@@ -253,3 +253,51 @@ def test_the_onnxruntime_engine_serves_the_same_actions(checkpoint, tmp_path):
         assert worst <= 1e-4, worst
     finally:
         s.close()
+
+
+CLUSTER_STATUS = r"""
+import json, sys
+import ray
+from ray import serve
+ray.init(address=sys.argv[1], configure_logging=False, log_to_driver=False)
+print(json.dumps(sorted(serve.status().applications)))
+"""
+
+
+def test_a_server_joins_an_existing_cluster_and_leaves_it_running(checkpoint, tmp_path, monkeypatch):
+    """``--address``: the application runs on a Ray cluster the server did not start (here one `ray start --head`
+    on loopback, which checks a token); without the token the server says what is missing; with it, SIGTERM
+    removes the application and leaves the cluster to its owner."""
+    import os
+    import shutil
+    import uuid
+
+    cluster = Server(checkpoint, tmp_path / "cluster")  # only for its mark: every process of the cluster carries it
+    gcs = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "ROBOVLM_TEST_SERVER": cluster.mark, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    head = [*ray, "start", "--head", f"--port={gcs.split(':')[1]}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+    temp = f"/tmp/ray-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths must fit 107 characters
+    head += ["--include-dashboard=false", f"--temp-dir={temp}"]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    s = Server(checkpoint, tmp_path, args=("--address", gcs))
+    try:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        with pytest.raises(RuntimeError, match="RAY_AUTH_MODE=token"):
+            s.start()
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")  # as Ray's docs have its users do
+        s = Server(checkpoint, tmp_path, args=("--address", gcs))
+        s.start()
+        robot = _robot(s)
+        for head_frame, hand, state, instruction in streaming_inputs(robot.config, 2):
+            assert robot.step(head_frame, hand, state, instruction).shape[-1] == robot.config.action_dim
+        assert s.stop() == 0 and s.processes() == []
+        status = subprocess.run(
+            [sys.executable, "-c", CLUSTER_STATUS, gcs], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert status.returncode == 0, status.stderr[-2000:]  # the cluster is still there
+        assert "robovlm" not in json.loads(status.stdout.strip().splitlines()[-1]), "the application is removed"
+    finally:
+        s.close()
+        cluster.close()  # the cluster's processes, by their mark
+        shutil.rmtree(temp, ignore_errors=True)
