@@ -103,7 +103,14 @@ def quantize_int8(source: Path, target: Path, *, pass_bytes: int | None = None) 
 
     if target.parent.resolve() != source.parent.resolve():
         raise ValueError(f"the int8 graph is written beside its source: {target} is not in {source.parent}")
+    from .weight_store import attribute_tensors, clear_data, tensor_bytes
+
     proto = onnx.load(str(source), load_external_data=False)
+    for tensor in attribute_tensors(proto.graph):  # Constant values the exporter put outside: inside, as passes move
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            data = tensor_bytes(tensor, source.parent)
+            clear_data(tensor)
+            tensor.raw_data = data
     held = {t.name: t for t in proto.graph.initializer}  # every tensor, its data where it is (inline or external)
     inputs = {i.name for i in proto.graph.input if i.name not in held}  # the graph's own inputs
     del proto.graph.initializer[:]

@@ -81,7 +81,7 @@ class WeightStore:
             tensor.data_location = onnx.TensorProto.EXTERNAL
             for key, value in (("location", WEIGHTS_FILE), ("offset", offset), ("length", length)):
                 tensor.external_data.add(key=key, value=str(value))
-        for tensor in _attribute_tensors(proto.graph):  # Constant values a tool put outside: back inside the graph
+        for tensor in attribute_tensors(proto.graph):  # Constant values a tool put outside: back inside the graph
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 data = tensor_bytes(tensor, source.parent)
                 clear_data(tensor)
@@ -104,7 +104,7 @@ def tensor_bytes(tensor: onnx.TensorProto, base: Path) -> bytes:
         return f.read(int(length)) if length is not None else f.read()
 
 
-def _attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+def attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
     """Tensors held by node attributes (``Constant`` values), in subgraphs too."""
     import onnx
 
@@ -116,7 +116,7 @@ def _attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
             found.extend(attr.tensors)
             for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 found.extend(sub.initializer)  # a subgraph's initializers stay inside it
-                found.extend(_attribute_tensors(sub))
+                found.extend(attribute_tensors(sub))
     return found
 
 

@@ -26,7 +26,12 @@ def _block_graph(dim: int, ffn: int, layers: int, seed: int = 0) -> onnx.ModelPr
     output projection and a two-matrix MLP. Small weights, so the int8 graph's outputs stay finite."""
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.normal(0, 1, (32, dim)).astype(np.float32), "embed")]
-    nodes = [helper.make_node("Gather", ["embed", "ids"], ["h0"])]
+    scale = numpy_helper.from_array(np.full(dim, 0.5, np.float32), "scale_value")
+    nodes = [
+        helper.make_node("Gather", ["embed", "ids"], ["g0"]),
+        helper.make_node("Constant", [], ["scale"], value=scale),  # a value the exporter also writes outside
+        helper.make_node("Mul", ["g0", "scale"], ["h0"]),
+    ]
     x = "h0"
     for i in range(layers):
 
@@ -58,10 +63,14 @@ def _block_graph(dim: int, ffn: int, layers: int, seed: int = 0) -> onnx.ModelPr
 
 
 def _write_per_tensor_files(model: onnx.ModelProto, directory: Path) -> Path:
-    """The exporter's layout over 2 GB: one file per initializer, next to the graph."""
+    """The exporter's layout over 2 GB: one file per initializer and per Constant value, next to the graph."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
     directory.mkdir(parents=True)
     path = directory / "instruction.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    convert_model_to_external_data(model, all_tensors_to_one_file=False, size_threshold=0, convert_attribute=True)
+    onnx.save_model(model, str(path))
+    assert (directory / "scale_value").is_file()
     return path
 
 
