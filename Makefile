@@ -48,7 +48,7 @@ bench-train: install
 	$(PY) -m bench.training
 
 # Issue 19's table: Kosmos-2 and PaliGemma-3B at full size (random weights) in every engine, dtype and export, and a
-# LoRA step: peak memory, time and action difference, into bench/results/fullsize.md. Not in CI: about TIME on two
+# LoRA step: peak memory, time and action difference, into bench/results/fullsize.md. Not in CI: about 2.5 hours on two
 # CPU cores, up to 21 GiB of memory and 35 GB of disk under out/bench_memory; resumes where it was stopped.
 bench-fullsize: install
 	$(PY) -m bench.fullsize
