@@ -274,7 +274,9 @@ def test_a_server_joins_an_existing_cluster_and_leaves_it_running(checkpoint, tm
 
     cluster = Server(checkpoint, tmp_path / "cluster")  # only for its mark: every process of the cluster carries it
     gcs = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "ROBOVLM_TEST_SERVER": cluster.mark, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    token = uuid.uuid4().hex + uuid.uuid4().hex  # the cluster's own token: nothing read from or left in ~/.ray
+    env = {**os.environ, "ROBOVLM_TEST_SERVER": cluster.mark, "RAY_USAGE_STATS_ENABLED": "0"}
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     head = [*ray, "start", "--head", f"--port={gcs.split(':')[1]}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
     temp = f"/tmp/ray-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths must fit 107 characters
@@ -283,9 +285,11 @@ def test_a_server_joins_an_existing_cluster_and_leaves_it_running(checkpoint, tm
     s = Server(checkpoint, tmp_path, args=("--address", gcs))
     try:
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
         with pytest.raises(RuntimeError, match="RAY_AUTH_MODE=token"):
             s.start()
         monkeypatch.setenv("RAY_AUTH_MODE", "token")  # as Ray's docs have its users do
+        monkeypatch.setenv("RAY_AUTH_TOKEN", token)
         s = Server(checkpoint, tmp_path, args=("--address", gcs))
         s.start()
         robot = _robot(s)
