@@ -103,17 +103,14 @@ def quantize_int8(source: Path, target: Path, *, pass_bytes: int | None = None) 
 
     if target.parent.resolve() != source.parent.resolve():
         raise ValueError(f"the int8 graph is written beside its source: {target} is not in {source.parent}")
-    from .weight_store import attribute_tensors, clear_data, tensor_bytes
+    from .weight_store import inline_attribute_tensors
 
     proto = onnx.load(str(source), load_external_data=False)
-    for tensor in attribute_tensors(proto.graph):  # Constant values the exporter put outside: inside, as passes move
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            data = tensor_bytes(tensor, source.parent)
-            clear_data(tensor)
-            tensor.raw_data = data
+    inline_attribute_tensors(proto.graph, source.parent)  # a pass's graph is saved elsewhere
     held = {t.name: t for t in proto.graph.initializer}  # every tensor, its data where it is (inline or external)
     inputs = {i.name for i in proto.graph.input if i.name not in held}  # the graph's own inputs
     del proto.graph.initializer[:]
+    _keep_inputs(proto.graph, inputs)  # an older graph lists its initializers as inputs too
     passes = _passes(proto.graph, held, INT8_PASS_BYTES if pass_bytes is None else pass_bytes)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8.") as tmp:
         for names in tqdm(passes, desc=f"int8 {source.stem}", unit="pass", disable=len(passes) < 2):
@@ -168,12 +165,16 @@ def _run_pass(
     for tensor in result.graph.initializer:
         held[tensor.name] = _copy(tensor)
     del result.graph.initializer[:]
-    keep = [i for i in result.graph.input if i.name in inputs]
-    del result.graph.input[:]
-    result.graph.input.extend(keep)
+    _keep_inputs(result.graph, inputs)  # the pass's placeholders go
     for path in tmp.iterdir():
         path.unlink()
     return _copy(result)
+
+
+def _keep_inputs(graph: onnx.GraphProto, inputs: set[str]) -> None:
+    keep = [i for i in graph.input if i.name in inputs]
+    del graph.input[:]
+    graph.input.extend(keep)
 
 
 def _copy(message: M) -> M:

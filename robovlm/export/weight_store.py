@@ -81,11 +81,7 @@ class WeightStore:
             tensor.data_location = onnx.TensorProto.EXTERNAL
             for key, value in (("location", WEIGHTS_FILE), ("offset", offset), ("length", length)):
                 tensor.external_data.add(key=key, value=str(value))
-        for tensor in attribute_tensors(proto.graph):  # Constant values a tool put outside: back inside the graph
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                data = tensor_bytes(tensor, source.parent)
-                clear_data(tensor)
-                tensor.raw_data = data
+        inline_attribute_tensors(proto.graph, source.parent)
         self._file.flush()
         onnx.save_model(proto, str(target))
 
@@ -104,7 +100,19 @@ def tensor_bytes(tensor: onnx.TensorProto, base: Path) -> bytes:
         return f.read(int(length)) if length is not None else f.read()
 
 
-def attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+def inline_attribute_tensors(graph: onnx.GraphProto, base: Path) -> None:
+    """Bring ``Constant`` values a tool put outside the graph (the exporter does over 2 GB) back inside it, so the
+    graph can be saved anywhere."""
+    import onnx
+
+    for tensor in _attribute_tensors(graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            data = tensor_bytes(tensor, base)
+            clear_data(tensor)
+            tensor.raw_data = data
+
+
+def _attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
     """Tensors held by node attributes (``Constant`` values), in subgraphs too."""
     import onnx
 
@@ -116,7 +124,7 @@ def attribute_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
             found.extend(attr.tensors)
             for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 found.extend(sub.initializer)  # a subgraph's initializers stay inside it
-                found.extend(attribute_tensors(sub))
+                found.extend(_attribute_tensors(sub))
     return found
 
 

@@ -169,7 +169,7 @@ def _stats_dict(stepper: Any) -> dict[str, Any]:
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """The application from ``serve build``-style args (``robovlm serve --write-config`` writes them; KubeRay's
-    ``RayService`` passes them here), read and checked as ``ServeOptions`` (``server.APP_ARGS``), whose defaults
+    ``RayService`` passes them here), read and checked as ``ServeOptions`` (``options.APP_ARGS``), whose defaults
     fill what a hand-written config leaves out."""
     from .options import ServeOptions
 
