@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--tls-cert", default=d["tls_cert"], metavar="PEM", help="serve HTTPS with this certificate")
     s.add_argument("--tls-key", default=d["tls_key"], metavar="PEM")
     s.add_argument(
+        "--ingress",
+        choices=["proxy", "haproxy"],
+        default=d["ingress"],
+        help="Ray Serve's proxy, or its HAProxy ingress (faster; stats and metrics ports on every interface)",
+    )
+    s.add_argument(
         "--write-config", default=None, metavar="FILE", help="write a serve-build config (KubeRay RayService), exit"
     )
     s.set_defaults(func=cmd_serve)
@@ -76,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_mb=args.cache_mb,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        ingress=args.ingress,
     )
     if args.write_config:
         write_config(options, args.write_config)

@@ -13,6 +13,7 @@ import os
 import threading
 from pathlib import Path
 
+from .ingress import ingress_environment
 from .options import ServeError, ServeOptions
 
 log = logging.getLogger("robovlm.serve")
@@ -40,12 +41,26 @@ def write_config(options: ServeOptions, path: str | Path) -> None:
         "# Written by `robovlm serve --write-config`: a Ray Serve config in the format of `serve build`.\n"
         "# Run it on a cluster with `serve deploy FILE`, or put it under `serveConfigV2` of a KubeRay RayService.\n"
     )
+    if options.ingress == "haproxy":  # read by Ray's processes when they start, not by the application
+        header += "# --ingress haproxy: give the cluster's Ray containers RAY_SERVE_ENABLE_HA_PROXY=1 in their env.\n"
     Path(path).write_text(header + yaml.safe_dump(doc, sort_keys=False))
 
 
 def run_server(options: ServeOptions, stop: threading.Event, *, handle_signals: bool = True) -> None:
     """Serve until ``stop`` is set (``handle_signals``: also on SIGTERM and SIGINT); Serve and a Ray this call
-    started are shut down before it returns."""
+    started are shut down before it returns, and the ingress's files (``ingress.ingress_environment``) removed."""
+    options.check()
+    with ingress_environment(options.ingress):
+        if options.ingress == "haproxy":
+            log.info(
+                "ingress: Ray Serve's HAProxy, stats on port %s, Prometheus metrics on port %s (every interface)",
+                os.environ["RAY_SERVE_HAPROXY_STATS_PORT"],
+                os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"],
+            )
+        _serve(options, stop, handle_signals=handle_signals)
+
+
+def _serve(options: ServeOptions, stop: threading.Event, *, handle_signals: bool) -> None:
     import signal
 
     import ray
@@ -53,7 +68,6 @@ def run_server(options: ServeOptions, stop: threading.Event, *, handle_signals: 
 
     from .deployment import APP_NAME, app_builder
 
-    options.check()
     started_ray = options.address is None
     if started_ray:
         ray.init(
