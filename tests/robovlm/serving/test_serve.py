@@ -4,11 +4,14 @@ parity, batching, the protocol's refusals, the token, size limits, a killed repl
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -305,3 +308,73 @@ def test_a_server_joins_an_existing_cluster_and_leaves_it_running(checkpoint, tm
         s.close()
         cluster.close()  # the cluster's processes, by their mark
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _listening(pids: list[int]) -> dict[int, set[tuple[str, int]]]:
+    """pid -> the (IPv4 address, port) its TCP sockets listen on, from /proc."""
+    inodes = {}
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        f = line.split()
+        if f[3] == "0A":  # LISTEN
+            addr, port = f[1].split(":")
+            ip = ".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            inodes[f[9]] = (ip, int(port, 16))
+    out: dict[int, set[tuple[str, int]]] = {}
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        out[pid] = {inodes[x[8:-1]] for x in links if x.startswith("socket:[") and x[8:-1] in inodes}
+    return out
+
+
+def test_the_haproxy_ingress_serves_the_same_actions_on_loopback_and_leaves_nothing_behind(checkpoint, tmp_path):
+    """``--ingress haproxy``: HAProxy takes the robots' requests on the server's address and hands them to the
+    replica's own HTTP server on loopback; the actions are the local engine's, a malformed step gets 400 and the
+    next one is served; SIGTERM stops HAProxy and removes its files. Its stats and metrics listeners are on every
+    interface (Ray's HAProxy configuration has no address for them), on ports the server logs."""
+    s = Server(checkpoint, tmp_path, args=("--ingress", "haproxy"))
+    s.start()
+    try:
+        haproxy = [p for p in s.processes() if b"haproxy" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0]]
+        assert haproxy, "no HAProxy process among the server's"
+        config = next(a for a in open(f"/proc/{haproxy[0]}/cmdline", "rb").read().split(b"\0") if a.endswith(b".cfg"))
+        state_dir = Path(config.decode()).parents[1]
+        assert state_dir.is_dir() and state_dir.stat().st_mode & 0o077 == 0
+        listeners = _listening(s.processes())
+        assert ("127.0.0.1", s.port) in listeners[haproxy[0]]
+        stats = re.search(r"stats on port (\d+), Prometheus metrics on port (\d+)", s.tail(400))
+        assert stats, s.tail()
+        assert {("0.0.0.0", int(stats[1])), ("0.0.0.0", int(stats[2]))} <= listeners[haproxy[0]]
+        replica = [p for p in listeners if open(f"/proc/{p}/cmdline", "rb").read().startswith(b"ray::ServeReplica")]
+        direct = {sock for p in replica for sock in listeners[p] if 30000 <= sock[1] <= 31000}  # Ray's port range
+        assert direct and {ip for ip, _ in direct} == {"127.0.0.1"}, direct
+        robot = _robot(s)
+        local = build_engine("torch", checkpoint)
+        worst = max(
+            float(np.abs(robot.step(h, hd, st, i) - local.step(h, hd, st, i)).max())
+            for h, hd, st, i in streaming_inputs(robot.config, 12)
+        )
+        assert worst <= 1e-4, worst
+        assert robot.timing.replica and robot.timing.round_trip_ms > 0
+        assert s.request("POST", "/v1/step", b"\x93not a step")[0] == 400
+        assert s.request("POST", "/v1/step", b"x" * (5 * 2**20))[0] == 413
+        h, hd, st, i = next(iter(streaming_inputs(robot.config, 1)))
+        assert robot.step(h, hd, st, i).shape == (robot.config.fwd_pred_next_n, robot.config.action_dim)
+        assert s.stop() == 0
+        assert not s.processes(), "processes left behind"
+        assert not state_dir.exists()
+    finally:
+        s.close()
+
+
+def test_the_haproxy_ingress_is_refused_where_it_cannot_work(checkpoint, tmp_path):
+    write_token(tmp_path / "token")
+    token = str(tmp_path / "token")
+    with pytest.raises(ServeError, match="keeps its own ingress"):
+        ServeOptions(checkpoint, token, ingress="haproxy", address="127.0.0.1:6379")
+    with pytest.raises(ServeError, match="--tls-cert is served by Ray's proxy"):
+        ServeOptions(checkpoint, token, ingress="haproxy", tls_cert="c.pem", tls_key="k.pem")
+    with pytest.raises(ServeError, match="--ingress must be one of"):
+        ServeOptions(checkpoint, token, ingress="nginx")
