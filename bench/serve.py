@@ -4,10 +4,11 @@ N = 1, 2, 4, 8 simulated robots, each its own process: a camera thread "publishe
 (320x240, cycled from a fixed set so the robots spend no CPU making them), and an inference loop that, as the node's,
 steps on the newest frame as soon as the previous step is done. Three setups, one after another on the same
 machine: each robot with its own local torch engine (its share of the cores), and one ``robovlm serve`` (one
-replica, all the cores, torch) with batching off (``--max-batch-size 1``) and on (up to 8: the steps that queued
-while the engine was busy). Per setup and N: per-robot step rate, aggregate rate, p50/p99 round trip (local: the
-step), mean batch size, bytes per step; then the targets, and the remote actions' difference from the local engine
-with raw and JPEG frames.
+replica, all the cores, torch) behind each ingress (Ray Serve's proxy, its HAProxy) with batching off
+(``--max-batch-size 1``) and on (up to 8: the steps that queued while the engine was busy). Per setup and N:
+per-robot step rate, aggregate rate, p50/p99 round trip (local: the step), mean batch size, bytes per step; then
+the targets (one robot's round trip also measured alternately with the local step, in one process), and the remote
+actions' difference from the local engine with raw and JPEG frames.
 
 Model: ``kosmos2_small`` (224 px, random weights). On this 2-core CPU everything shares the cores: the robots, Ray's
 proxy and the replica; on a GPU server the robots would be other machines. Writes ``bench/results/serve.md``.
@@ -33,6 +34,7 @@ RESULTS = Path("bench/results/serve.md")
 NOTES = "<!-- notes below are written by hand and kept by make bench-serve -->"
 CAMERA_HZ = 30.0
 INSTRUCTION = "go around the box on the left and stop at the cup"
+GAP_S = 0.05
 
 
 def _frames(seed: int) -> list[np.ndarray]:
@@ -124,6 +126,39 @@ def run_robots(n: int, *, checkpoint: str, url: str, token_file: str, seconds: f
     }
 
 
+def interleaved(checkpoint: Path, url: str, token_file: str, steps: int = 80) -> dict[str, float]:
+    """One robot's round trip against the local step, measured alternately in one process (a local step, then a
+    remote one, ``GAP_S`` apart so that neither starts while the other's OpenMP workers still spin): what the machine
+    does meanwhile slows both alike, where rows measured minutes apart differ by 20 ms on this machine. Medians
+    after 10 steps of warm-up."""
+    from robovlm.runtime.engine import limit_threads
+    from robovlm.runtime.factory import build_engine, build_remote_engine
+
+    limit_threads(mp.cpu_count())
+    local = build_engine("torch", checkpoint)
+    remote = build_remote_engine(url, token_file=token_file, timeout_s=30.0)
+    frames = _frames(0)
+    state = np.zeros(local.state_dim, np.float32) if local.uses_state else None
+    t_local, t_rtt, t_total = [], [], []
+    for i in range(steps + 10):
+        head, hand = frames[i % 8], frames[(i + 3) % 8]
+        t0 = time.perf_counter()
+        local.step(head, hand, state, INSTRUCTION)
+        t_local.append((time.perf_counter() - t0) * 1e3)
+        time.sleep(GAP_S)
+        t1 = time.perf_counter()
+        remote.step(head, hand, state, INSTRUCTION)
+        t_total.append((time.perf_counter() - t1) * 1e3)
+        t_rtt.append(remote.timing.round_trip_ms)
+        time.sleep(GAP_S)
+    t_local, t_rtt, t_total = t_local[10:], t_rtt[10:], t_total[10:]
+    return {
+        "local": statistics.median(t_local),
+        "round_trip": statistics.median(t_rtt),
+        "step": statistics.median(t_total),
+    }
+
+
 def parity(checkpoint: Path, url: str, token_file: str) -> dict[str, float]:
     """Largest action difference from the local engine over 24 steps (instruction change, missing hand frames)."""
     from robovlm.export.exporter import streaming_inputs
@@ -147,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per row (after 3 s of warm-up)")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument(
+        "--ingresses",
+        nargs="+",
+        choices=["proxy", "haproxy"],
+        default=["proxy", "haproxy"],
+        help="robovlm serve --ingress",
+    )
     args = p.parse_args(argv)
     from bench.engines import _checkpoint
     from robovlm.serving.local_server import LocalServer
@@ -162,42 +204,53 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.setdefault("local", []).append(r)
             print(f"local engines, {n} robot(s): {r}", flush=True)
-        for label, batch in (("server, batching off", "1"), ("server, batching on", "8")):
-            serve_args = ("--cpus-per-replica", str(cores), "--max-batch-size", batch)
-            with LocalServer(ckpt, Path(tmp) / label.replace(" ", "_").replace(",", ""), args=serve_args) as server:
-                for n in args.robots:
-                    r = run_robots(
-                        n,
-                        checkpoint=str(ckpt),
-                        url=server.url,
-                        token_file=str(server.token_file),
-                        seconds=args.seconds,
-                        threads=1,
-                    )
-                    rows.setdefault(label, []).append(r)
-                    print(f"{label}, {n} robot(s): {r}", flush=True)
-                if batch == "8":
-                    diffs = parity(ckpt, server.url, str(server.token_file))
-                    health = []
-                    for _ in range(50):
-                        t0 = time.perf_counter()
-                        server.request("GET", "/healthz", token=None)
-                        health.append((time.perf_counter() - t0) * 1e3)
+        inter: dict[str, dict[str, float]] = {}
+        for ingress in args.ingresses:
+            for batch in ("1", "8"):
+                label = f"server ({ingress}), batching {'on' if batch == '8' else 'off'}"
+                serve_args = ("--cpus-per-replica", str(cores), "--max-batch-size", batch, "--ingress", ingress)
+                workdir = Path(tmp) / f"{ingress}-{batch}"
+                workdir.mkdir()
+                with LocalServer(ckpt, workdir, args=serve_args) as server:
+                    for n in args.robots:
+                        r = run_robots(
+                            n,
+                            checkpoint=str(ckpt),
+                            url=server.url,
+                            token_file=str(server.token_file),
+                            seconds=args.seconds,
+                            threads=1,
+                        )
+                        rows.setdefault(label, []).append(r)
+                        print(f"{label}, {n} robot(s): {r}", flush=True)
+                    if batch == "8":
+                        inter[ingress] = interleaved(ckpt, server.url, str(server.token_file))
+                        print(f"{ingress}, local and remote steps alternately: {inter[ingress]}", flush=True)
+                    if batch == "8" and ingress == args.ingresses[0]:
+                        diffs = parity(ckpt, server.url, str(server.token_file))
+                        health = []
+                        for _ in range(50):
+                            t0 = time.perf_counter()
+                            server.request("GET", "/healthz", token=None)
+                            health.append((time.perf_counter() - t0) * 1e3)
     minutes = (time.monotonic() - t_start) / 60
-    write_results(args.results, rows, diffs, statistics.median(health), cores, minutes)
+    write_results(args.results, rows, inter, diffs, statistics.median(health), cores, minutes)
     print(args.results.read_text())
     return 0
 
 
-def write_results(path: Path, rows: dict, diffs: dict, health_ms: float, cores: int, minutes: float) -> None:
+def write_results(
+    path: Path, rows: dict, inter: dict, diffs: dict, health_ms: float, cores: int, minutes: float
+) -> None:
     lines = [
         "# Robots sharing a model server (issue 22)",
         "",
         f"Written by `make bench-serve` (`python -m bench.serve`) on {date.today()} ({minutes:.0f} minutes), "
         f"{cores} CPU cores ({cpu_name()}), no GPU. Model `kosmos2_small` (224 px, random weights); each robot "
         "a process with two 30 Hz cameras, stepping on the newest frame as the node does. Everything shares the "
-        "cores: robots, Ray's HTTP proxy and the one replica (torch, all cores). *Round trip*: local rows the "
-        "step itself; server rows request to reply, frames resized on the robot and sent raw.",
+        "cores: robots, the ingress and the one replica (torch, all cores). Ingress: `proxy` is Ray Serve's HTTP "
+        "proxy, `haproxy` Ray Serve's HAProxy ingress (`robovlm serve --ingress`). *Round trip*: local rows the step "
+        "itself; server rows request to reply, frames resized on the robot and sent raw.",
         "",
         "| setup | robots | per-robot steps/s | aggregate steps/s | p50 ms | p99 ms | mean batch | kB per step |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -210,19 +263,30 @@ def write_results(path: Path, rows: dict, diffs: dict, health_ms: float, cores: 
                 f"| {label} | {r['n']} | {r['per_robot_hz']:.2f} | {r['aggregate_hz']:.2f} | {r['p50']:.0f} | "
                 f"{r['p99']:.0f} | {batch} | {kb} |"
             )
-    on = {r["n"]: r for r in rows.get("server, batching on", [])}
-    off = {r["n"]: r for r in rows.get("server, batching off", [])}
-    local = {r["n"]: r for r in rows.get("local", [])}
     lines += ["", "Targets:"]
-    if 8 in on and 8 in off:
-        gain = on[8]["aggregate_hz"] / off[8]["aggregate_hz"]
-        lines.append(f"- 8 robots, aggregate steps/s with batching / without: **{gain:.2f}x** (target at least 1.5x)")
-    if 1 in on and 1 in local:
-        extra = on[1]["p50"] - local[1]["p50"]
-        lines.append(
-            f"- 1 robot, round trip over the local step (p50): **+{extra:.0f} ms** (target at most 10 ms); an empty "
-            f"`GET /healthz` through Ray's proxy takes {health_ms:.1f} ms on its own"
+    for ingress in ("proxy", "haproxy"):
+        on = {r["n"]: r for r in rows.get(f"server ({ingress}), batching on", [])}
+        off = {r["n"]: r for r in rows.get(f"server ({ingress}), batching off", [])}
+        if 8 in on and 8 in off:
+            gain = on[8]["aggregate_hz"] / off[8]["aggregate_hz"]
+            lines.append(
+                f"- {ingress}: 8 robots, aggregate steps/s with batching / without: **{gain:.2f}x** "
+                "(target at least 1.5x)"
+            )
+    local = {r["n"]: r for r in rows.get("local", [])}
+    for ingress, t in inter.items():
+        on = {r["n"]: r for r in rows.get(f"server ({ingress}), batching on", [])}
+        rows_note = (
+            f"; from the rows above, measured minutes apart: +{on[1]['p50'] - local[1]['p50']:.0f} ms"
+            if (1 in on and 1 in local)
+            else ""
         )
+        lines.append(
+            f"- {ingress}: 1 robot, round trip over the local step (p50), the two alternately in one process: "
+            f"**{t['round_trip'] - t['local']:+.1f} ms** (target at most 10 ms; local {t['local']:.0f} ms, round "
+            f"trip {t['round_trip']:.0f} ms, with the robot's resizing and encoding {t['step']:.0f} ms){rows_note}"
+        )
+    lines.append(f"- an empty `GET /healthz` through the first ingress takes {health_ms:.1f} ms")
     lines += ["", "Remote actions against the local engine (24 steps, instruction change, missing hand frames):", ""]
     lines += ["| frames | largest action difference | bytes per step |", "| --- | --- | --- |"]
     for label, (diff, nbytes) in diffs.items():
