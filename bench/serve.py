@@ -67,7 +67,7 @@ def robot(spec: dict[str, Any], start: Any, results: Any) -> None:
     start.wait()
     t_end = time.monotonic() + spec["warm_s"] + spec["seconds"]
     t_measure = time.monotonic() + spec["warm_s"]
-    rtt, batch, size = [], [], []
+    rtt, batch, size, ingress = [], [], [], []
     steps, failures, last = 0, 0, -1
     while time.monotonic() < t_end:
         k = latest[0]
@@ -90,9 +90,11 @@ def robot(spec: dict[str, Any], start: Any, results: Any) -> None:
         if timing:
             batch.append(timing.batch_size)
             size.append(timing.request_bytes)
+            ingress.append(timing.network_ms + timing.read_ms)
     stop.set()
     results.put(
         {"steps": steps, "seconds": spec["seconds"], "rtt": rtt, "batch": batch, "bytes": size, "fail": failures}
+        | {"ingress": ingress}
     )
 
 
@@ -122,6 +124,7 @@ def run_robots(n: int, *, checkpoint: str, url: str, token_file: str, seconds: f
         "p99": float(np.percentile(rtt, 99)) if rtt else float("nan"),
         "batch": statistics.mean([x for r in out for x in r["batch"]]) if out[0]["batch"] else float("nan"),
         "bytes": statistics.mean([x for r in out for x in r["bytes"]]) if out[0]["bytes"] else float("nan"),
+        "ingress": float(np.percentile([x for r in out for x in r["ingress"]], 50)) if out[0]["ingress"] else np.nan,
         "failures": sum(r["fail"] for r in out),
     }
 
@@ -250,18 +253,23 @@ def write_results(
         "a process with two 30 Hz cameras, stepping on the newest frame as the node does. Everything shares the "
         "cores: robots, the ingress and the one replica (torch, all cores). Ingress: `proxy` is Ray Serve's HTTP "
         "proxy, `haproxy` Ray Serve's HAProxy ingress (`robovlm serve --ingress`). *Round trip*: local rows the step "
-        "itself; server rows request to reply, frames resized on the robot and sent raw.",
+        "itself; server rows request to reply, frames resized on the robot and sent raw. *Ingress*: what of the round "
+        "trip the replica did not spend on the step once it had the request (the round trip less the replies' "
+        "`server_ms`, plus their `read_ms`): the hops through the ingress and the body's way into the replica; it "
+        "moves little with the load of the machine, where the rest does.",
         "",
-        "| setup | robots | per-robot steps/s | aggregate steps/s | p50 ms | p99 ms | mean batch | kB per step |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| setup | robots | per-robot steps/s | aggregate steps/s | p50 ms | p99 ms | ingress p50 ms | mean batch | "
+        "kB per step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, rs in rows.items():
         for r in rs:
             kb = "" if np.isnan(r["bytes"]) else f"{r['bytes'] / 1e3:.0f}"
             batch = "" if np.isnan(r["batch"]) else f"{r['batch']:.2f}"
+            ingress = "" if np.isnan(r["ingress"]) else f"{r['ingress']:.1f}"
             lines.append(
                 f"| {label} | {r['n']} | {r['per_robot_hz']:.2f} | {r['aggregate_hz']:.2f} | {r['p50']:.0f} | "
-                f"{r['p99']:.0f} | {batch} | {kb} |"
+                f"{r['p99']:.0f} | {ingress} | {batch} | {kb} |"
             )
     lines += ["", "Targets:"]
     for ingress in ("proxy", "haproxy"):
@@ -276,6 +284,11 @@ def write_results(
     local = {r["n"]: r for r in rows.get("local", [])}
     for ingress, t in inter.items():
         on = {r["n"]: r for r in rows.get(f"server ({ingress}), batching on", [])}
+        if 1 in on:
+            lines.append(
+                f"- {ingress}: 1 robot, what the ingress adds to a step (p50): **{on[1]['ingress']:.1f} ms** "
+                "(the target's 10 ms over the local engine, less what the replica's compute loses to sharing the cores)"
+            )
         rows_note = (
             f"; from the rows above, measured minutes apart: +{on[1]['p50'] - local[1]['p50']:.0f} ms"
             if (1 in on and 1 in local)

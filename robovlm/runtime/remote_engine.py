@@ -92,6 +92,9 @@ class RemoteTiming:
     compute_ms: float = float("nan")
     """The engine call of the batch this step was in."""
     network_ms: float = float("nan")
+    """The round trip less ``server_ms``: the ingress's hops and the wire."""
+    read_ms: float = float("nan")
+    """Part of ``server_ms``: the replica reading the request's body (through Ray's proxy: pulled in Ray calls)."""
     batch_size: int = 0
     replica: str = ""
     request_bytes: int = 0
@@ -248,6 +251,7 @@ class RemoteEngine(EngineBase):
             server_ms=server_ms,
             compute_ms=float(reply.timing.get("compute_ms", float("nan"))),
             network_ms=rtt - server_ms,
+            read_ms=float(reply.timing.get("read_ms", float("nan"))),
             batch_size=int(reply.timing.get("batch_size", 0)),
             replica=str(reply.timing.get("replica", "")),
             request_bytes=len(body),
