@@ -7,8 +7,7 @@ machine: each robot with its own local torch engine (its share of the cores), an
 replica, all the cores, torch) behind each ingress (Ray Serve's proxy, its HAProxy) with batching off
 (``--max-batch-size 1``) and on (up to 8: the steps that queued while the engine was busy). Per setup and N:
 per-robot step rate, aggregate rate, p50/p99 round trip (local: the step), mean batch size, bytes per step; then
-the targets (one robot's round trip also measured alternately with the local step, in one process), and the remote
-actions' difference from the local engine with raw and JPEG frames.
+the targets, and the remote actions' difference from the local engine with raw and JPEG frames.
 
 Model: ``kosmos2_small`` (224 px, random weights). On this 2-core CPU everything shares the cores: the robots, Ray's
 proxy and the replica; on a GPU server the robots would be other machines. Writes ``bench/results/serve.md``.
@@ -34,7 +33,6 @@ RESULTS = Path("bench/results/serve.md")
 NOTES = "<!-- notes below are written by hand and kept by make bench-serve -->"
 CAMERA_HZ = 30.0
 INSTRUCTION = "go around the box on the left and stop at the cup"
-GAP_S = 0.05
 
 
 def _frames(seed: int) -> list[np.ndarray]:
@@ -129,39 +127,6 @@ def run_robots(n: int, *, checkpoint: str, url: str, token_file: str, seconds: f
     }
 
 
-def interleaved(checkpoint: Path, url: str, token_file: str, steps: int = 80) -> dict[str, float]:
-    """One robot's round trip against the local step, measured alternately in one process (a local step, then a
-    remote one, ``GAP_S`` apart so that neither starts while the other's OpenMP workers still spin): what the machine
-    does meanwhile slows both alike, where rows measured minutes apart differ by 20 ms on this machine. Medians
-    after 10 steps of warm-up."""
-    from robovlm.runtime.engine import limit_threads
-    from robovlm.runtime.factory import build_engine, build_remote_engine
-
-    limit_threads(mp.cpu_count())
-    local = build_engine("torch", checkpoint)
-    remote = build_remote_engine(url, token_file=token_file, timeout_s=30.0)
-    frames = _frames(0)
-    state = np.zeros(local.state_dim, np.float32) if local.uses_state else None
-    t_local, t_rtt, t_total = [], [], []
-    for i in range(steps + 10):
-        head, hand = frames[i % 8], frames[(i + 3) % 8]
-        t0 = time.perf_counter()
-        local.step(head, hand, state, INSTRUCTION)
-        t_local.append((time.perf_counter() - t0) * 1e3)
-        time.sleep(GAP_S)
-        t1 = time.perf_counter()
-        remote.step(head, hand, state, INSTRUCTION)
-        t_total.append((time.perf_counter() - t1) * 1e3)
-        t_rtt.append(remote.timing.round_trip_ms)
-        time.sleep(GAP_S)
-    t_local, t_rtt, t_total = t_local[10:], t_rtt[10:], t_total[10:]
-    return {
-        "local": statistics.median(t_local),
-        "round_trip": statistics.median(t_rtt),
-        "step": statistics.median(t_total),
-    }
-
-
 def parity(checkpoint: Path, url: str, token_file: str) -> dict[str, float]:
     """Largest action difference from the local engine over 24 steps (instruction change, missing hand frames)."""
     from robovlm.export.exporter import streaming_inputs
@@ -207,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.setdefault("local", []).append(r)
             print(f"local engines, {n} robot(s): {r}", flush=True)
-        inter: dict[str, dict[str, float]] = {}
         for ingress in args.ingresses:
             for batch in ("1", "8"):
                 label = f"server ({ingress}), batching {'on' if batch == '8' else 'off'}"
@@ -226,9 +190,6 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         rows.setdefault(label, []).append(r)
                         print(f"{label}, {n} robot(s): {r}", flush=True)
-                    if batch == "8":
-                        inter[ingress] = interleaved(ckpt, server.url, str(server.token_file))
-                        print(f"{ingress}, local and remote steps alternately: {inter[ingress]}", flush=True)
                     if batch == "8" and ingress == args.ingresses[0]:
                         diffs = parity(ckpt, server.url, str(server.token_file))
                         health = []
@@ -237,14 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                             server.request("GET", "/healthz", token=None)
                             health.append((time.perf_counter() - t0) * 1e3)
     minutes = (time.monotonic() - t_start) / 60
-    write_results(args.results, rows, inter, diffs, statistics.median(health), cores, minutes)
+    write_results(args.results, rows, diffs, statistics.median(health), cores, minutes)
     print(args.results.read_text())
     return 0
 
 
-def write_results(
-    path: Path, rows: dict, inter: dict, diffs: dict, health_ms: float, cores: int, minutes: float
-) -> None:
+def write_results(path: Path, rows: dict, diffs: dict, health_ms: float, cores: int, minutes: float) -> None:
     lines = [
         "# Robots sharing a model server (issue 22)",
         "",
@@ -282,23 +241,14 @@ def write_results(
                 "(target at least 1.5x)"
             )
     local = {r["n"]: r for r in rows.get("local", [])}
-    for ingress, t in inter.items():
+    for ingress in ("proxy", "haproxy"):
         on = {r["n"]: r for r in rows.get(f"server ({ingress}), batching on", [])}
-        if 1 in on:
+        if 1 in on and 1 in local:
             lines.append(
-                f"- {ingress}: 1 robot, what the ingress adds to a step (p50): **{on[1]['ingress']:.1f} ms** "
-                "(the target's 10 ms over the local engine, less what the replica's compute loses to sharing the cores)"
+                f"- {ingress}: 1 robot, round trip over the local step (p50): **+{on[1]['p50'] - local[1]['p50']:.0f} "
+                f"ms** (target at most 10 ms), of which the ingress {on[1]['ingress']:.1f} ms; the rest is the replica "
+                "computing beside the robot and Ray on the same cores"
             )
-        rows_note = (
-            f"; from the rows above, measured minutes apart: +{on[1]['p50'] - local[1]['p50']:.0f} ms"
-            if (1 in on and 1 in local)
-            else ""
-        )
-        lines.append(
-            f"- {ingress}: 1 robot, round trip over the local step (p50), the two alternately in one process: "
-            f"**{t['round_trip'] - t['local']:+.1f} ms** (target at most 10 ms; local {t['local']:.0f} ms, round "
-            f"trip {t['round_trip']:.0f} ms, with the robot's resizing and encoding {t['step']:.0f} ms){rows_note}"
-        )
     lines.append(f"- an empty `GET /healthz` through the first ingress takes {health_ms:.1f} ms")
     lines += ["", "Remote actions against the local engine (24 steps, instruction change, missing hand frames):", ""]
     lines += ["| frames | largest action difference | bytes per step |", "| --- | --- | --- |"]
