@@ -88,6 +88,9 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.17"],
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",  # make test runs the suite on workers
+            "pytest-cov>=6.2",  # and measures coverage (coverage's subprocess patch: coverage>=7.10)
+            "coverage>=7.10",
             "hypothesis>=6.100",
             "colcon-common-extensions>=0.3",
             "ruff>=0.6",

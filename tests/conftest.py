@@ -10,11 +10,67 @@ import torch
 
 from robovlm.configs.model import RoboVLMConfig
 
+
+def _domain_id() -> int:
+    """A DDS domain of this test process's own, in 1..100 (the IDs whose ports are safe on Linux).
+
+    Under pytest-xdist every worker is a child of the session's process: the parent's pid picks a block of
+    ``PYTEST_XDIST_WORKER_COUNT`` domains and the worker its place in it, so the workers of one session never share a
+    domain (a pid modulo alone did, now and then). A plain run takes one domain from its own pid."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker is None:
+        return 1 + os.getpid() % 100
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    blocks = max(1, 100 // count)
+    return 1 + (os.getppid() % blocks) * count + int(worker.removeprefix("gw")) % count
+
+
 # Each test process gets its own DDS domain and never discovers anything beyond this machine.
-os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
+os.environ["ROS_DOMAIN_ID"] = str(_domain_id())
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # No test reaches the network: Hugging Face Hub lookups use the local cache only (set before anything imports it).
 os.environ["HF_HUB_OFFLINE"] = "1"
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Workers share the machine's cores: one torch thread each (two threads on this suite's tiny models spent twice
+    # the CPU for the same wall time, measured on the learning test), inherited by the processes tests start.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+    torch.set_num_threads(1)
+
+# Tests that must not run beside each other on pytest-xdist's workers (`--dist loadgroup` keeps a group on one
+# worker): each serving test starts a local Ray of its own (ports, gigabytes and both cores), and colcon builds
+# from the one source tree (its egg-info).
+XDIST_GROUPS = {
+    "tests/robovlm/serving/test_serve.py": "ray",
+    "tests/robovlm_node/test_node_remote.py": "ray",
+    "tests/packaging/test_colcon.py": "colcon",
+}
+# The longest tests and groups start first, so that no worker begins one of them when the others are done
+# (measured with `pytest --durations`; docs/development.md).
+START_FIRST = (
+    "tests/robovlm/training/test_learns.py",
+    "tests/robovlm/serving/test_serve.py",
+    "tests/robovlm_node/test_node_remote.py",
+    "tests/packaging/test_readme.py",
+    "tests/robovlm/training/test_train.py",
+    "tests/robovlm/export/test_onnx.py",
+    "tests/packaging/test_colcon.py",
+    "tests/robovlm/training/test_distributed.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = XDIST_GROUPS.get(item.nodeid.split("::")[0])
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return START_FIRST.index(path) if path in START_FIRST else len(START_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest stays the collection's
+
 
 IMAGE = 56  # 4x4 patches of 14 px: fast, same code path as 224 px
 

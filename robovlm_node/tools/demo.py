@@ -50,6 +50,7 @@ from robovlm.sim.latency import LatencySettings  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
 from robovlm.utils.resources import find_resource  # noqa: E402
 
+from .service_call import ServiceCaller, ServiceReplyTimeout  # noqa: E402
 from .sim_bridge import SimBridge  # noqa: E402
 
 HELD_OUT_SEED = 900_000  # never used for training data (make train-demo collects seeds from 0)
@@ -96,7 +97,9 @@ class DemoClient(Node):
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self.instruction = self.create_publisher(String, "instruction", latched)
-        self.change = self.create_client(ChangeState, "robovlm/change_state")
+        # a transition label that does not exist: answered with success false, nothing changes
+        probe = ChangeState.Request(transition=Transition(label="robovlm_demo_reply_probe"))
+        self.change = ServiceCaller(self, ChangeState, "robovlm/change_state", probe=probe)
         self.latencies: list[float] = []
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
@@ -107,11 +110,11 @@ class DemoClient(Node):
                     self.latencies.append(float(kv.value))
 
     def transition(self, tid: int, timeout: float = 120.0) -> bool:
-        fut = self.change.call_async(ChangeState.Request(transition=Transition(id=tid)))
-        end = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.02)
-        return fut.done() and fut.result().success
+        try:
+            return bool(self.change.call(ChangeState.Request(transition=Transition(id=tid)), timeout_s=timeout).success)
+        except ServiceReplyTimeout as exc:
+            self.get_logger().error(str(exc))
+            return False
 
 
 def _verdict(out: EpisodeResult) -> str:
@@ -226,8 +229,6 @@ def run_demo(
     outcomes: list[EpisodeResult] = []
     rows = []
     try:
-        if not client.change.wait_for_service(timeout_sec=120.0):
-            raise RuntimeError("the node's lifecycle service did not appear")
         if not client.transition(Transition.TRANSITION_CONFIGURE):
             raise RuntimeError("the node failed to configure (see its log above)")
         for k in range(episodes):

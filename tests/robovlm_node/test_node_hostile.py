@@ -21,6 +21,7 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import JointState
 
 from robovlm_node.convert import rgb_to_image
+from robovlm_node.tools.service_call import ServiceCaller
 from tests.ros_harness import activate, node_command, node_params, statuses
 
 pytestmark = pytest.mark.dds
@@ -62,13 +63,14 @@ def _feeding(h, publish, rate_hz: float = 20.0):
 
 
 def _set_remote(h, name: str, value: ParameterValue):
-    """Set a parameter through the node's parameter service, as ``ros2 param set`` does."""
-    client = h.peer.create_client(SetParameters, f"/{h.node.get_name()}/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
-    future = client.call_async(SetParameters.Request(parameters=[ParameterMsg(name=name, value=value)]))
-    assert h.wait_for(future.done, 10)
-    h.peer.destroy_client(client)
-    return future.result().results[0]
+    """Set a parameter through the node's parameter service, as ``ros2 param set`` does (the reply path proven
+    first: robovlm_node.tools.service_call)."""
+    caller = ServiceCaller(h.peer, SetParameters, f"/{h.node.get_name()}/set_parameters", probe=SetParameters.Request())
+    try:
+        reply = caller.call(SetParameters.Request(parameters=[ParameterMsg(name=name, value=value)]), timeout_s=20)
+    finally:
+        caller.destroy()
+    return reply.results[0]
 
 
 def test_use_sim_time_is_refused_while_configured_and_the_loop_keeps_running(checkpoint, harness_factory):
