@@ -84,7 +84,7 @@ setup(
         # `robovlm serve`: the policy on Ray Serve for robots without a GPU (the robot needs only the base package)
         "serve": ["ray[serve]>=2.40"],
         # CUDA and TensorRT execution providers. onnxruntime-gpu installs the same `onnxruntime` module as the CPU
-        # package: on a GPU machine remove the CPU one afterwards (README, "GPU").
+        # package: on a GPU machine remove the CPU one afterwards (docs/engines.md, "On a GPU computer").
         "gpu": ["onnxruntime-gpu>=1.17"],
         "dev": [
             "pytest>=8",

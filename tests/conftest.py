@@ -252,3 +252,26 @@ def harness_factory():
     yield make
     for h in made:
         h.close()
+
+
+# ------------------------------------------------------------------------------------------ time per marker
+MARKER_ORDER = ("docker", "colcon", "dds", "slow")
+_marker_time: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Sum each test's setup, call and teardown under its first marker of MARKER_ORDER (or "rest"); with xdist this
+    runs in the controlling process, which receives every worker's reports."""
+    group = next((m for m in MARKER_ORDER if m in report.keywords), "rest")
+    entry = _marker_time.setdefault(group, [0.0, 0])
+    entry[0] += report.duration
+    entry[1] += report.when == "call"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _marker_time:
+        return
+    terminalreporter.section("time per marker (test time summed over workers)")
+    for group in (*MARKER_ORDER, "rest"):
+        seconds, count = _marker_time.get(group, (0.0, 0))
+        terminalreporter.write_line(f"{group:<8} {count:4d} tests {seconds / 60:6.1f} min")

@@ -466,4 +466,7 @@ def _resolve_paths(data: Any, base: Path) -> None:
 
 
 def save_config(config: RoboVLMConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    """Write ``config`` as JSON to ``path``, making its directory (``out/imported.json`` on a fresh checkout)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")

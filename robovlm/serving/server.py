@@ -3,7 +3,7 @@
 A local Ray is started for the server and stopped with it (SIGTERM or Ctrl-C: the application is deleted, Serve
 and the Ray processes it started end, nothing is left behind). With ``address`` the server joins an existing cluster
 and on exit removes only its application. ``write_config`` writes the same application as a ``serve build``-style
-config, which a KubeRay ``RayService`` deploys (README, "Inference on a GPU server").
+config, which a KubeRay ``RayService`` deploys (docs/serving.md).
 """
 
 from __future__ import annotations

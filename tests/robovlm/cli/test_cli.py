@@ -37,7 +37,7 @@ def test_init_checkpoint_then_info_on_it(tmp_path, capsys):
 
 
 def test_import_official_config_maps_ignores_and_writes(tmp_path, capsys):
-    out_path = tmp_path / "out.json"
+    out_path = tmp_path / "out" / "imported.json"  # a directory that does not exist yet (docs/model.md's out/)
     assert main(["import-robovlms-config", str(OFFICIAL), str(out_path), "--backbone-path", str(tmp_path / "k2")]) == 0
     text = capsys.readouterr().out
     assert "mapped (" in text and "ignored (" in text
