@@ -37,14 +37,6 @@ if "PYTEST_XDIST_WORKER" in os.environ:
         os.environ[_var] = "1"
     torch.set_num_threads(1)
 
-# Tests that must not run beside each other on pytest-xdist's workers (`--dist loadgroup` keeps a group on one
-# worker): each serving test starts a local Ray of its own (ports, gigabytes and both cores), and colcon builds
-# from the one source tree (its egg-info).
-XDIST_GROUPS = {
-    "tests/robovlm/serving/test_serve.py": "ray",
-    "tests/robovlm_node/test_node_remote.py": "ray",
-    "tests/packaging/test_colcon.py": "colcon",
-}
 # The longest tests and groups start first, so that no worker begins one of them when the others are done
 # (measured with `pytest --durations`; docs/development.md).
 START_FIRST = (
@@ -60,10 +52,8 @@ START_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = XDIST_GROUPS.get(item.nodeid.split("::")[0])
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    """Tests that must not run beside each other share an ``xdist_group`` in their module (``--dist loadgroup`` keeps
+    a group on one worker): each serving test starts a local Ray of its own, colcon builds from the one source tree."""
 
     def rank(item) -> int:
         path = item.nodeid.split("::")[0]

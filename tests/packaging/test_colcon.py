@@ -22,7 +22,8 @@ PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 COLCON = Path(sys.executable).parent / "colcon"
 
 
-pytestmark = pytest.mark.colcon
+# xdist_group: both builds on one worker (one source tree, one egg-info)
+pytestmark = [pytest.mark.colcon, pytest.mark.xdist_group("colcon")]
 
 
 def _build(base: Path, *extra: str) -> Path:

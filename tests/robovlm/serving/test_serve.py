@@ -24,7 +24,8 @@ from robovlm.runtime.wire import decode_info
 from robovlm.serving.options import ServeError, ServeOptions
 from tests.serve_harness import Server, free_port, write_token
 
-pytestmark = pytest.mark.slow
+# xdist_group: one local Ray at a time (tests/conftest.py, START_FIRST)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
