@@ -33,7 +33,7 @@ lint: install
 
 # The whole suite on pytest-xdist's workers (docs/development.md), the 15 slowest tests, and coverage of the library
 # and the node measured in every process the tests start; below COVERAGE_FLOOR it fails.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 COVERAGE_FLOOR ?= 88
 test: install
 	rm -f .coverage .coverage.*
