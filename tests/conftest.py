@@ -52,8 +52,8 @@ START_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that must not run beside each other share an ``xdist_group`` in their module (``--dist loadgroup`` keeps
-    a group on one worker): each serving test starts a local Ray of its own, colcon builds from the one source tree."""
+    """START_FIRST's files first. (Tests that must not run beside each other are an ``xdist_group`` in their own
+    module: the serving tests, each with a local Ray, and the colcon builds of the one source tree.)"""
 
     def rank(item) -> int:
         path = item.nodeid.split("::")[0]

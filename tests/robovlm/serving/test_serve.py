@@ -24,7 +24,7 @@ from robovlm.runtime.wire import decode_info
 from robovlm.serving.options import ServeError, ServeOptions
 from tests.serve_harness import Server, free_port, write_token
 
-# xdist_group: one local Ray at a time (tests/conftest.py, START_FIRST)
+# xdist_group: one local Ray at a time (test_node_remote.py's server is in the group too)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
