@@ -42,6 +42,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 START_FIRST = (
     "tests/robovlm/training/test_learns.py",
     "tests/robovlm/serving/test_serve.py",
+    "tests/robovlm/serving/test_serve_lifecycle.py",
     "tests/robovlm_node/test_node_remote.py",
     "tests/packaging/test_readme.py",
     "tests/robovlm/training/test_train.py",

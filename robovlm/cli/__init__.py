@@ -72,30 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    from ..configs.model import ConfigError
-    from ..data.bag import BagError
-    from ..data.errors import EpisodeError
-    from ..data.roles import RoleError
-    from ..export.exporter import ExportError
-    from ..model.backbone import BackboneError
-    from ..model.policy import CheckpointError
-    from ..serving.options import ServeError
-    from ..utils.resources import ResourceNotFound
+    from ..errors import UserError
 
     try:
         return args.func(args)
-    except (
-        ConfigError,
-        CheckpointError,
-        BackboneError,
-        EpisodeError,
-        BagError,
-        RoleError,
-        ResourceNotFound,
-        ExportError,
-        ServeError,
-        OSError,
-    ) as exc:  # OSError: a file or directory the user named cannot be read or written
+    except (UserError, OSError) as exc:  # OSError: a file or directory the user named cannot be read or written
         if args.verbose:
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)

@@ -16,6 +16,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
+from ..errors import UserError
 from ..utils.images import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
 from .hdf5 import Episode
 from .instructions import INSTRUCTION_KEY, EpisodeTexts, Found, InstructionSources
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
 
-class BagError(ValueError):
+class BagError(UserError, ValueError):
     """A bag cannot be read or written; the message names it."""
 
 

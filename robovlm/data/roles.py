@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from ..errors import UserError
+
 ROLES = ("head", "hand", "joint_states", "cmd_vel", "instruction")
 
 NODE_TOPICS = {
@@ -32,7 +34,7 @@ ROLE_TYPES = {
 """Message types each role accepts (ROS 2 names)."""
 
 
-class RoleError(ValueError):
+class RoleError(UserError, ValueError):
     """A role mapping is malformed, or a bag's topic has a type its role cannot take; the message says which."""
 
 

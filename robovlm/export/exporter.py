@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from ..errors import UserError
 from ..model.policy import RoboVLM
 from ..utils.hub import fix_permissions
 from ..utils.memory import keep_large_blocks_unmapped
@@ -55,7 +56,7 @@ MIN_OPSET = 17  # LayerNormalization is an operator from opset 17 on
 EXTERNAL_DATA_BYTES = 1 << 10  # initializers at least this large go to weights.onnx.data (ONNX Runtime's own default)
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The checkpoint or the options cannot be exported; the message says why and what to change."""
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import DynamicCache, Kosmos2Config, Kosmos2Model, PaliGemmaConfig, PaliGemmaModel, PreTrainedModel
 
 from ..configs.model import BackboneConfig, ConfigError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ WEIGHT_FILES = (
 )
 
 
-class BackboneError(FileNotFoundError):
+class BackboneError(UserError, FileNotFoundError):
     """Backbone files are missing or unusable; the message names the file."""
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from ..configs.model import ConfigError, RoboVLMConfig
 from ..data.stats import NormStats, StatsError
+from ..errors import UserError
 from ..utils.hub import HubError, fix_permissions, resolve_checkpoint, write_model_card
 from .tokenizer import HFTokenizer, checkpoint_tokenizer
 from .weight_loading import WeightFileError, file_float_dtype, meta_tensors, read_tensors
@@ -25,7 +26,7 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "stats.json")
 CLIP_ENCODER_PREFIX = "clip_norm.text_encoder."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, corrupt or does not match the model; the message names the file."""
 
 

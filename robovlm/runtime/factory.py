@@ -1,11 +1,12 @@
-"""``build_engine``: the engine a node parameter or a command names, checked and warmed up."""
+"""``build_engine``: the engine a node parameter or a command names, checked and warmed up. Each engine's module is
+imported when it is built: a node on a GPU server (``remote``) or with its engine in a process of its own never loads
+the model code (transformers: about 3 s of CPU at start)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .engine import ENGINES, EngineBase, EngineError
-from .torch_engine import TorchEngine
 
 
 def build_engine(
@@ -30,6 +31,8 @@ def build_engine(
     if name == "torch":
         if tensorrt:
             raise EngineError("TensorRT runs ONNX graphs: use engine 'onnxruntime' with onnx_tensorrt")
+        from .torch_engine import TorchEngine
+
         engine: EngineBase = TorchEngine(checkpoint, device=device, dtype=dtype)
     else:
         if dtype != "float32":

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ..configs.model import ConfigError, load_config
+from ..errors import UserError
 from ..runtime.wire import MAX_REQUEST_BYTES, WireError, read_token
 from .ingress import INGRESSES
 from .stepper_factory import STEPPERS
 
 
-class ServeError(ValueError):
+class ServeError(UserError, ValueError):
     """A ``robovlm serve`` option that cannot work; the message names it."""
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where pixels are made: reading and checking frames (bag tools) needs none
+    import torch
 
 
 class ImageError(ValueError):
@@ -89,8 +92,10 @@ def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
         import cv2
 
         rgb = cv2.resize(rgb[: h // k * k, : w // k * k], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-    x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     return x[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
@@ -98,6 +103,8 @@ def to_pixels(
     images: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
 ) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) RGB uint8 -> (B, 3, size, size) float32, normalized with ``mean``/``std``."""
+    import torch
+
     x = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
     if x.ndim == 3:
         x = x.unsqueeze(0)

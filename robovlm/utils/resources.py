@@ -13,10 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import UserError
+
 PACKAGE = "robovlm"
 
 
-class ResourceNotFound(FileNotFoundError):
+class ResourceNotFound(UserError, FileNotFoundError):
     """A shipped file is in none of the places the package is installed to; the message lists them."""
 
 

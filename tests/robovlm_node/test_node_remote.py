@@ -16,7 +16,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from tests.ros_harness import RATE, activate, node_params, statuses
 from tests.serve_harness import Server
 
-# xdist_group: its server is a local Ray, one at a time with test_serve's
+# xdist_group: its server is a local Ray, one at a time with those of tests/robovlm/serving
 pytestmark = [pytest.mark.dds, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 CHUNK_TIMEOUT_S = 1.0
 
