@@ -1,13 +1,15 @@
 """Start robovlm_node (a lifecycle node) and drive it to active.
 
     ros2 launch robovlm bringup.launch.py model_path:=/path/to/checkpoint instruction:="go to the cup"
+    ros2 launch robovlm bringup.launch.py preset:=robot model_path:=/ckpt   # a physical robot (docs/robot.md)
     ros2 launch robovlm bringup.launch.py model_path:=/ckpt engine:=onnxruntime device:=cuda \
         head_camera_topic:=/camera/color/image_raw/compressed head_camera_compressed:=true
 
 autostart:=true (default) lets the node configure and activate itself; autostart:=false has this launch file send
 the configure transition, then activate once the node reports 'inactive' (a lifecycle manager's job).
 engine, device, dtype and the camera arguments override params_file only when given (empty: the file's value), so
-a parameter file's choice is never replaced by a launch default.
+a parameter file's choice is never replaced by a launch default. preset:=robot loads config/robot.yaml after
+params_file: operator enable required, TwistStamped into twist_mux's policy input (config/twist_mux.yaml).
 """
 
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
@@ -35,6 +37,10 @@ OVERRIDES = {
 """Launch arguments that override the parameter file when not empty: name -> (description, parameter type)."""
 
 
+PRESETS = {"": "", "robot": "robot.yaml"}
+"""preset:=NAME -> the parameter file loaded after params_file (config/NAME.yaml); empty: none."""
+
+
 def _typed(name: str, text: str):
     if OVERRIDES[name][1] is bool:
         if text.lower() not in ("true", "false"):
@@ -51,6 +57,10 @@ def _node_and_lifecycle(context):
         if text:
             overrides[name] = _typed(name, text)
     autostart = LaunchConfiguration("autostart")
+    preset = LaunchConfiguration("preset").perform(context).strip()
+    if preset not in PRESETS:
+        raise ValueError(f"launch argument preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    preset_files = [PathJoinSubstitution([FindPackageShare("robovlm"), "config", PRESETS[preset]])] if preset else []
     node = LifecycleNode(
         package="robovlm",
         executable="robovlm_node",
@@ -58,6 +68,7 @@ def _node_and_lifecycle(context):
         namespace=LaunchConfiguration("namespace"),
         parameters=[
             LaunchConfiguration("params_file"),
+            *preset_files,
             {
                 "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
                 "instruction": ParameterValue(LaunchConfiguration("instruction"), value_type=str),
@@ -99,6 +110,9 @@ def generate_launch_description() -> LaunchDescription:
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("robovlm"), "config", "robovlm.yaml"]),
             description="node parameter YAML",
+        ),
+        DeclareLaunchArgument(
+            "preset", default_value="", description="robot: config/robot.yaml after params_file (docs/robot.md)"
         ),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (sim, rosbag --clock)"),

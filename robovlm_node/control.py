@@ -8,8 +8,8 @@ and the loop goes on.
 
 Owns: the safety filter and its thread, the start state's reporting ("waiting for ..."), the end-to-end latency
 hand-off from the inference loop (``frame_planned``). Talks to: the chunk scheduler (``action_at``), the inputs
-(``ages``, ``missing``), its hold sources in order (each has ``hold_cause()``: engine supervisor, watchdog, inputs,
-as Nav2's collision monitor holds its list of sources), the command output and ``NodeStatus``.
+(``ages``, ``missing``), its hold sources in order (each has ``hold_cause()``: operator enable, engine supervisor,
+watchdog, inputs, as Nav2's collision monitor holds its list of sources), the command output and ``NodeStatus``.
 No ROS import: the clock and the output are the two objects the node adapts (``LoopClock``, ``CommandOutput``),
 so pacing and hold causes are tested with a fake clock.
 """
@@ -86,6 +86,7 @@ class ControlLoop:
         holds: Sequence[HoldSource],
         output: CommandOutput,
         status: NodeStatus,
+        silent_causes: tuple[str, ...] = (),
     ) -> None:
         self.period_ns = int(1e9 / rate_hz)
         self.input_timeout_s = input_timeout_s
@@ -100,6 +101,10 @@ class ControlLoop:
         self._lock = threading.Lock()
         self._pending_frame_stamp: float | None = None  # camera stamp of the newest chunk's frame, not yet commanded
         self._waiting_for = ""  # what the start waits for, as last logged
+        # Hold causes under which nothing is published after the first zero (``disabled_output: silent``: a zero
+        # stream would block twist_mux's lower-priority inputs); the first zero stops the robot at once.
+        self._silent_causes = silent_causes
+        self._last_cause: str | None = None  # the cause of the previous tick's decision
         self._thread = LoopThread("robovlm-control", self.run)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
@@ -107,6 +112,7 @@ class ControlLoop:
         """Begin ticking (on activate): a fresh safety filter state, the start state reported from now."""
         self.safety.reset()
         self._waiting_for = ""
+        self._last_cause = None
         self._status.start_began(self._clock.now_ns() * 1e-9)
         self._thread.start()
 
@@ -182,6 +188,11 @@ class ControlLoop:
             self._status.count("no_fresh_chunk", "no fresh action chunk (model slow or stalled); stopping")
         elif decision.cause == "nonfinite_output":
             self._status.count("nonfinite_output", "model output is not finite; stopping")
+        silent = decision.cause in self._silent_causes and self._last_cause == decision.cause
+        self._last_cause = decision.cause
+        if silent:  # held without a grant, the zero already sent: publish nothing (the final zero is sent anyway)
+            self._status.tick(decision.cause, now)
+            return
         if not self._output.publish(decision.command, stamp_ns):
             return
         self._status.tick(decision.cause, now)

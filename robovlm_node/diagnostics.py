@@ -29,6 +29,8 @@ from robovlm.runtime.scheduler import ChunkScheduler
 from .input_monitor import InputMonitor
 from .inputs import Inputs
 from .loop_thread import LoopThread
+from .operator_enable import HOLD_CAUSE as NOT_ENABLED
+from .operator_enable import EnableSnapshot, OperatorEnable
 from .output import CommandPublisher
 from .settings import Settings
 from .status import STOP_CAUSES, NodeStatus
@@ -204,12 +206,39 @@ def control_status(
     st.values = _kv(values)
     if not active:
         st.level, st.message = OK, "inactive"
+    elif last_cause == NOT_ENABLED:  # a robot waiting for its operator is not a fault (the operator status says why)
+        st.level, st.message = OK, "held: motion not granted"
     elif last_cause in STOP_CAUSES:
         st.level, st.message = ERROR, f"stopped: {last_cause}"
     elif abs(rate - target_hz) > 0.1 * target_hz:
         st.level, st.message = WARN, f"control rate {rate:.1f} Hz off target {target_hz:g} Hz"
     else:
         st.level, st.message = OK, "driving"
+    return st
+
+
+def operator_status(*, node: str, snap: EnableSnapshot, now: float, active: bool) -> DiagnosticStatus:
+    """Whether an operator grants motion, which sources, and when it last changed (``require_enable``)."""
+    st = DiagnosticStatus(name=f"{node}: operator", hardware_id=snap.sources)
+    since = "never" if snap.changed_at is None else f"{now - snap.changed_at:.1f}"
+    st.values = _kv(
+        {
+            "require_enable": snap.required,
+            "granted": snap.granted,
+            "sources": snap.sources,
+            "not_granted_because": snap.reason or "none",
+            "seconds_since_change": since,
+            "grants": snap.grants,
+            "revocations": snap.revocations,
+        }
+    )
+    if not snap.required:
+        st.level, st.message = OK, "motion needs no grant (require_enable false)"
+    elif snap.granted:
+        st.level, st.message = OK, f"motion granted by {snap.sources}"
+    else:
+        st.level = WARN if active else OK
+        st.message = f"motion not granted: {snap.reason}"
     return st
 
 
@@ -240,6 +269,7 @@ class Diagnostics:
         scheduler: ChunkScheduler,
         watchdog: Watchdog,
         output: CommandPublisher,
+        enable: OperatorEnable,
     ) -> None:
         self.node_name = node_name
         self.settings = settings
@@ -252,6 +282,7 @@ class Diagnostics:
         self._scheduler = scheduler
         self._watchdog = watchdog
         self._output = output
+        self._enable = enable
         self._thread = LoopThread("robovlm-diagnostics", self.run)
 
     def start(self) -> None:
@@ -261,7 +292,7 @@ class Diagnostics:
         self._thread.stop(timeout_s)
 
     def statuses(self) -> list[DiagnosticStatus]:
-        """One status per input, one for the instruction, the model and the control loop."""
+        """One status per input, one for the instruction, the model, the control loop and the operator."""
         now, s, name = self._now(), self.settings, self.node_name
         active = self._output.is_open()
         inputs = self._inputs
@@ -332,6 +363,7 @@ class Diagnostics:
             *[KeyValue(key=f"faults_{k}", value=str(v)) for k, v in sorted(counters.faults.items())],
         ]
         statuses.append(control)
+        statuses.append(operator_status(node=name, snap=self._enable.snapshot(), now=now, active=active))
         return statuses
 
     def run(self, stop: threading.Event) -> None:

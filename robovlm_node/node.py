@@ -13,6 +13,7 @@ Each part is an object that owns its state and reaches the others through the me
 - ``inference`` (``inference.py``) and ``control`` (``control.py``): the two decoupled loops (the model refreshes
   the plan as fast as it can; the control loop publishes at ``control_rate_hz`` whatever the model's speed);
 - ``watchdog`` (``watchdog.py``): a stalled node clock, inputs that go stale;
+- ``enable`` (``operator_enable.py``): whether an operator grants motion (``require_enable``);
 - ``output`` (``output.py``) and ``diagnostics`` (``diagnostics.py``): what the node publishes.
 
 The parameters are in ``parameters.py``, the process and its signals in ``process.py``. All times come from the node
@@ -33,8 +34,8 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import String
+from sensor_msgs.msg import CompressedImage, Image, JointState, Joy
+from std_msgs.msg import Bool, String
 
 from robovlm.model.tokenizer import checkpoint_tokenizer
 from robovlm.runtime.safety import SafetyFilter
@@ -47,6 +48,8 @@ from .control import ControlLoop
 from .diagnostics import Diagnostics
 from .inference import InferenceLoop
 from .inputs import Inputs, ModelInputs
+from .operator_enable import HOLD_CAUSE as NOT_ENABLED
+from .operator_enable import OperatorEnable
 from .output import CommandPublisher
 from .parameters import (
     ParameterError,
@@ -89,6 +92,7 @@ class RoboVLMNode(LifecycleNode):
         self.scheduler: ChunkScheduler | None = None
         self.output: CommandPublisher | None = None
         self.watchdog: Watchdog | None = None
+        self.enable: OperatorEnable | None = None
         self.control: ControlLoop | None = None
         self.inference: InferenceLoop | None = None
         self.diagnostics: Diagnostics | None = None
@@ -262,6 +266,16 @@ class RoboVLMNode(LifecycleNode):
             output=self.output,
             status=self.status,
         )
+        self.enable = OperatorEnable(
+            required=s.require_enable,
+            timeout_s=s.enable_timeout_s,
+            heartbeat_topic=self.resolve_topic_name(s.enable_topic),
+            joy_topic=self.resolve_topic_name(s.enable_joy_topic) if s.enable_joy_topic else "",
+            joy_button=s.enable_joy_button,
+            clock=self.now,
+            status=self.status,
+            on_grant=self.scheduler.reset,  # no chunk planned before the grant is ever commanded
+        )
         self.control = ControlLoop(
             rate_hz=s.control_rate_hz,
             input_timeout_s=s.input_timeout_s,
@@ -270,9 +284,11 @@ class RoboVLMNode(LifecycleNode):
             scheduler=self.scheduler,
             safety=SafetyFilter(s.safety_limits()),
             inputs=self.inputs,
-            holds=[self.supervisor, self.watchdog, self.inputs],
+            # the operator first: its grant edges are found on every tick, whatever else holds the robot
+            holds=[self.enable, self.supervisor, self.watchdog, self.inputs],
             output=self.output,
             status=self.status,
+            silent_causes=(NOT_ENABLED,) if s.disabled_output == "silent" else (),
         )
         self.inference = InferenceLoop(
             clock=self.now,
@@ -296,6 +312,7 @@ class RoboVLMNode(LifecycleNode):
             scheduler=self.scheduler,
             watchdog=self.watchdog,
             output=self.output,
+            enable=self.enable,
         )
 
     def _subscribe(self, s: Settings, *, uses_hand: bool, uses_state: bool) -> None:
@@ -321,6 +338,16 @@ class RoboVLMNode(LifecycleNode):
             inputs.set_instruction(msg.data, source="topic")
 
         self._subs.append(self.create_subscription(String, s.instruction_topic, on_instruction, latched))
+        enable = self.enable
+        if s.require_enable and enable is not None:
+            reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+            self._subs.append(
+                self.create_subscription(Bool, s.enable_topic, lambda m: enable.on_heartbeat(m.data), reliable)
+            )
+            if s.enable_joy_topic:
+                self._subs.append(
+                    self.create_subscription(Joy, s.enable_joy_topic, lambda m: enable.on_joy(list(m.buttons)), sensor)
+                )
 
     def _new_task(self) -> None:
         """The instruction changed or a required camera became unusable: no chunk planned before may run."""
@@ -337,6 +364,8 @@ class RoboVLMNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         ret = super().on_activate(state)  # enables the lifecycle publisher
         self.scheduler.reset()
+        if self.enable is not None:
+            self.enable.reset()
         self.output.open()
         self.inference.start()
         self.control.start()
@@ -408,4 +437,4 @@ class RoboVLMNode(LifecycleNode):
         if self.supervisor is not None:
             self.supervisor.close()
         self.settings = self.supervisor = self.inputs = self.scheduler = None
-        self.output = self.watchdog = self.control = self.inference = self.diagnostics = None
+        self.output = self.watchdog = self.enable = self.control = self.inference = self.diagnostics = None

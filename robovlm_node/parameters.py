@@ -230,6 +230,35 @@ PARAMETERS: dict[str, Spec] = {
         "node warns and runs unprivileged",
         (0, 99),
     ),
+    "require_enable": Spec(
+        T.BOOL,
+        False,
+        "drive only while an operator grants motion (the heartbeat on enable_topic and, when enable_joy_topic is "
+        "set, a held deadman button); for a physical robot (docs/robot.md)",
+    ),
+    "enable_topic": Spec(
+        T.STRING, "~/enable", "std_msgs/Bool heartbeat that grants motion while true and newer than enable_timeout_s"
+    ),
+    "enable_timeout_s": Spec(
+        T.DOUBLE, 0.5, "a heartbeat or Joy message older than this revokes motion, s", (0.01, 10.0)
+    ),
+    "enable_joy_topic": Spec(
+        T.STRING, "", "sensor_msgs/Joy whose button enable_joy_button must be held as a deadman; empty: none"
+    ),
+    "enable_joy_button": Spec(
+        T.INTEGER,
+        -1,
+        "index of the deadman button in Joy.buttons (needed with enable_joy_topic); not teleop_twist_joy's own "
+        "enable button, whose zeros twist_mux would let win",
+        (-1, 255),
+    ),
+    "disabled_output": Spec(
+        T.STRING,
+        "zero",
+        "while motion is not granted: publish zeros, or one zero and then nothing (silent: for twist_mux, "
+        "whose lower-priority inputs a zero stream would block)",
+        one_of=("zero", "silent"),
+    ),
     "autostart": Spec(T.BOOL, False, "configure and activate on start (for use without a lifecycle manager)"),
 }
 RUNTIME_CHANGEABLE = {name for name, spec in PARAMETERS.items() if not spec.read_only}
@@ -394,7 +423,14 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
         )
     if v["onnx_tensorrt"] and (v["engine"] != "onnxruntime" or v["device"] != "cuda"):
         raise ParameterError("parameter 'onnx_tensorrt' needs engine 'onnxruntime' and device 'cuda'")
-    for name in ("instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"):
+    if v["enable_joy_topic"] and v["enable_joy_button"] < 0:
+        raise ParameterError(
+            "parameter 'enable_joy_topic' is set but 'enable_joy_button' is not: name the deadman button's index "
+            "in Joy.buttons (docs/robot.md says which)"
+        )
+    topics = ["instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"]
+    topics += ["enable_topic"] + (["enable_joy_topic"] if v["enable_joy_topic"] else [])
+    for name in topics:
         if not v[name].strip():
             raise ParameterError(f"parameter '{name}' is empty")
         try:

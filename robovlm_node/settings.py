@@ -58,6 +58,12 @@ class Settings:
     chunk_mode: str
     ensemble_decay: float
     control_rt_priority: int
+    require_enable: bool
+    enable_topic: str
+    enable_timeout_s: float
+    enable_joy_topic: str
+    enable_joy_button: int
+    disabled_output: str
     autostart: bool
 
     def safety_limits(self) -> SafetyLimits:

@@ -2,8 +2,8 @@
 
 Rules, in order (the first that applies wins and is counted under its cause):
 - inactive -> zero;
-- a fault the caller has already found (``HOLD_CAUSES``: engine down, refused instruction, an input with a bad
-  header stamp, a stalled clock, a camera frame with nothing to drive on) -> zero;
+- a fault the caller has already found, or motion not granted (``HOLD_CAUSES``: engine down, refused instruction, an
+  input with a bad header stamp, a stalled clock, a camera frame with nothing to drive on, no operator grant) -> zero;
 - a required input older than ``input_timeout_s`` (or never received) -> zero;
 - no fresh action (no chunk, or the newest chunk older than ``chunk_timeout_s``, or its actions all in the past)
   -> zero;
@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HOLD_CAUSES = ("engine_down", "bad_instruction", "stale_stamp", "future_stamp", "clock_stalled", "degenerate_image")
+HOLD_CAUSES = (
+    "engine_down",
+    "bad_instruction",
+    "stale_stamp",
+    "future_stamp",
+    "clock_stalled",
+    "degenerate_image",
+    "not_enabled",
+)
 """Faults found outside the filter that stop the robot until they clear."""
 STOP_CAUSES = ("stale_input", "no_fresh_chunk", "nonfinite_output", *HOLD_CAUSES)
 CAUSES = ("inactive", *STOP_CAUSES, "velocity_clamped", "accel_limited")

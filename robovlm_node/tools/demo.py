@@ -1,8 +1,8 @@
 """``make demo``: the trained demo policy drives the simulated robot through the real ROS node.
 
 The node is started exactly as ``bringup.launch.py`` starts it (the ``robovlm_node`` executable with
-``config/robovlm.yaml`` and ``model_path``, ``use_sim_time:=true``), as its own process; the simulator runs here as
-ROS topics (``SimBridge``). Each episode: publish the instruction on ``instruction``, activate the node through its
+``config/robovlm.yaml`` and ``model_path``, ``use_sim_time:=true``, ``require_enable:=true``), as its own process;
+the simulator runs here as ROS topics (``SimBridge``), its simulated operator granting motion while an episode runs. Each episode: publish the instruction on ``instruction``, activate the node through its
 lifecycle service, run the sim until the cup is reached (or a box is hit, or time runs out), deactivate.
 Prints success, time to the cup, achieved control rate and inference latency per scenario; writes a contact sheet of
 one episode's head camera and a plot of the commanded velocities.
@@ -206,7 +206,7 @@ def run_demo(
             params_file=find_resource("config", "robovlm.yaml"),
             use_sim_time=True,
             latency=latency,
-            engine=overrides,
+            engine=[*overrides, "require_enable:=true"],  # granted by the simulated operator (SimBridge)
         ),
         env=os.environ.copy(),
     )
@@ -219,6 +219,7 @@ def run_demo(
         real_time_factor=real_time_factor,
         camera_latency_ms=latency.camera_ms,
         jitter_ms=latency.jitter_ms,
+        enable_topic="/robovlm/enable",  # the node's ~/enable
     )
     client = DemoClient(context=context)
     executor = SingleThreadedExecutor(context=context)

@@ -5,7 +5,9 @@ Publishes ``/clock`` every physics step (100 Hz of sim time), the head and hand 
 0.5 s command timeout (an old command brakes to zero). Sim time runs at ``real_time_factor`` times the wall clock.
 ``camera_latency_ms`` (plus a uniform ``[0, jitter_ms]`` per frame): the camera images are published that much sim
 time after their capture, stamped with the capture time, in order, as a camera driver delivers them; joint states
-are not delayed.
+are not delayed. ``enable_topic`` (when set): the simulated operator's heartbeat, ``std_msgs/Bool`` true with every
+camera frame while an episode runs, so a node with ``require_enable`` drives only during episodes and starts each
+one from a fresh plan (docs/robot.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
 
 from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.evaluate import EpisodeResult
@@ -42,6 +45,7 @@ class SimBridge(Node):
         camera_latency_ms: float = 0.0,
         jitter_ms: float = 0.0,
         seed: int = 0,
+        enable_topic: str = "",
         **kwargs,
     ) -> None:
         super().__init__("robovlm_sim", **kwargs)
@@ -58,6 +62,8 @@ class SimBridge(Node):
         self._head_pub = self.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
         self._hand_pub = self.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self._enable_pub = self.create_publisher(Bool, enable_topic, reliable) if enable_topic else None
         self.create_subscription(
             Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         )
@@ -95,6 +101,8 @@ class SimBridge(Node):
         js = JointState(name=list(JOINT_NAMES), position=[float(v) for v in obs.joints])
         js.header.stamp = stamp
         self._joint_pub.publish(js)
+        if self._enable_pub is not None:
+            self._enable_pub.publish(Bool(data=True))
         return obs.head
 
     def _deliver_frames(self) -> None:

@@ -42,6 +42,7 @@ def test_bringup_declares_the_documented_arguments_and_starts_our_executable():
     assert set(_launch_args(ROOT / "launch" / "bringup.launch.py")) == {
         "model_path",
         "params_file",
+        "preset",
         "namespace",
         "use_sim_time",
         "instruction",
@@ -125,3 +126,34 @@ def test_package_xml_and_ament_data_files():
     assert (ROOT / "resource" / "robovlm").exists()
     assert (ROOT / "ros2_ws" / "src" / "robovlm" / "package.xml").exists()  # colcon workspace links the package
     assert "install_scripts=$base/lib/robovlm" in (ROOT / "setup.cfg").read_text()
+
+
+def test_the_robot_preset_is_valid_and_feeds_twist_muxs_policy_input_below_teleop():
+    """config/robot.yaml over config/robovlm.yaml gives valid settings with the operator required; config/twist_mux.yaml
+    has twist_mux's documented layout (``topics``/``locks`` of ``topic``, ``timeout``, ``priority`` in 0-255), teleop
+    above the policy, the policy on the preset's cmd_vel topic, and a stop lock that blocks the policy, not teleop."""
+    base = yaml.safe_load((ROOT / "config" / "robovlm.yaml").read_text())["/**"]["ros__parameters"]
+    preset = yaml.safe_load((ROOT / "config" / "robot.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(preset) <= set(PARAMETERS), set(preset) - set(PARAMETERS)
+    raw = {k: spec.default for k, spec in PARAMETERS.items()} | base | preset | {"model_path": "/some/checkpoint"}
+    s = validate_settings(raw)
+    assert s.require_enable and s.stamped and s.disabled_output == "silent"
+    mux = yaml.safe_load((ROOT / "config" / "twist_mux.yaml").read_text())["twist_mux"]["ros__parameters"]
+    assert mux["use_stamped"] is s.stamped
+    for group in ("topics", "locks"):
+        for name, entry in mux[group].items():
+            assert set(entry) == {"topic", "timeout", "priority"}, (group, name, entry)
+            assert isinstance(entry["topic"], str) and entry["timeout"] >= 0 and 0 <= entry["priority"] <= 255
+    topics, locks = mux["topics"], mux["locks"]
+    assert topics["policy"]["topic"] == s.cmd_vel_topic
+    assert topics["teleop"]["priority"] > topics["policy"]["priority"]
+    stop = locks["stop_policy"]
+    assert topics["policy"]["priority"] < stop["priority"] <= topics["teleop"]["priority"]  # blocks only the policy
+    assert topics["policy"]["timeout"] >= s.enable_timeout_s, "twist_mux must not drop the policy between its commands"
+
+
+def test_the_bringup_launch_file_loads_the_robot_preset_after_the_parameter_file():
+    path = ROOT / "launch" / "bringup.launch.py"
+    assert _module_dict(path, "PRESETS") == {"": "", "robot": "robot.yaml"}
+    src = path.read_text()
+    assert src.index('LaunchConfiguration("params_file"),') < src.index("*preset_files,")
