@@ -66,6 +66,12 @@ class HoldSource(Protocol):
         ...
 
 
+class CommandObserver(Protocol):
+    def observe(self, command: np.ndarray, cause: str | None, now: float) -> None:
+        """A command the loop published (or held silent) at ``now``, and why it was shaped; must not block."""
+        ...
+
+
 class InputAges(Protocol):
     def ages(self, now: float) -> dict[str, float | None]: ...
 
@@ -87,6 +93,7 @@ class ControlLoop:
         output: CommandOutput,
         status: NodeStatus,
         silent_causes: tuple[str, ...] = (),
+        observers: Sequence[CommandObserver] = (),
     ) -> None:
         self.period_ns = int(1e9 / rate_hz)
         self.input_timeout_s = input_timeout_s
@@ -105,6 +112,7 @@ class ControlLoop:
         # stream would block twist_mux's lower-priority inputs); the first zero stops the robot at once.
         self._silent_causes = silent_causes
         self._last_cause: str | None = None  # the cause of the previous tick's decision
+        self._observers = list(observers)  # shadow mode's comparison with the operator
         self._thread = LoopThread("robovlm-control", self.run)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
@@ -190,6 +198,8 @@ class ControlLoop:
             self._status.count("nonfinite_output", "model output is not finite; stopping")
         silent = decision.cause in self._silent_causes and self._last_cause == decision.cause
         self._last_cause = decision.cause
+        for observer in self._observers:
+            observer.observe(decision.command, decision.cause, now)
         if silent:  # held without a grant, the zero already sent: publish nothing (the final zero is sent anyway)
             self._status.tick(decision.cause, now)
             return

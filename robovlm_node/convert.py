@@ -8,16 +8,22 @@ the caller's loop.
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from robovlm.utils.images import ImageError, check_raw_image, decode_compressed_image, decode_raw_image, resize_rgb
+from robovlm.utils.images import (
+    ImageError,
+    ImageTooLarge,
+    check_raw_image,
+    compressed_image_size,
+    decode_compressed_image,
+    decode_raw_image,
+    resize_rgb,
+)
 
 try:  # the real bridge when ROS provides it
     from cv_bridge import CvBridge, CvBridgeError
@@ -43,20 +49,14 @@ def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int
     ``ImageConversionError`` when the frame has more than ``max_pixels`` or its header is unreadable or does not
     match its data (raw: encoding, row step, length)."""
     if isinstance(msg, CompressedImage):
-        from PIL import Image as PILImage
-        from PIL import UnidentifiedImageError
-
         try:
-            with warnings.catch_warnings():  # PIL's own decompression-bomb warning: the check below is ours
-                warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-                with PILImage.open(io.BytesIO(bytes(msg.data))) as im:  # lazy: reads the header only
-                    w, h = im.size
-        except PILImage.DecompressionBombError as exc:
+            _, w, h = compressed_image_size(msg.data)
+        except ImageTooLarge as exc:
             raise ImageConversionError(
                 f"compressed frame is larger than max_image_pixels={max_pixels} ({exc}); refused before decoding"
             ) from exc
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ImageConversionError(f"compressed image header unreadable ({len(msg.data)} bytes): {exc}") from exc
+        except ImageError as exc:
+            raise ImageConversionError(str(exc)) from exc
     else:
         w, h = int(msg.width), int(msg.height)
         if w * h <= max_pixels:
@@ -180,3 +180,13 @@ def make_twist(
     msg.header.frame_id = frame_id
     msg.twist = twist
     return msg
+
+
+def twist_fields(msg: Twist | TwistStamped, fields: list[str]) -> np.ndarray:
+    """The inverse of ``make_twist``: (len(fields),) float64 of ``msg``'s fields (e.g. an operator's teleop command);
+    a non-finite value is refused (``ValueError``), as the node's own commands are never non-finite."""
+    twist = msg.twist if isinstance(msg, TwistStamped) else msg
+    out = np.array([getattr(getattr(twist, name.split(".")[0]), name.split(".")[1]) for name in fields], np.float64)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"operator command is not finite: {out.tolist()}")
+    return out

@@ -33,6 +33,7 @@ from .operator_enable import HOLD_CAUSE as NOT_ENABLED
 from .operator_enable import EnableSnapshot, OperatorEnable
 from .output import CommandPublisher
 from .settings import Settings
+from .shadow import ShadowComparison
 from .status import STOP_CAUSES, NodeStatus
 from .supervision import EngineSupervisor
 from .watchdog import Watchdog
@@ -242,6 +243,31 @@ def operator_status(*, node: str, snap: EnableSnapshot, now: float, active: bool
     return st
 
 
+def shadow_status(*, node: str, shadow: ShadowComparison, now: float, mode: str) -> DiagnosticStatus:
+    """The policy's agreement with the operator over the rolling window (``robovlm.runtime.agreement``)."""
+    st = DiagnosticStatus(name=f"{node}: shadow", hardware_id=shadow.topic)
+    summary = shadow.summary(now)
+    age = shadow.operator_age(now)
+    values: dict[str, Any] = {
+        "output_mode": mode,
+        "operator_cmd_age_s": "never" if age is None else f"{age:.2f}",
+        "window_s": f"{shadow.window_s:g}",
+        "compared": shadow.pairs,
+    }
+    for name, a in summary.items():
+        values[f"{name}_mae"] = f"{a.mae:.4f}"
+        values[f"{name}_same_sign"] = f"{a.sign_agreement:.3f}"
+        values[f"{name}_correlation"] = "nan" if math.isnan(a.correlation) else f"{a.correlation:.3f}"
+        values[f"{name}_samples"] = a.samples
+    st.values = _kv(values)
+    if not summary:
+        st.level, st.message = OK, f"no operator command on {shadow.topic} in the window"
+    else:
+        st.level = OK
+        st.message = "; ".join(f"{name}: {a.format()}" for name, a in summary.items())
+    return st
+
+
 def period_jitter(times: list[float], period: float) -> tuple[float, float]:
     """p50 and p99 of |tick interval - period| as a percentage of the period (nan with fewer than 3 ticks)."""
     if len(times) < 3 or not period > 0:
@@ -270,6 +296,8 @@ class Diagnostics:
         watchdog: Watchdog,
         output: CommandPublisher,
         enable: OperatorEnable,
+        shadow: ShadowComparison | None,
+        agreement_publisher: Any,
     ) -> None:
         self.node_name = node_name
         self.settings = settings
@@ -283,6 +311,8 @@ class Diagnostics:
         self._watchdog = watchdog
         self._output = output
         self._enable = enable
+        self._shadow = shadow
+        self._agreement_pub = agreement_publisher  # DiagnosticStatus on ~/agreement (with shadow); the node frees it
         self._thread = LoopThread("robovlm-diagnostics", self.run)
 
     def start(self) -> None:
@@ -364,6 +394,8 @@ class Diagnostics:
         ]
         statuses.append(control)
         statuses.append(operator_status(node=name, snap=self._enable.snapshot(), now=now, active=active))
+        if self._shadow is not None:
+            statuses.append(shadow_status(node=name, shadow=self._shadow, now=now, mode=s.output_mode))
         return statuses
 
     def run(self, stop: threading.Event) -> None:
@@ -379,3 +411,5 @@ class Diagnostics:
         msg.header.stamp = self._stamp()
         msg.status = self.statuses()
         self._publisher.publish(msg)
+        if self._agreement_pub is not None:
+            self._agreement_pub.publish(msg.status[-1])  # the shadow status, last when there is one

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,8 @@ class Inputs:
         self._latest: dict[str, Latest] = {}
         self._frames: dict[str, tuple[int, np.ndarray | None]] = {}  # camera -> (seq, frame at the model's size)
         self._frame_faults: dict[str, str] = {}  # camera -> why its newest checked frame cannot drive the robot
+        # camera -> (checksum of its newest used frame's bytes, arrival of the first frame with those bytes)
+        self._unchanged: dict[str, tuple[int, float]] = {}
         self._frame_check = FrameCheck(
             min_side_px=settings.min_image_side_px,
             min_contrast=settings.min_image_contrast,
@@ -174,7 +177,7 @@ class Inputs:
                     out[which] = None
                     continue
                 assert rgb is not None
-                fault = self._frame_check.content_fault(rgb)
+                fault = self._frame_check.content_fault(rgb) or self._frozen_fault(which, item)
                 if fault is None:
                     self._frame_ok(which)
                 else:
@@ -183,6 +186,28 @@ class Inputs:
                 out[which] = rgb
                 self._frames[which] = (item.seq, rgb)
         return out
+
+    def _frozen_fault(self, which: str, item: Latest) -> tuple[str, str] | None:
+        """``frozen_camera`` when this camera's frames have had the same bytes for more than ``max_frozen_s`` while
+        new ones kept arriving (a driver that republishes its last frame with fresh stamps). A real sensor's noise
+        changes some bytes of every frame, even of a still scene, so identical bytes are the rule: no threshold to
+        tune, and a frozen compressed stream is caught as well as a raw one. 0 turns the check off (a camera that
+        only sends when the scene changes)."""
+        limit = self.settings.max_frozen_s
+        if limit <= 0:
+            return None
+        digest = zlib.crc32(memoryview(item.value.data).cast("B"))
+        previous = self._unchanged.get(which)
+        if previous is None or previous[0] != digest:
+            self._unchanged[which] = (digest, item.rx_time)
+            return None
+        frozen_for = item.rx_time - previous[1]
+        if frozen_for <= limit:
+            return None
+        return "frozen_camera", (
+            f"frames unchanged for {frozen_for:.1f} s while still arriving (max_frozen_s={limit:g}): "
+            "a driver repeating its last frame?"
+        )
 
     def _frame_fault(self, which: str, cause: str, reason: str) -> None:
         """A frame with nothing to drive on (``robovlm.runtime.frame_check``): counted, shown in the camera's
@@ -308,16 +333,17 @@ class Inputs:
 
     def hold_cause(self) -> str | None:
         """What in the inputs stops the robot now: a refused instruction, a stamp fault on a required input's newest
-        message, or a required camera's frames with nothing to drive on (``degenerate_image``). One pass under one
-        lock: it runs once per control tick."""
+        message, a required camera whose frames stopped changing (``frozen_camera``) or have nothing to drive on
+        (``degenerate_image``). One pass under one lock: it runs once per control tick."""
         with self._lock:
             if self._instruction_error:
                 return "bad_instruction"
             fault = self._stamp_fault_locked()
             if fault is not None:
                 return fault
-            if any(key in self._frame_faults for key in self.required):
-                return "degenerate_image"
+            faults = [self._frame_faults[key] for key in self.required if key in self._frame_faults]
+            if faults:
+                return "frozen_camera" if "frozen_camera" in faults else "degenerate_image"
         return None
 
     def report_health(self, now: float) -> None:

@@ -14,6 +14,7 @@ Each part is an object that owns its state and reaches the others through the me
   the plan as fast as it can; the control loop publishes at ``control_rate_hz`` whatever the model's speed);
 - ``watchdog`` (``watchdog.py``): a stalled node clock, inputs that go stale;
 - ``enable`` (``operator_enable.py``): whether an operator grants motion (``require_enable``);
+- ``shadow`` (``shadow.py``): the policy's commands against the operator's (``operator_cmd_topic``);
 - ``output`` (``output.py``) and ``diagnostics`` (``diagnostics.py``): what the node publishes.
 
 The parameters are in ``parameters.py``, the process and its signals in ``process.py``. All times come from the node
@@ -27,15 +28,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState, Joy
-from std_msgs.msg import Bool, String
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from robovlm.model.tokenizer import checkpoint_tokenizer
 from robovlm.runtime.safety import SafetyFilter
@@ -60,7 +59,9 @@ from .parameters import (
     validate_settings,
 )
 from .settings import Settings
+from .shadow import ShadowComparison
 from .status import NodeStatus
+from .subscriptions import subscribe
 from .supervision import EngineSupervisor
 from .watchdog import Watchdog
 
@@ -93,6 +94,7 @@ class RoboVLMNode(LifecycleNode):
         self.output: CommandPublisher | None = None
         self.watchdog: Watchdog | None = None
         self.enable: OperatorEnable | None = None
+        self.shadow: ShadowComparison | None = None
         self.control: ControlLoop | None = None
         self.inference: InferenceLoop | None = None
         self.diagnostics: Diagnostics | None = None
@@ -100,6 +102,7 @@ class RoboVLMNode(LifecycleNode):
         self._subs: list[Any] = []
         self._cmd_pub: Any = None
         self._diag_pub: Any = None
+        self._agreement_pub: Any = None
 
     def now(self) -> float:
         """The node clock, seconds."""
@@ -249,8 +252,19 @@ class RoboVLMNode(LifecycleNode):
     def _build_loops(self, s: Settings) -> None:
         assert self.inputs is not None and self.supervisor is not None and self.scheduler is not None
         cmd_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self._cmd_pub = self.create_lifecycle_publisher(TwistStamped if s.stamped else Twist, s.cmd_vel_topic, cmd_qos)
+        # shadow mode: cmd_vel is never created, so nothing this node does can reach the base
+        topic = "~/cmd_vel_shadow" if s.output_mode == "shadow" else s.cmd_vel_topic
+        self._cmd_pub = self.create_lifecycle_publisher(TwistStamped if s.stamped else Twist, topic, cmd_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if s.operator_cmd_topic:
+            self.shadow = ShadowComparison(
+                topic=self.resolve_topic_name(s.operator_cmd_topic),
+                fields=s.action_fields,
+                window_s=s.agreement_window_s,
+                max_age_s=s.input_timeout_s,
+                clock=self.now,
+            )
+            self._agreement_pub = self.create_publisher(DiagnosticStatus, "~/agreement", 10)
         self.output = CommandPublisher(
             self._cmd_pub,
             fields=s.action_fields,
@@ -289,6 +303,7 @@ class RoboVLMNode(LifecycleNode):
             output=self.output,
             status=self.status,
             silent_causes=(NOT_ENABLED,) if s.disabled_output == "silent" else (),
+            observers=[self.shadow] if self.shadow is not None else [],
         )
         self.inference = InferenceLoop(
             clock=self.now,
@@ -313,41 +328,22 @@ class RoboVLMNode(LifecycleNode):
             watchdog=self.watchdog,
             output=self.output,
             enable=self.enable,
+            shadow=self.shadow,
+            agreement_publisher=self._agreement_pub,
         )
 
     def _subscribe(self, s: Settings, *, uses_hand: bool, uses_state: bool) -> None:
-        inputs = self.inputs
-        assert inputs is not None
-        sensor = qos_profile_sensor_data
-        cam = CompressedImage if s.head_camera_compressed else Image
-        self._subs.append(
-            self.create_subscription(cam, s.head_camera_topic, lambda m: inputs.on_camera("head", m), sensor)
+        assert self.inputs is not None and self.enable is not None
+        self._subs += subscribe(
+            self,
+            s,
+            inputs=self.inputs,
+            enable=self.enable,
+            shadow=self.shadow,
+            status=self.status,
+            uses_hand=uses_hand,
+            uses_state=uses_state,
         )
-        if uses_hand:
-            cam = CompressedImage if s.hand_camera_compressed else Image
-            self._subs.append(
-                self.create_subscription(cam, s.hand_camera_topic, lambda m: inputs.on_camera("hand", m), sensor)
-            )
-        if uses_state:
-            self._subs.append(self.create_subscription(JointState, s.joint_states_topic, inputs.on_joint_state, sensor))
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
-
-        def on_instruction(msg: String) -> None:
-            inputs.set_instruction(msg.data, source="topic")
-
-        self._subs.append(self.create_subscription(String, s.instruction_topic, on_instruction, latched))
-        enable = self.enable
-        if s.require_enable and enable is not None:
-            reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-            self._subs.append(
-                self.create_subscription(Bool, s.enable_topic, lambda m: enable.on_heartbeat(m.data), reliable)
-            )
-            if s.enable_joy_topic:
-                self._subs.append(
-                    self.create_subscription(Joy, s.enable_joy_topic, lambda m: enable.on_joy(list(m.buttons)), sensor)
-                )
 
     def _new_task(self) -> None:
         """The instruction changed or a required camera became unusable: no chunk planned before may run."""
@@ -431,10 +427,12 @@ class RoboVLMNode(LifecycleNode):
             self.destroy_subscription(sub)
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
-        if self._diag_pub is not None:
-            self.destroy_publisher(self._diag_pub)
-        self._subs, self._cmd_pub, self._diag_pub = [], None, None
+        for pub in (self._diag_pub, self._agreement_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._subs, self._cmd_pub, self._diag_pub, self._agreement_pub = [], None, None, None
         if self.supervisor is not None:
             self.supervisor.close()
         self.settings = self.supervisor = self.inputs = self.scheduler = None
+        self.shadow = None
         self.output = self.watchdog = self.enable = self.control = self.inference = self.diagnostics = None

@@ -166,6 +166,13 @@ PARAMETERS: dict[str, Spec] = {
         "white (blown exposure: saturated_image) stops the robot; 1: off",
         (0.01, 1.0),
     ),
+    "max_frozen_s": Spec(
+        T.DOUBLE,
+        2.0,
+        "a camera whose frames keep arriving with the same bytes for longer than this stops the robot (a frozen "
+        "driver); 0: off, for a camera that only sends when the scene changes, s",
+        (0.0, 60.0),
+    ),
     "use_receive_time": Spec(
         T.BOOL,
         False,
@@ -258,6 +265,20 @@ PARAMETERS: dict[str, Spec] = {
         "while motion is not granted: publish zeros, or one zero and then nothing (silent: for twist_mux, "
         "whose lower-priority inputs a zero stream would block)",
         one_of=("zero", "silent"),
+    ),
+    "output_mode": Spec(
+        T.STRING,
+        "drive",
+        "drive: publish on cmd_vel; shadow: never create cmd_vel, publish on ~/cmd_vel_shadow (beside teleop, "
+        "compared with operator_cmd_topic)",
+        one_of=("drive", "shadow"),
+    ),
+    "operator_cmd_topic": Spec(
+        T.STRING, "", "the operator's (teleop) velocity command, compared with the policy's; empty: none"
+    ),
+    "operator_cmd_stamped": Spec(T.BOOL, False, "operator_cmd_topic carries TwistStamped, not Twist"),
+    "agreement_window_s": Spec(
+        T.DOUBLE, 10.0, "the policy's agreement with the operator is reported over this window, s", (0.5, 3600.0)
     ),
     "autostart": Spec(T.BOOL, False, "configure and activate on start (for use without a lifecycle manager)"),
 }
@@ -430,6 +451,7 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
         )
     topics = ["instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"]
     topics += ["enable_topic"] + (["enable_joy_topic"] if v["enable_joy_topic"] else [])
+    topics += ["operator_cmd_topic"] if v["operator_cmd_topic"] else []
     for name in topics:
         if not v[name].strip():
             raise ParameterError(f"parameter '{name}' is empty")

@@ -35,6 +35,7 @@ class Settings:
     min_image_side_px: int
     min_image_contrast: float
     max_saturated_fraction: float
+    max_frozen_s: float
     use_receive_time: bool
     max_stamp_lead_s: float
     clock_stall_timeout_s: float
@@ -64,6 +65,10 @@ class Settings:
     enable_joy_topic: str
     enable_joy_button: int
     disabled_output: str
+    output_mode: str
+    operator_cmd_topic: str
+    operator_cmd_stamped: bool
+    agreement_window_s: float
     autostart: bool
 
     def safety_limits(self) -> SafetyLimits:

@@ -3,7 +3,8 @@
 Rules, in order (the first that applies wins and is counted under its cause):
 - inactive -> zero;
 - a fault the caller has already found, or motion not granted (``HOLD_CAUSES``: engine down, refused instruction, an
-  input with a bad header stamp, a stalled clock, a camera frame with nothing to drive on, no operator grant) -> zero;
+  input with a bad header stamp, a stalled clock, a camera frame with nothing to drive on, a frozen camera, no
+  operator grant) -> zero;
 - a required input older than ``input_timeout_s`` (or never received) -> zero;
 - no fresh action (no chunk, or the newest chunk older than ``chunk_timeout_s``, or its actions all in the past)
   -> zero;
@@ -29,6 +30,7 @@ HOLD_CAUSES = (
     "future_stamp",
     "clock_stalled",
     "degenerate_image",
+    "frozen_camera",
     "not_enabled",
 )
 """Faults found outside the filter that stop the robot until they clear."""

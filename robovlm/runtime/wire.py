@@ -120,11 +120,14 @@ def decode_frame(obj: Any, name: str, size: int) -> np.ndarray:
         raise WireError(f"{name}: expected a frame {{format: raw|jpeg, image}}")
     if obj["format"] == "raw":
         return unpack_array(obj.get("image"), name, dtype=np.uint8, shape=(size, size, 3))
-    from ..utils.images import ImageError, decode_compressed_image
+    from ..utils.images import ImageError, compressed_image_size, decode_compressed_image
 
     if not isinstance(obj.get("image"), bytes):
         raise WireError(f"{name}: a JPEG frame needs its bytes")
-    try:
+    try:  # the header first, as the node checks camera messages: a huge frame is refused before it is decoded
+        fmt, w, h = compressed_image_size(obj["image"])
+        if fmt != "JPEG" or (w, h) != (size, size):
+            raise WireError(f"{name}: {fmt} of {w}x{h} where the model takes a {size}x{size} JPEG; refused unread")
         rgb = decode_compressed_image("jpeg", obj["image"])
     except ImageError as exc:
         raise WireError(f"{name}: {exc}") from exc

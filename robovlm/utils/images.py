@@ -14,6 +14,34 @@ class ImageError(ValueError):
     """A camera frame has the wrong shape, dtype or values."""
 
 
+class ImageTooLarge(ImageError):
+    """A compressed frame whose header declares more pixels than Pillow will open (a decompression bomb)."""
+
+
+def compressed_image_size(data) -> tuple[str, int, int]:
+    """(format, width, height) of a JPEG or PNG payload, read from its header alone: nothing is decoded, so a frame
+    too large for its use is refused before it costs anything (a 20000x20000 PNG of one colour is 1.2 MB on the wire
+    and 1.2 GB decoded). The node checks camera messages with it, ``robovlm serve`` the frames robots send."""
+    import io
+    import warnings
+
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the caller's size check is the one that counts
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(bytes(data))) as im:  # lazy: reads the header only
+                fmt, (w, h) = str(im.format), im.size
+    except PILImage.DecompressionBombError as exc:
+        raise ImageTooLarge(f"compressed frame refused before decoding: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"compressed image header unreadable ({len(data)} bytes): {exc}") from exc
+    if fmt not in ("JPEG", "PNG"):
+        raise ImageError(f"compressed image is {fmt}, not JPEG or PNG")
+    return fmt, w, h
+
+
 # encoding -> (channels, channel order that yields RGB)
 RAW_ENCODINGS = {
     "rgb8": (3, [0, 1, 2]),

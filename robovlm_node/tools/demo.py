@@ -2,8 +2,9 @@
 
 The node is started exactly as ``bringup.launch.py`` starts it (the ``robovlm_node`` executable with
 ``config/robovlm.yaml`` and ``model_path``, ``use_sim_time:=true``, ``require_enable:=true``), as its own process;
-the simulator runs here as ROS topics (``SimBridge``), its simulated operator granting motion while an episode runs. Each episode: publish the instruction on ``instruction``, activate the node through its
-lifecycle service, run the sim until the cup is reached (or a box is hit, or time runs out), deactivate.
+the simulator runs here as ROS topics (``SimBridge``), its simulated operator granting motion while an episode runs.
+Each episode: publish the instruction on ``instruction``, activate the node through its lifecycle service, run the
+sim until the cup is reached (or a box is hit, or time runs out), deactivate.
 Prints success, time to the cup, achieved control rate and inference latency per scenario; writes a contact sheet of
 one episode's head camera and a plot of the commanded velocities.
 

@@ -40,6 +40,7 @@ from robovlm.data.errors import EpisodeError
 from robovlm.data.instructions import InstructionSources
 from robovlm.data.roles import RoleError, TopicMap, is_compressed
 from robovlm.model.policy import CheckpointError
+from robovlm.runtime.agreement import FieldAgreement, agreement
 
 from ..node import RoboVLMNode
 from ..parameters import ParameterError
@@ -75,11 +76,17 @@ class ReplayReport:
     stopped: dict[str, float]
     """Fraction of control ticks stopped, per cause."""
     faults: dict[str, int]
-    mae: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, FieldAgreement] = field(default_factory=dict)
+    """Per field, against the recorded teleop (``robovlm.runtime.agreement``: the figures shadow mode reports)."""
     mae_samples: int = 0
     out: str | None = None
     instruction: str = ""
     """The instruction and where it came from (``robovlm.data.instructions``)."""
+
+    @property
+    def mae(self) -> dict[str, float]:
+        """Mean absolute error per field against the recorded teleop."""
+        return {k: a.mae for k, a in self.agreement.items()}
 
     def format(self) -> str:
         lines = [
@@ -100,6 +107,7 @@ class ReplayReport:
                 f"MAE vs recorded cmd_vel ({self.mae_samples} commands): "
                 + ", ".join(f"{k} {v:.4f}" for k, v in self.mae.items())
             )
+            lines += [f"agreement with recorded cmd_vel, {k}: {a.format()}" for k, a in self.agreement.items()]
         else:
             lines.append("MAE: the bag holds no recorded cmd_vel")
         if self.out:
@@ -311,7 +319,8 @@ def replay(
     during = [(t, c) for t, c in commands if timeline.t0_ns <= t <= t_end_ns]
     report.commands = len(commands)
     report.control_rate_hz = len(during) / max(duration_s, 1e-9)
-    report.mae, report.mae_samples = _mae(during, reference, s.action_fields)
+    report.agreement = _agreement(during, reference, s.action_fields)
+    report.mae_samples = max((a.samples for a in report.agreement.values()), default=0)
     report.out = str(out) if out is not None else None
     return report
 
@@ -422,19 +431,19 @@ class _Recorder:
             raise ReplayError(f"could not write the output bag: {self.error}")
 
 
-def _mae(
+def _agreement(
     commands: list[tuple[int, np.ndarray]], reference: list[tuple[int, tuple[float, float, float]]], fields: list[str]
-) -> tuple[dict[str, float], int]:
-    """Mean absolute error per field between each command and the teleop command in effect at its bag time."""
-    if not reference or not commands:
-        return {}, 0
+) -> dict[str, FieldAgreement]:
+    """Each command paired with the teleop command in effect at its bag time, compared per field."""
+    fields = [f for f in fields if f in REFERENCE_FIELDS]
+    if not reference or not commands or not fields:
+        return {}
     ref_t = np.array([t for t, _ in reference])
     ref_v = np.array([v for _, v in reference])
-    errs: dict[str, list[float]] = {f: [] for f in fields if f in REFERENCE_FIELDS}
+    policy, operator = [], []
     for t, cmd in commands:
         i = int(np.searchsorted(ref_t, t, side="right")) - 1
-        if i < 0:
-            continue
-        for f in errs:
-            errs[f].append(abs(cmd[REFERENCE_FIELDS[f]] - ref_v[i][REFERENCE_FIELDS[f]]))
-    return {f: float(np.mean(v)) for f, v in errs.items() if v}, max((len(v) for v in errs.values()), default=0)
+        if i >= 0:
+            policy.append([cmd[REFERENCE_FIELDS[f]] for f in fields])
+            operator.append([ref_v[i][REFERENCE_FIELDS[f]] for f in fields])
+    return agreement(np.asarray(policy).reshape(-1, len(fields)), np.asarray(operator).reshape(-1, len(fields)), fields)

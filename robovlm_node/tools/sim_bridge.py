@@ -7,7 +7,9 @@ Publishes ``/clock`` every physics step (100 Hz of sim time), the head and hand 
 time after their capture, stamped with the capture time, in order, as a camera driver delivers them; joint states
 are not delayed. ``enable_topic`` (when set): the simulated operator's heartbeat, ``std_msgs/Bool`` true with every
 camera frame while an episode runs, so a node with ``require_enable`` drives only during episodes and starts each
-one from a fresh plan (docs/robot.md).
+one from a fresh plan (docs/robot.md). The cameras carry a real sensor's noise (``sensor_noise_std``, Gaussian, in
+0-255 units, drawn per frame): a renderer gives identical frames of a still scene, which the node's frozen-camera
+check (``max_frozen_s``) would rightly take for a frozen driver.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from std_msgs.msg import Bool
 from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.evaluate import EpisodeResult
 from robovlm.sim.latency import draw_jitter_s
+from robovlm.sim.perturb import FrameEffects, Perturbation
 from robovlm.sim.world import JOINT_NAMES
 
 from ..convert import rgb_to_image
 
 CMD_TIMEOUT_S = 0.5
+SENSOR_NOISE_STD = 1.0
+"""A camera's read noise, 0-255 units: enough that no two frames of a still scene have the same bytes, a third of the
+perturbation grid's mildest noise (``robovlm.sim.perturb``), so the policy sees the scene it was trained on."""
 
 
 class SimBridge(Node):
@@ -46,6 +52,7 @@ class SimBridge(Node):
         jitter_ms: float = 0.0,
         seed: int = 0,
         enable_topic: str = "",
+        sensor_noise_std: float = SENSOR_NOISE_STD,
         **kwargs,
     ) -> None:
         super().__init__("robovlm_sim", **kwargs)
@@ -54,6 +61,8 @@ class SimBridge(Node):
         self.camera_latency_s = camera_latency_ms / 1000.0
         self.jitter_ms = jitter_ms
         self._rng = np.random.default_rng(seed)
+        self._noise = Perturbation(noise_std=sensor_noise_std)
+        self._effects = FrameEffects(self._noise, seed)
         self._in_flight: deque[tuple[float, Image, Image]] = deque()  # (due sim time, head, hand)
         self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s)
         self.camera_period_s = camera_period_s
@@ -91,8 +100,8 @@ class SimBridge(Node):
     def _publish_sensors(self) -> np.ndarray:
         obs = self.env.observe()
         stamp = self._stamp()
-        head = rgb_to_image(obs.head, stamp=stamp, frame_id="head_camera")
-        hand = rgb_to_image(obs.hand, stamp=stamp, frame_id="hand_camera")
+        head = rgb_to_image(self._effects.apply("head", obs.head)[0], stamp=stamp, frame_id="head_camera")
+        hand = rgb_to_image(self._effects.apply("hand", obs.hand)[0], stamp=stamp, frame_id="hand_camera")
         due = self.sim_time() + self.camera_latency_s + draw_jitter_s(self.jitter_ms, self._rng)
         if self._in_flight:
             due = max(due, self._in_flight[-1][0])  # in order
@@ -118,6 +127,7 @@ class SimBridge(Node):
         if self.env.data is not None:
             self._offset += self.env.time + 1.0
         self.env.reset(scenario, seed)
+        self._effects = FrameEffects(self._noise, seed)  # the same noise for the same episode
         self._in_flight.clear()  # the last episode's frames never reach the next one
         with self._lock:
             self._cmd, self._cmd_time, self._commands = np.zeros(2), -np.inf, []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import msgpack
 import numpy as np
@@ -15,6 +16,7 @@ from robovlm.export.exporter import streaming_inputs
 from robovlm.runtime.engine import EngineError
 from robovlm.runtime.factory import build_engine, build_remote_engine
 from robovlm.runtime.wire import decode_info
+from robovlm.utils.images import resize_rgb
 from tests.serve_harness import Server, write_token
 
 # xdist_group: one local Ray at a time (test_node_remote.py's server is in the group too)
@@ -96,6 +98,53 @@ def test_bad_requests_get_an_error_status_and_the_server_stays_up(server):
     robot = _robot(server)
     head, hand, state, instruction = next(streaming_inputs(robot.config, 1))
     assert np.isfinite(robot.step(head, hand, state, instruction)).all()  # still serving
+
+
+def test_a_decompression_bomb_is_refused_unread_while_another_robot_steps(server):
+    """A faulty robot sends a 10000x10000 PNG as its head frame (0.3 MB; 300 MB decoded): the server answers 400
+    from the header alone, and a robot stepping all the while is never refused a step."""
+    from tests.bombs import png_bomb
+
+    robot, other = _robot(server, robot="faulty"), _robot(server, robot="other")
+    head, hand, state, instruction = next(streaming_inputs(robot.config, 1))
+    size = robot.config.image_size
+    request = robot.stream.request(resize_rgb(head, size), resize_rgb(hand, size), state, instruction, robot.width)
+    msg = msgpack.unpackb(request.encode(), raw=False)
+    msg["head"] = {"format": "jpeg", "image": png_bomb(10000)}
+    bomb = msgpack.packb(msg, use_bin_type=True)
+    done, steps, failures = threading.Event(), [0], []
+
+    def drive_other() -> None:
+        inputs = list(streaming_inputs(other.config, 8, seed=5))
+        while not done.is_set():
+            h, hd, st, ins = inputs[steps[0] % len(inputs)]
+            try:
+                other.step(h, hd, st, ins)
+                steps[0] += 1
+            except EngineError as exc:
+                failures.append(str(exc))
+
+    thread = threading.Thread(target=drive_other, daemon=True)
+    thread.start()
+    try:
+        for _ in range(3):
+            status, body = server.request("POST", "/v1/step", bomb)
+            assert status == 400 and b"PNG of 10000x10000" in body and b"refused unread" in body, (status, body)
+        assert _steps_past(steps, steps[0] + 3), "the other robot stopped stepping"
+    finally:
+        done.set()
+        thread.join(30)
+    assert not failures, failures
+
+
+def _steps_past(steps: list[int], target: int, timeout_s: float = 10.0) -> bool:
+    """Whether a stepping thread's count reaches ``target`` within ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if steps[0] >= target:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_a_wrong_token_fails_the_engine_with_the_reason(server, tmp_path):

@@ -1,5 +1,5 @@
-"""Tests that start their own ``robovlm serve`` (a local Ray each, one at a time): a server lost and restarted, a
-killed replica, the ONNX Runtime engine, a cluster the server joins, and the HAProxy ingress. In a module of their
+"""Tests that start their own ``robovlm serve`` (a local Ray each, one at a time): the ONNX Runtime engine on a server
+lost and restarted, a killed replica, a cluster the server joins, and the HAProxy ingress. In a module of their
 own so that test_serve.py's shared server is stopped before they start."""
 
 from __future__ import annotations
@@ -33,12 +33,28 @@ def _robot(server: Server):
     return build_remote_engine(server.url, token_file=str(server.token_file), timeout_s=10.0)
 
 
-def test_a_lost_server_holds_the_robot_with_backoff_and_the_stream_resumes(checkpoint, tmp_path):
-    """Server stopped mid-run: steps raise ``EngineUnavailable`` (with a growing retry delay), never hang; after a
-    restart on the same port the same engine drives again, and a SIGTERM leaves no process behind."""
-    s = Server(checkpoint, tmp_path)
+def test_the_onnxruntime_engine_serves_the_same_actions_and_a_lost_server_holds_the_robot_until_it_returns(
+    checkpoint, tmp_path
+):
+    """The server on an ONNX export (``--engine onnxruntime``) gives the local ONNX Runtime engine's actions. Then it
+    is stopped mid-run: steps raise ``EngineUnavailable`` (with a growing retry delay), never hang; after a restart on
+    the same port the same engine drives again, and a SIGTERM leaves no process behind. (One test: each server start
+    is a local Ray's, the slowest thing in the suite.)"""
+    from robovlm.export.exporter import export_checkpoint
+
+    export_checkpoint(checkpoint, tmp_path / "onnx", parity_steps=2)
+    s = Server(tmp_path / "onnx", tmp_path, args=("--engine", "onnxruntime"))
     s.start()
     try:
+        parity = _robot(s)
+        assert decode_info(s.request("GET", "/v1/info")[1])["engine"] == "onnxruntime"
+        local = build_engine("onnxruntime", tmp_path / "onnx")
+        worst = max(
+            float(np.abs(parity.step(h, hd, st, i) - local.step(h, hd, st, i)).max())
+            for h, hd, st, i in streaming_inputs(parity.config, 12)
+        )
+        assert worst <= 1e-4, worst
+
         robot = build_remote_engine(s.url, token_file=str(s.token_file), timeout_s=2.0)
         inputs = [(h, hand, st, "go to the cup") for h, hand, st, _ in streaming_inputs(robot.config, 4)]
         for head, hand, state, instruction in inputs:
@@ -110,25 +126,6 @@ def test_one_of_two_replicas_killed_the_robots_keep_driving(checkpoint, tmp_path
             t.join(30)
         assert all(f <= 2 for f in failures), f"failed steps per robot: {failures}"
         assert all(after - b >= 5 for after, b in zip(steps, before)), (before, steps)
-    finally:
-        s.close()
-
-
-def test_the_onnxruntime_engine_serves_the_same_actions(checkpoint, tmp_path):
-    from robovlm.export.exporter import export_checkpoint
-
-    export_checkpoint(checkpoint, tmp_path / "onnx", parity_steps=2)
-    s = Server(tmp_path / "onnx", tmp_path, args=("--engine", "onnxruntime"))
-    s.start()
-    try:
-        robot = build_remote_engine(s.url, token_file=str(s.token_file), timeout_s=10.0)
-        assert decode_info(s.request("GET", "/v1/info")[1])["engine"] == "onnxruntime"
-        local = build_engine("onnxruntime", tmp_path / "onnx")
-        worst = max(
-            float(np.abs(robot.step(h, hd, st, i) - local.step(h, hd, st, i)).max())
-            for h, hd, st, i in streaming_inputs(robot.config, 12)
-        )
-        assert worst <= 1e-4, worst
     finally:
         s.close()
 

@@ -100,3 +100,27 @@ def test_the_token_file_must_be_private_and_hold_one_token(tmp_path):
         read_token(f)
     with pytest.raises(WireError, match="cannot read"):
         read_token(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("kind", ["png_bomb", "big_jpeg", "small_jpeg"])
+def test_a_compressed_frame_of_another_size_is_refused_from_its_header_before_decoding(kind, monkeypatch):
+    """A 10000x10000 PNG (0.3 MB sent, 300 MB decoded), a JPEG larger and one smaller than the model's frames: all
+    refused from the header, the decoder never called (the node checks camera messages with the same code)."""
+    import cv2
+
+    import robovlm.utils.images as images
+    from tests.bombs import png_bomb
+
+    def never(*args, **kwargs):
+        raise AssertionError("decoded before its size was checked")
+
+    side = {"big_jpeg": 4000, "small_jpeg": 4}.get(kind, 10000)
+    data = (
+        png_bomb(side) if kind == "png_bomb" else cv2.imencode(".jpg", np.zeros((side, side, 3), np.uint8))[1].tobytes()
+    )
+    monkeypatch.setattr(images, "decode_compressed_image", never)
+    fmt = "PNG" if kind == "png_bomb" else "JPEG"
+    with pytest.raises(
+        WireError, match=f"head: {fmt} of {side}x{side} where the model takes a 8x8 JPEG; refused unread"
+    ):
+        StepRequest.decode(_mutated(head={"format": "jpeg", "image": data}), SHAPE)

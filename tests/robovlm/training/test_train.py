@@ -54,15 +54,17 @@ def test_bag_episode_reader_aligns_by_stamp(sim_data, tmp_path):
 
 
 def test_the_same_seed_gives_the_same_run_and_another_seed_another(sim_data, tmp_path):
+    # a quarter of the episodes held out: evaluating them is most of these runs' time (issue 34), and the point is
+    # the training curve, which any held-out set leaves alone
     def losses(seed: int, out: str) -> list[float]:
-        settings = TrainSettings(steps=6, batch_size=8, warmup_steps=2, eval_every=6, val_fraction=0.5, seed=seed)
+        settings = TrainSettings(steps=6, batch_size=8, warmup_steps=2, eval_every=6, val_fraction=0.25, seed=seed)
         train("models/configs/demo.json", sim_data, tmp_path / out, settings, device="cpu")
         return [h["loss"] for h in json.loads((tmp_path / out / "train_progress.json").read_text())["history"]]
 
     first = losses(0, "a")
     assert losses(0, "b") == first, "same seed, same data: the same loss curve, bit for bit"
     assert losses(1, "c") != first
-    settings = TrainSettings(steps=6, batch_size=8, warmup_steps=2, eval_every=2, val_fraction=0.5, seed=0)
+    settings = TrainSettings(steps=6, batch_size=8, warmup_steps=2, eval_every=2, val_fraction=0.25, seed=0)
     train("models/configs/demo.json", sim_data, tmp_path / "d", settings, device="cpu")
     history = json.loads((tmp_path / "d" / "train_progress.json").read_text())["history"]
     assert [h["loss"] for h in history] == first, "how often the run evaluates must not change it"
