@@ -288,7 +288,7 @@ class RoboVLMNode(LifecycleNode):
             joy_button=s.enable_joy_button,
             clock=self.now,
             status=self.status,
-            on_grant=self.scheduler.reset,  # no chunk planned before the grant is ever commanded
+            on_grant=self._granted,
         )
         self.control = ControlLoop(
             rate_hz=s.control_rate_hz,
@@ -344,6 +344,13 @@ class RoboVLMNode(LifecycleNode):
             uses_hand=uses_hand,
             uses_state=uses_state,
         )
+
+    def _granted(self) -> None:
+        """An operator granted motion: no chunk planned before the grant is ever commanded, and the wait for the
+        first new chunk is a start (logged at INFO), not a stalled model."""
+        if self.scheduler is not None:
+            self.scheduler.reset()
+        self.status.start_began(self.now())
 
     def _new_task(self) -> None:
         """The instruction changed or a required camera became unusable: no chunk planned before may run."""
