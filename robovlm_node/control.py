@@ -184,9 +184,10 @@ class ControlLoop:
         stamp_ns = self._clock.now_ns()  # one reading: the safety filter's time and the command's stamp agree
         now = stamp_ns * 1e-9
         active = self._output.is_open()
+        hold = self.hold_cause()  # first: a hold source may reset the plan (a grant), and the action must follow it
         action = self._scheduler.action_at(now) if active else None
         ages = self._inputs.ages(now)
-        decision = self.safety.apply(action, now=now, active=active, input_ages=ages, hold=self.hold_cause())
+        decision = self.safety.apply(action, now=now, active=active, input_ages=ages, hold=hold)
         waiting_since = self._status.waiting_since()
         if waiting_since is not None and self._still_waiting(decision.cause, now, waiting_since):
             pass  # after activation, before the inputs and the first chunk: said once at INFO (_still_waiting)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from robovlm.runtime.safety import HOLD_CAUSES
@@ -157,3 +158,65 @@ def test_a_joystick_topic_without_its_button_fails_configure_naming_both():
     with pytest.raises(ParameterError, match="'enable_topic' is not a valid ROS topic name"):
         validate_settings(raw | {"enable_joy_button": 5, "enable_topic": "bad topic"})
     assert validate_settings(raw | {"enable_joy_button": 5}).enable_joy_button == 5
+
+
+def test_the_tick_that_finds_a_grant_never_commands_a_chunk_planned_before_it():
+    """The grant is found in the tick's hold check, which resets the plan; the action is read after it, so the
+    chunk planned while motion was not granted is never commanded, not even for that one tick."""
+    from robovlm.runtime.safety import SafetyFilter, SafetyLimits
+    from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
+    from robovlm_node.control import ControlLoop
+
+    clock = Clock()
+    scheduler = ChunkScheduler("latest", chunk_timeout_s=1.0)
+    grants: list[float] = []
+    status = NodeStatus(logging.getLogger("robovlm.test"))
+    enable = OperatorEnable(
+        required=True,
+        timeout_s=0.5,
+        heartbeat_topic="/robovlm/enable",
+        joy_topic="",
+        joy_button=-1,
+        clock=clock,
+        status=status,
+        on_grant=lambda: (grants.append(clock()), scheduler.reset()),
+    )
+    sent: list = []
+
+    class Output:
+        def is_open(self) -> bool:
+            return True
+
+        def publish(self, command, stamp_ns: int) -> bool:
+            sent.append(command)
+            return True
+
+        def publish_zero(self) -> None:
+            sent.append(None)
+
+    class Inputs:
+        def ages(self, now):
+            return {"head": 0.0}
+
+        def missing(self, now):
+            return []
+
+    loop = ControlLoop(
+        rate_hz=20.0,
+        input_timeout_s=0.5,
+        rt_priority=0,
+        clock=type("C", (), {"now_ns": lambda self: int(clock.t * 1e9)})(),
+        scheduler=scheduler,
+        safety=SafetyFilter(SafetyLimits(max_velocity=[0.3], max_accel=[10.0])),
+        inputs=Inputs(),
+        holds=[enable],
+        output=Output(),
+        status=status,
+    )
+    planned = ActionChunk(stamp=clock.t, dt=0.05, actions=np.full((10, 1), 0.3))
+    assert scheduler.push(planned)  # planned while motion is not granted
+    loop.tick()
+    enable.on_heartbeat(True)
+    clock.t += 0.05
+    loop.tick()  # the grant is found here
+    assert grants and all(float(np.abs(c).max()) == 0.0 for c in sent), sent
