@@ -127,7 +127,8 @@ def test_diagnostics_one_status_per_input_model_and_control_loop(checkpoint, har
     h.start_feeding()
     assert h.wait_for(lambda: len(h.rec.diagnostics) >= 3, 10)
     st = _statuses(h)
-    assert set(st) == {"head camera", "hand camera", "joint states", "instruction", "model", "control loop"}
+    assert set(st) == {"head camera", "hand camera", "joint states", "instruction", "model", "control loop", "operator"}
+    assert st["operator"][1] == "motion needs no grant (require_enable false)"
     assert all(level == DiagnosticStatus.OK for level, *_ in st.values()), st  # all OK while fed
     head = st["head camera"]
     assert head[3] == "head_camera/image_raw" and float(head[2]["rate_hz"]) > 5 and head[2]["faults"] == "0"
