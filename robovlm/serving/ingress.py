@@ -13,6 +13,14 @@ Ray 2.60's HAProxy keeps an admin socket (mode 666, level admin), its configurat
 ``/tmp/haproxy-serve`` by default, and listens for stats and Prometheus on every interface: here those files go to
 a private directory (mode 700) removed when the server stops, and the two listeners get free ports, which are
 logged. A variable already set in the environment wins over what is chosen here.
+
+Two more variables go to every Ray this server starts (``startup_environment``), for a machine whose cores are
+busy with other work (a robot computer; reproduced beside three CPU-bound processes on two cores):
+- ``RAY_worker_niceness=0``. Ray lowers its worker processes to nice 15 so that a driver stays responsive; here
+  the workers are the replicas, Serve's controller and its proxy, the work itself. At nice 15 they get about 3 %
+  of a core beside any process at nice 0: a replica took over 100 s to start, and would step as slowly.
+- ``RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=60``. Serve's controller kills its proxy actor (and ``serve.start``
+  fails with ``ActorDiedError``) when it is not ready within 5 s, its default; a minute covers a slow import.
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 INGRESSES = ("proxy", "haproxy")
+PROXY_READY_TIMEOUT_S = 60.0
+
+
+def startup_environment() -> dict[str, str]:
+    """The variables every Ray this server starts gets, whichever the ingress (the module's docstring says why)."""
+    return {"RAY_worker_niceness": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": str(PROXY_READY_TIMEOUT_S)}
 
 
 def _free_port() -> int:
@@ -55,17 +69,17 @@ def haproxy_environment(state_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def ingress_environment(ingress: str) -> Iterator[dict[str, str]]:
-    """Set the variables of ``ingress`` for a Ray started inside the block; yields those it set. The environment
-    and the state directory are restored and removed on the way out."""
+    """Set the variables of ``ingress`` and ``startup_environment`` for a Ray started inside the block; yields those
+    it set. The environment and the state directory are restored and removed on the way out."""
     if ingress not in INGRESSES:
         raise ValueError(f"ingress must be one of {list(INGRESSES)}, got {ingress!r}")
-    if ingress == "proxy":
-        yield {}
-        return
-    # Mode 700. Short, under /tmp: Ray adds the node's id (56 characters) to the sockets' paths, and HAProxy
-    # refuses a unix socket's path over 97 characters.
-    state_dir = Path(tempfile.mkdtemp(prefix="rvh-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    wanted = haproxy_environment(state_dir)
+    wanted = startup_environment()
+    state_dir = None
+    if ingress == "haproxy":
+        # Mode 700. Short, under /tmp: Ray adds the node's id (56 characters) to the sockets' paths, and HAProxy
+        # refuses a unix socket's path over 97 characters.
+        state_dir = Path(tempfile.mkdtemp(prefix="rvh-", dir="/tmp" if os.path.isdir("/tmp") else None))
+        wanted.update(haproxy_environment(state_dir))
     applied = {k: v for k, v in wanted.items() if k not in os.environ}
     os.environ.update(applied)
     try:
@@ -73,4 +87,5 @@ def ingress_environment(ingress: str) -> Iterator[dict[str, str]]:
     finally:
         for key in applied:
             os.environ.pop(key, None)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)

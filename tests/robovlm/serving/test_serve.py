@@ -5,6 +5,7 @@ limits. The tests that start, kill or restart a server of their own are in test_
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -46,6 +47,14 @@ def test_health_needs_no_token_and_everything_else_does(server):
     info = decode_info(body)
     assert status == 200 and info["config"]["window_size"] == 4 and info["max_request_bytes"] == 2**20
     assert server.request("GET", "/nothing")[0] == 404
+    # the replica and Serve's processes at the server's own priority, not Ray's default nice 15 for its workers
+    nice = {}
+    for pid in server.processes():
+        try:
+            nice[pid] = os.getpriority(os.PRIO_PROCESS, pid)
+        except ProcessLookupError:  # a short-lived helper that ended since it was listed
+            continue
+    assert len(nice) > 3 and set(nice.values()) == {0}, nice
 
 
 def test_remote_actions_equal_the_local_engine_while_another_robot_shares_the_batches(server, checkpoint):

@@ -23,6 +23,7 @@ from robovlm.export.exporter import streaming_inputs
 from robovlm.runtime.engine import EngineUnavailable
 from robovlm.runtime.factory import build_engine, build_remote_engine
 from robovlm.runtime.wire import decode_info
+from robovlm.serving.ingress import startup_environment
 from tests.serve_harness import Server, free_port
 
 # xdist_group: one local Ray at a time (with test_serve.py's and test_node_remote.py's)
@@ -149,6 +150,7 @@ def test_a_server_joins_an_existing_cluster_and_leaves_it_running(checkpoint, tm
     token = uuid.uuid4().hex + uuid.uuid4().hex  # the cluster's own token: nothing read from or left in ~/.ray
     env = {**os.environ, "ROBOVLM_TEST_SERVER": cluster.mark, "RAY_USAGE_STATS_ENABLED": "0"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env |= startup_environment()  # as docs/serving.md asks of a cluster the server joins
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     head = [*ray, "start", "--head", f"--port={gcs.split(':')[1]}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
     temp = f"/tmp/ray-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths must fit 107 characters

@@ -68,3 +68,21 @@ def test_the_haproxy_ingress_is_refused_where_it_cannot_work(checkpoint, tmp_pat
         ServeOptions(checkpoint, token, ingress="haproxy", tls_cert="c.pem", tls_key="k.pem")
     with pytest.raises(ServeError, match="--ingress must be one of"):
         ServeOptions(checkpoint, token, ingress="nginx")
+
+
+@pytest.mark.parametrize("ingress", ["proxy", "haproxy"])
+def test_the_ray_a_server_starts_gives_its_proxy_a_minute_to_start(ingress, monkeypatch):
+    """Serve kills a proxy not ready in 5 s (its default), and ``serve.start`` fails: on two busy cores it is not."""
+    import os
+
+    from robovlm.serving.ingress import ingress_environment
+
+    key = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+    monkeypatch.delenv(key, raising=False)
+    with ingress_environment(ingress) as applied:
+        assert float(os.environ[key]) == 60.0 and key in applied
+    assert key not in os.environ
+    monkeypatch.setenv(key, "7")  # the user's own choice wins
+    with ingress_environment(ingress) as applied:
+        assert os.environ[key] == "7" and key not in applied
+    assert os.environ[key] == "7"
