@@ -71,7 +71,7 @@ def bench_engines(name: str, *, steps: int, device: str, tmp: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m robovlm.bench_engines",
+        prog="python -m bench.engines",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

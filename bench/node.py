@@ -8,6 +8,9 @@ and what a full-size camera frame costs on the node's path.
   node side -> engine process -> actions) on 640x480 frames vs frames already at the model's size, on the demo
   checkpoint (56 px, where resizing weighs most), beside the earlier path that sent full frames to the engine.
 The timing part runs the demo-scale model (``models/configs/kosmos2_small.json``, random weights) on the CPU.
+
+``python -m bench.node --visualization``: the control-period jitter without and with a viewer subscribed to the
+node's ``~/plan``, ``~/executed`` and ``~/debug_image`` (issue 35; ``bench/results/plan_view.md``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from robovlm_node.node import RoboVLMNode  # noqa: E402
 FEED_SHAPE = tuple(int(v) for v in os.environ.get("ROBOVLM_BENCH_FEED_SHAPE", "240,320,3").split(","))
 
 
-def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
+def measure(seconds: float, rate_hz: float, camera_hz: float, *, viewer: bool = False) -> dict:
+    """``viewer``: the feeder process also subscribes to ``~/plan``, ``~/executed`` and ``~/debug_image``."""
     torch.manual_seed(0)
     ckpt = tempfile.mkdtemp(prefix="robovlm_bench_")
     model = RoboVLM(load_config(find_resource("models", "configs", "kosmos2_small.json")), with_clip=False)
@@ -71,12 +75,13 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
         [
             sys.executable,
             "-m",
-            "robovlm_node.bench",
+            "bench.node",
             "--feeder",
             "--camera-hz",
             str(camera_hz),
             "--joints",
             ",".join(joints),
+            *(["--viewer"] if viewer else []),
         ],
         env=os.environ.copy(),
     )
@@ -95,6 +100,7 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
         faults, scheduling = counters.faults, counters.control_scheduling
         assert node.supervisor is not None
         engine = node.supervisor.snapshot().name
+        views = dict(node.plan_view.published) if node.plan_view is not None else {}
     finally:
         feeder_proc.terminate()
         feeder_proc.wait(timeout=10)
@@ -118,6 +124,7 @@ def measure(seconds: float, rate_hz: float, camera_hz: float) -> dict:
         "faults": faults,
         "scheduling": scheduling,
         "engine": engine,
+        "views": views,
     }
 
 
@@ -161,10 +168,18 @@ def preprocess_cost(model: str, rounds: int) -> dict[str, float]:
     return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
-def feed(camera_hz: float, joints: list[str]) -> None:
-    """Publish head/hand frames (320x240 rgb8, stamped now) and joint states until terminated."""
+def feed(camera_hz: float, joints: list[str], viewer: bool) -> None:
+    """Publish head/hand frames (320x240 rgb8, stamped now) and joint states until terminated; ``viewer``: also
+    subscribe to the node's visualization topics, as rviz2 would."""
     rclpy.init()
     node = Node("bench_feeder")
+    if viewer:
+        from nav_msgs.msg import Path
+
+        for topic, kind in (("plan", Path), ("executed", Path), ("debug_image", Image)):
+            node.create_subscription(kind, f"/robovlm/{topic}", lambda _msg: None, 1)
+        spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+        spinner.start()
     head = node.create_publisher(Image, "head_camera/image_raw", qos_profile_sensor_data)
     hand = node.create_publisher(Image, "hand_camera/image_raw", qos_profile_sensor_data)
     js = node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
@@ -185,7 +200,7 @@ def feed(camera_hz: float, joints: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m robovlm_node.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.node", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--rate", type=float, default=20.0, help="control_rate_hz")
@@ -193,15 +208,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--preprocess-rounds", type=int, default=100, help="interleaved rounds of the preprocessing benchmark"
     )
+    p.add_argument(
+        "--visualization",
+        action="store_true",
+        help="control jitter without and with a subscriber to ~/plan, ~/executed and ~/debug_image, alternated",
+    )
     p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--joints", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.feeder:
-        feed(args.camera_hz, args.joints.split(","))
+        feed(args.camera_hz, args.joints.split(","), args.viewer)
         return 0
     from robovlm_node.node import CONTROL_SWITCH_INTERVAL_S
 
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
+    if args.visualization:
+        return visualization_cost(args)
     r = measure(args.seconds, args.rate, args.camera_hz)
     print(
         f"\nnode timing: kosmos2_small, {r['engine']} engine, control {args.rate:g} Hz ({r['scheduling']}), "
@@ -232,6 +255,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}, {rounds} rounds")
         for label, goal in (("model size", ""), ("640x480", "<= 1.2x"), ("640x480 resized in the engine", "(before)")):
             print(f"{'    ' + label:<52}{pre[label]:>12.1f}{pre[label] / base:>14.2f}x   {goal}")
+    return 0
+
+
+def visualization_cost(args: argparse.Namespace, rounds: int = 2) -> int:
+    """Control-period jitter without and with a viewer, runs alternated (off, on, off, on) so drift hits both."""
+    print(f"{'run':<28}{'ticks':>7}{'Hz':>7}{'p50':>9}{'p99':>9}{'max':>9}   messages built (plan/executed/image)")
+    for i in range(2 * rounds):
+        viewer = i % 2 == 1
+        r = measure(args.seconds, args.rate, args.camera_hz, viewer=viewer)
+        v = r["views"]
+        built = f"{v.get('plan', 0)}/{v.get('executed', 0)}/{v.get('debug_image', 0)}"
+        print(
+            f"{'with viewer' if viewer else 'without viewer':<28}{r['ticks']:>7d}{r['achieved_hz']:>7.1f}"
+            f"{r['jitter_p50'] * 100:>8.2f}%{r['jitter_p99'] * 100:>8.2f}%{r['jitter_max'] * 100:>8.2f}%   {built}",
+            flush=True,
+        )
     return 0
 
 

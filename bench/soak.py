@@ -262,7 +262,7 @@ def soak(duration: float, load: int, model: str, engine_threads: int | None, eng
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m robovlm_node.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--duration", type=float, default=600.0, help="seconds measured after warm-up (default 600)")
     p.add_argument("--load", type=int, default=0, help="CPU-bound processes to run beside the node (default 0)")

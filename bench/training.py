@@ -157,7 +157,7 @@ def run_data(data: str, lazy: bool, batches: int, workers: int) -> dict:
 
 def _child(kind: str, **kw) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "robovlm.bench_train", "--child", json.dumps({"kind": kind, **kw})],
+        [sys.executable, "-m", "bench.training", "--child", json.dumps({"kind": kind, **kw})],
         capture_output=True,
         text=True,
         check=True,
@@ -167,7 +167,7 @@ def _child(kind: str, **kw) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m robovlm.bench_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--config", default=None, help="model config (default: models/configs/kosmos2_small.json)")

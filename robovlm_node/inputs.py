@@ -187,6 +187,11 @@ class Inputs:
                 self._frames[which] = (item.seq, rgb)
         return out
 
+    def model_frame(self, which: str) -> np.ndarray | None:
+        """The newest frame the model took from ``which`` at its input size (None: none yet, or unusable)."""
+        cached = self._frames.get(which)  # one dict read: the inference thread replaces entries, never edits them
+        return None if cached is None else cached[1]
+
     def _frozen_fault(self, which: str, item: Latest) -> tuple[str, str] | None:
         """``frozen_camera`` when this camera's frames have had the same bytes for more than ``max_frozen_s`` while
         new ones kept arriving (a driver that republishes its last frame with fresh stamps). A real sensor's noise

@@ -15,6 +15,7 @@ Each part is an object that owns its state and reaches the others through the me
 - ``watchdog`` (``watchdog.py``): a stalled node clock, inputs that go stale;
 - ``enable`` (``operator_enable.py``): whether an operator grants motion (``require_enable``);
 - ``shadow`` (``shadow.py``): the policy's commands against the operator's (``operator_cmd_topic``);
+- ``plan_view`` (``plan_view.py``): ``~/plan``, ``~/executed`` and ``~/debug_image``, built only while subscribed;
 - ``output`` (``output.py``) and ``diagnostics`` (``diagnostics.py``): what the node publishes.
 
 The parameters are in ``parameters.py``, the process and its signals in ``process.py``. All times come from the node
@@ -58,6 +59,7 @@ from .parameters import (
     unknown_overrides,
     validate_settings,
 )
+from .plan_view import PlanView, build_plan_view
 from .settings import Settings
 from .shadow import ShadowComparison
 from .status import NodeStatus
@@ -95,6 +97,7 @@ class RoboVLMNode(LifecycleNode):
         self.watchdog: Watchdog | None = None
         self.enable: OperatorEnable | None = None
         self.shadow: ShadowComparison | None = None
+        self.plan_view: PlanView | None = None
         self.control: ControlLoop | None = None
         self.inference: InferenceLoop | None = None
         self.diagnostics: Diagnostics | None = None
@@ -290,6 +293,7 @@ class RoboVLMNode(LifecycleNode):
             status=self.status,
             on_grant=self._granted,
         )
+        self.plan_view = build_plan_view(self, s, scheduler=self.scheduler, inputs=self.inputs)
         self.control = ControlLoop(
             rate_hz=s.control_rate_hz,
             input_timeout_s=s.input_timeout_s,
@@ -303,7 +307,7 @@ class RoboVLMNode(LifecycleNode):
             output=self.output,
             status=self.status,
             silent_causes=(NOT_ENABLED,) if s.disabled_output == "silent" else (),
-            observers=[self.shadow] if self.shadow is not None else [],
+            observers=[part for part in (self.shadow, self.plan_view) if part is not None],
         )
         self.inference = InferenceLoop(
             clock=self.now,
@@ -373,6 +377,8 @@ class RoboVLMNode(LifecycleNode):
         self.inference.start()
         self.control.start()
         self.watchdog.start()
+        if self.plan_view is not None:
+            self.plan_view.start()
         self.get_logger().info("active: publishing commands")
         return ret
 
@@ -408,7 +414,7 @@ class RoboVLMNode(LifecycleNode):
     def _stop_loops(self) -> None:
         if self.output is not None:
             self.output.close()  # no control command from here on, whatever the threads are doing
-        for part in (self.inference, self.control, self.watchdog):
+        for part in (self.inference, self.control, self.watchdog, self.plan_view):
             if part is not None:
                 part.stop()
 
@@ -434,12 +440,13 @@ class RoboVLMNode(LifecycleNode):
             self.destroy_subscription(sub)
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
-        for pub in (self._diag_pub, self._agreement_pub):
+        view_pubs = self.plan_view.publishers() if self.plan_view is not None else []
+        for pub in (self._diag_pub, self._agreement_pub, *view_pubs):
             if pub is not None:
                 self.destroy_publisher(pub)
         self._subs, self._cmd_pub, self._diag_pub, self._agreement_pub = [], None, None, None
         if self.supervisor is not None:
             self.supervisor.close()
         self.settings = self.supervisor = self.inputs = self.scheduler = None
-        self.shadow = None
+        self.shadow = self.plan_view = None
         self.output = self.watchdog = self.enable = self.control = self.inference = self.diagnostics = None

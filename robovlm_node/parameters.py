@@ -280,6 +280,13 @@ PARAMETERS: dict[str, Spec] = {
     "agreement_window_s": Spec(
         T.DOUBLE, 10.0, "the policy's agreement with the operator is reported over this window, s", (0.5, 3600.0)
     ),
+    "visualization_rate_hz": Spec(
+        T.DOUBLE,
+        5.0,
+        "~/plan, ~/executed and ~/debug_image at most this often, each only while subscribed; 0: not created",
+        (0.0, 30.0),
+    ),
+    "executed_window_s": Spec(T.DOUBLE, 5.0, "~/executed shows the commands of this many seconds, s", (0.5, 60.0)),
     "autostart": Spec(T.BOOL, False, "configure and activate on start (for use without a lifecycle manager)"),
 }
 RUNTIME_CHANGEABLE = {name for name, spec in PARAMETERS.items() if not spec.read_only}

@@ -69,6 +69,8 @@ class Settings:
     operator_cmd_topic: str
     operator_cmd_stamped: bool
     agreement_window_s: float
+    visualization_rate_hz: float
+    executed_window_s: float
     autostart: bool
 
     def safety_limits(self) -> SafetyLimits:

@@ -91,6 +91,19 @@ class ChunkScheduler:
         with self._lock:
             return self._chunks[-1].stamp if self._chunks else None
 
+    def plan(self, now: float) -> ActionChunk | None:
+        """The chunk the robot follows from ``now`` (``open_loop``: the one being executed; the other modes: the
+        newest), cut to the actions due from ``now`` on and stamped with the first of them; None when nothing fresh
+        is planned. For display (``~/plan``): what is commanded is ``action_at``, which blends and ensembles."""
+        with self._lock:
+            if not self._chunks or now - self._chunks[-1].stamp > self.chunk_timeout_s:
+                return None
+            chunk = self._open_loop_current(now) if self.mode == "open_loop" else self._chunks[-1]
+            i = max(0, chunk.index_at(now))
+            if i >= len(chunk.actions):
+                return None
+            return ActionChunk(chunk.stamp + i * chunk.dt, chunk.dt, chunk.actions[i:].copy())
+
     def action_at(self, now: float) -> np.ndarray | None:
         with self._lock:
             # drop chunks with nothing left to give
@@ -104,15 +117,20 @@ class ChunkScheduler:
             if self.mode == "blend":
                 return self._blend(newest, now)
             if self.mode == "open_loop":
-                if self._current is None or self._current.action_at(now) is None:
-                    self._current = newest
-                return self._current.action_at(now)
+                return self._open_loop_current(now).action_at(now)
             acts = [a for a in (c.action_at(now) for c in self._chunks) if a is not None]
             if not acts:
                 return None
             w = np.exp(-self.decay * np.arange(len(acts)))
             ensembled: np.ndarray = (w[:, None] * np.stack(acts)).sum(0) / w.sum()
             return ensembled
+
+    def _open_loop_current(self, now: float) -> ActionChunk:
+        """The chunk being executed; once its actions run out, the newest (lock held, a chunk queued). ``plan``
+        makes the switch too, so the chunk it shows is the one the next control ticks command."""
+        if self._current is None or self._current.action_at(now) is None:
+            self._current = self._chunks[-1]
+        return self._current
 
     def _blend(self, newest: ActionChunk, now: float) -> np.ndarray | None:
         if newest is not self._current:

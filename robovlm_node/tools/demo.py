@@ -6,7 +6,8 @@ the simulator runs here as ROS topics (``SimBridge``), its simulated operator gr
 Each episode: publish the instruction on ``instruction``, activate the node through its lifecycle service, run the
 sim until the cup is reached (or a box is hit, or time runs out), deactivate.
 Prints success, time to the cup, achieved control rate and inference latency per scenario; writes a contact sheet of
-one episode's head camera and a plot of the commanded velocities.
+one episode's head camera, a plot of the commanded velocities, and one picture of the node's ``~/debug_image`` (its
+plan beside the head frame), subscribed to during the first episode only.
 
 With latency (``make demo LATENCY_MS=300 CAMERA_LATENCY_MS=100``): the bridge delivers camera frames late, stamped
 with their capture time, and the node runs from ``robovlm_node.tools.sim_node``, whose engine answers no sooner than
@@ -40,6 +41,7 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from robovlm.cli.common import milliseconds  # noqa: E402
@@ -51,6 +53,7 @@ from robovlm.sim.latency import LatencySettings  # noqa: E402
 from robovlm.sim.world import SCENARIOS  # noqa: E402
 from robovlm.utils.resources import find_resource  # noqa: E402
 
+from ..convert import image_to_rgb  # noqa: E402
 from .service_call import ServiceCaller, ServiceReplyTimeout  # noqa: E402
 from .sim_bridge import SimBridge  # noqa: E402
 
@@ -103,6 +106,16 @@ class DemoClient(Node):
         self.change = ServiceCaller(self, ChangeState, "robovlm/change_state", probe=probe)
         self.latencies: list[float] = []
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.overlays: list[Image] = []  # ~/debug_image while watched (the node draws it only then)
+        self._overlay_sub: object | None = None
+
+    def watch_overlay(self, on: bool) -> None:
+        """Subscribe to the node's ``~/debug_image`` (on) or drop the subscription (off)."""
+        if on and self._overlay_sub is None:
+            self._overlay_sub = self.create_subscription(Image, "robovlm/debug_image", self.overlays.append, 5)
+        elif not on and self._overlay_sub is not None:
+            self.destroy_subscription(self._overlay_sub)
+            self._overlay_sub = None
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for st in msg.status:
@@ -240,7 +253,9 @@ def run_demo(
             if not client.transition(Transition.TRANSITION_ACTIVATE):
                 raise RuntimeError("the node failed to activate")
             n_lat = len(client.latencies)
+            client.watch_overlay(k == 0)  # one episode's overlay picture: the node draws it only while watched
             out = bridge.run_episode(scenario, seed)
+            client.watch_overlay(False)
             client.transition(Transition.TRANSITION_DEACTIVATE)
             outcomes.append(out)
             rate = len(out.commands) / max(out.time_s, 1e-9)
@@ -285,6 +300,12 @@ def run_demo(
         contact_sheet(outcomes[0].frames, sheet)
         velocity_plot(outcomes, plot)
         print(f"pictures: {sheet} (head camera, {outcomes[0].scenario}) and {plot}")
+    if client.overlays:  # the middle of the first episode: the robot on its way, its plan ahead of it
+        overlay = out_dir / "plan_overlay.png"
+        from PIL import Image as PILImage
+
+        PILImage.fromarray(image_to_rgb(client.overlays[len(client.overlays) // 2])).save(overlay)
+        print(f"overlay: {overlay} (~/debug_image: the model's head frame, its plan, the instruction)")
     return 0
 
 

@@ -86,6 +86,8 @@ def make_settings(**overrides) -> Settings:
         operator_cmd_topic="",
         operator_cmd_stamped=False,
         agreement_window_s=10.0,
+        visualization_rate_hz=5.0,
+        executed_window_s=5.0,
         autostart=False,
     )
     values.update(overrides)
