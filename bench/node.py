@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="control jitter without and with a subscriber to ~/plan, ~/executed and ~/debug_image, alternated",
     )
+    p.add_argument("--rounds", type=int, default=3, help="--visualization: pairs of runs (without, with)")
     p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--joints", default="", help=argparse.SUPPRESS)
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
     if args.visualization:
-        return visualization_cost(args)
+        return visualization_cost(args, args.rounds)
     r = measure(args.seconds, args.rate, args.camera_hz)
     print(
         f"\nnode timing: kosmos2_small, {r['engine']} engine, control {args.rate:g} Hz ({r['scheduling']}), "
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def visualization_cost(args: argparse.Namespace, rounds: int = 2) -> int:
+def visualization_cost(args: argparse.Namespace, rounds: int) -> int:
     """Control-period jitter without and with a viewer, runs alternated (off, on, off, on) so drift hits both."""
     print(f"{'run':<28}{'ticks':>7}{'Hz':>7}{'p50':>9}{'p99':>9}{'max':>9}   messages built (plan/executed/image)")
     for i in range(2 * rounds):

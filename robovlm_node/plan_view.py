@@ -39,6 +39,8 @@ from .loop_thread import LoopThread
 from .settings import Settings
 from .status import STOP_CAUSES
 
+MAX_TRAIL_POSES = 50  # ~/executed's poses, evenly spaced over the window (each is seven Python objects to build)
+
 
 def time_msg(seconds: float) -> Time:
     ns = int(round(seconds * 1e9))
@@ -165,14 +167,17 @@ class PlanView:
         return chunk_path(chunk.actions, self.fields, np.diff(times)), times
 
     def executed(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(M + 1, 3) poses the published commands drove through, in the frame of the robot now, and their times."""
+        """Up to ``MAX_TRAIL_POSES`` poses the published commands drove through, in the frame of the robot now, and
+        their times."""
         with self._lock:
             trail = [(t, c) for t, c in self._trail if now - t <= self.executed_window_s]
         if not trail:
             return np.zeros((0, 3)), np.zeros(0)
         times = np.array([t for t, _ in trail])
         poses = trail_path(times, np.stack([c for _, c in trail]), self.fields, now)
-        return poses, np.append(times, max(now, float(times[-1])))
+        times = np.append(times, max(now, float(times[-1])))
+        keep = np.unique(np.linspace(0, len(poses) - 1, min(len(poses), MAX_TRAIL_POSES)).round().astype(int))
+        return poses[keep], times[keep]  # the first and the last pose always kept
 
     def debug_image(self, now: float, plan: np.ndarray, executed: np.ndarray) -> Any:
         with self._lock:

@@ -9,6 +9,7 @@ drawn beside the frame rather than projected into it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,8 +23,9 @@ HELD = (220, 50, 40)
 DRIVING = (30, 150, 60)
 
 
+@functools.cache
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's own font at 13 px (Pillow 10.1 and later; the older bitmap font otherwise)."""
+    """Pillow's own font at 13 px (Pillow 10.1 and later; the older bitmap font otherwise), decoded once."""
     try:
         return ImageFont.load_default(size=13)
     except TypeError:

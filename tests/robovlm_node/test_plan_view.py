@@ -13,7 +13,7 @@ from robovlm.runtime.plan_overlay import BAND, PANEL
 from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
 from robovlm_node.convert import rgb_to_image
 from robovlm_node.inputs import Inputs, ModelInputs
-from robovlm_node.plan_view import PlanView
+from robovlm_node.plan_view import MAX_TRAIL_POSES, PlanView
 from robovlm_node.status import NodeStatus
 from tests.robovlm_node.test_parts import make_settings
 
@@ -99,9 +99,17 @@ def test_the_executed_trail_keeps_its_window_and_ends_at_the_robot():
     x = np.array([p.pose.position.x for p in poses])
     assert np.isclose(x[-1], 0) and np.isclose(x[0], -0.5 * (200.0 - 198.025), atol=1e-9)
     assert len(poses) == 41  # the 40 commands of the last 2 s, and now
+    assert np.allclose(np.diff(x), [0.5 * 0.05] * 39 + [0.5 * 0.025])  # each command's step; the last up to now
     now[0] = 201.0  # nothing published since (a silent hold): the window moves on all the same
     view.publish_once()
     assert len(pubs["executed"].sent[-1].poses) == 21
+    for i in range(400):  # 2 s at 200 Hz: the window holds 400 commands, thinned to MAX_TRAIL_POSES poses
+        view.observe(np.array([0.5, 0.0]), None, 201.0 + i * 0.005)
+    now[0] = 203.0
+    view.publish_once()
+    thinned = pubs["executed"].sent[-1].poses
+    assert len(thinned) == MAX_TRAIL_POSES and thinned[-1].pose.position.x == 0.0
+    assert np.isclose(thinned[0].pose.position.x, -0.5 * 2.0, atol=0.01)  # the whole window still shown
 
 
 def test_the_debug_image_shows_the_model_frame_and_the_hold_cause():
