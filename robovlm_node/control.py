@@ -28,6 +28,7 @@ from robovlm.runtime.scheduler import ChunkScheduler
 
 from .loop_thread import LoopThread
 from .status import NodeStatus
+from .takeover import CAUSE as TAKEOVER_CAUSE
 
 STARTUP_GRACE_S = 5.0
 """After activation, missing inputs and the missing first chunk are the normal start (INFO) for this long."""
@@ -72,6 +73,20 @@ class CommandObserver(Protocol):
         ...
 
 
+class TakeoverSource(Protocol):
+    """The operator's takeover (``takeover.py``)."""
+
+    forward: bool
+
+    def active(self, now: float) -> bool: ...
+
+    def operator_command(self, now: float) -> np.ndarray | None: ...
+
+
+OPERATOR_HOLDS = ("not_enabled", "clock_stalled")
+"""The hold causes that stop a forwarded operator command too; the model's and the cameras' do not."""
+
+
 class InputAges(Protocol):
     def ages(self, now: float) -> dict[str, float | None]: ...
 
@@ -94,6 +109,7 @@ class ControlLoop:
         status: NodeStatus,
         silent_causes: tuple[str, ...] = (),
         observers: Sequence[CommandObserver] = (),
+        takeover: TakeoverSource | None = None,
     ) -> None:
         self.period_ns = int(1e9 / rate_hz)
         self.input_timeout_s = input_timeout_s
@@ -112,7 +128,8 @@ class ControlLoop:
         # stream would block twist_mux's lower-priority inputs); the first zero stops the robot at once.
         self._silent_causes = silent_causes
         self._last_cause: str | None = None  # the cause of the previous tick's decision
-        self._observers = list(observers)  # shadow mode's comparison with the operator
+        self._observers = list(observers)  # shadow comparison, plan view, recorder
+        self._takeover = takeover
         self._thread = LoopThread("robovlm-control", self.run)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
@@ -184,6 +201,9 @@ class ControlLoop:
         stamp_ns = self._clock.now_ns()  # one reading: the safety filter's time and the command's stamp agree
         now = stamp_ns * 1e-9
         active = self._output.is_open()
+        if active and self._takeover is not None and self._takeover.active(now):
+            self._operator_tick(stamp_ns, now)
+            return
         hold = self.hold_cause()  # first: a hold source may reset the plan (a grant), and the action must follow it
         action = self._scheduler.action_at(now) if active else None
         ages = self._inputs.ages(now)
@@ -211,6 +231,28 @@ class ControlLoop:
             frame_stamp, self._pending_frame_stamp = self._pending_frame_stamp, None
         if frame_stamp is not None and decision.cause not in STOP_CAUSES:
             self._status.e2e_events.add(now, now - frame_stamp)  # camera stamp -> first command that used the frame
+
+    def _operator_tick(self, stamp_ns: int, now: float) -> None:
+        """The operator has the robot: the policy's command is held. Forwarded (``takeover_forward``), the
+        operator's command goes out within the limits; otherwise nothing is published (the mux passes the
+        operator's) and the filter follows the operator's command, so the policy's first command after the
+        release starts from it."""
+        assert self._takeover is not None
+        operator = self._takeover.operator_command(now)
+        hold = self.hold_cause()  # its edges (a grant, a revocation) are found on every tick
+        if self._takeover.forward:
+            hold = hold if hold in OPERATOR_HOLDS else None
+            decision = self.safety.apply(operator, now=now, active=True, input_ages={}, hold=hold)
+            command = decision.command
+            if not self._output.publish(command, stamp_ns):
+                return
+        else:
+            command = np.zeros(self.safety.dim) if operator is None else np.asarray(operator, np.float64)
+            self.safety.follow(command, now)
+        self._last_cause = TAKEOVER_CAUSE
+        for observer in self._observers:
+            observer.observe(command, TAKEOVER_CAUSE, now)
+        self._status.tick(TAKEOVER_CAUSE, now)
 
     def _still_waiting(self, cause: str | None, now: float, since: float) -> bool:
         """Whether the node is still starting (activated, the robot held until every required input has arrived

@@ -26,16 +26,19 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from robovlm.runtime.metrics import EventWindow
 from robovlm.runtime.scheduler import ChunkScheduler
 
+from .flywheel_status import recording_status, takeover_status
 from .input_monitor import InputMonitor
 from .inputs import Inputs
 from .loop_thread import LoopThread
 from .operator_enable import HOLD_CAUSE as NOT_ENABLED
 from .operator_enable import EnableSnapshot, OperatorEnable
 from .output import CommandPublisher
+from .recorder import RolloutRecorder
 from .settings import Settings
 from .shadow import ShadowComparison
 from .status import STOP_CAUSES, NodeStatus
 from .supervision import EngineSupervisor
+from .takeover import Takeover
 from .watchdog import Watchdog
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
@@ -298,6 +301,8 @@ class Diagnostics:
         enable: OperatorEnable,
         shadow: ShadowComparison | None,
         agreement_publisher: Any,
+        takeover: Takeover | None = None,
+        recorder: RolloutRecorder | None = None,
     ) -> None:
         self.node_name = node_name
         self.settings = settings
@@ -313,6 +318,8 @@ class Diagnostics:
         self._enable = enable
         self._shadow = shadow
         self._agreement_pub = agreement_publisher  # DiagnosticStatus on ~/agreement (with shadow); the node frees it
+        self._takeover = takeover
+        self._recorder = recorder
         self._thread = LoopThread("robovlm-diagnostics", self.run)
 
     def start(self) -> None:
@@ -394,6 +401,10 @@ class Diagnostics:
         ]
         statuses.append(control)
         statuses.append(operator_status(node=name, snap=self._enable.snapshot(), now=now, active=active))
+        if self._takeover is not None:
+            statuses.append(takeover_status(node=name, snap=self._takeover.snapshot(), now=now))
+        if self._recorder is not None:
+            statuses.append(recording_status(node=name, snap=self._recorder.snapshot()))
         if self._shadow is not None:
             statuses.append(shadow_status(node=name, shadow=self._shadow, now=now, mode=s.output_mode))
         return statuses
@@ -412,4 +423,6 @@ class Diagnostics:
         msg.status = self.statuses()
         self._publisher.publish(msg)
         if self._agreement_pub is not None:
-            self._agreement_pub.publish(msg.status[-1])  # the shadow status, last when there is one
+            shadow = [st for st in msg.status if st.name == f"{self.node_name}: shadow"]
+            if shadow:
+                self._agreement_pub.publish(shadow[0])

@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from robovlm.runtime.engine import EngineError, EngineUnavailable
 from robovlm.runtime.scheduler import ActionChunk, ChunkScheduler
 
@@ -43,6 +45,7 @@ class InferenceLoop:
         scheduler: ChunkScheduler,
         control: ControlLoop,
         status: NodeStatus,
+        on_plan: Callable[[np.ndarray, float, float | None, float], None] | None = None,
     ) -> None:
         self._now = clock  # node clock, seconds
         self.input_timeout_s = input_timeout_s
@@ -52,7 +55,14 @@ class InferenceLoop:
         self._scheduler = scheduler
         self._control = control
         self._status = status
+        self._on_plan = on_plan  # the recorder: (actions (T, F), dt, the chunk's time origin, now) of each chunk queued
+        self._fresh_after = -float("inf")  # plan only from frames received after this (an operator let go)
         self._thread = LoopThread("robovlm-inference", self.run)
+
+    def plan_from_frames_after(self, t: float) -> None:
+        """The next chunk comes from frames received after ``t`` (node clock): the operator let go, and the scene
+        before that is not the one the robot is in."""
+        self._fresh_after = t
 
     def start(self) -> None:
         self._thread.start()
@@ -72,6 +82,7 @@ class InferenceLoop:
             if (
                 head is None
                 or head.seq == last_seq
+                or head.rx_time <= self._fresh_after
                 or any(a is None or a > timeout for a in self._inputs.ages(now).values())
                 or self._inputs.stamp_hold() is not None  # not frame faults: only a new frame can clear those
             ):
@@ -116,5 +127,8 @@ class InferenceLoop:
             last_seq = head.seq
             chunk = ActionChunk(stamp=head.rx_time, dt=engine.stats.action_dt, actions=actions)
             if self._scheduler.push(chunk, generation=generation):
-                self._control.frame_planned(head.rx_time if self.use_receive_time else head.stamp)
+                frame_stamp = head.rx_time if self.use_receive_time else head.stamp
+                self._control.frame_planned(frame_stamp)
                 self._status.infer_events.add(self._now(), latency)
+                if self._on_plan is not None:
+                    self._on_plan(actions, chunk.dt, chunk.stamp, self._now())

@@ -16,6 +16,9 @@ Each part is an object that owns its state and reaches the others through the me
 - ``enable`` (``operator_enable.py``): whether an operator grants motion (``require_enable``);
 - ``shadow`` (``shadow.py``): the policy's commands against the operator's (``operator_cmd_topic``);
 - ``plan_view`` (``plan_view.py``): ``~/plan``, ``~/executed`` and ``~/debug_image``, built only while subscribed;
+- ``takeover`` (``takeover.py``): whether the operator has the robot (``operator_cmd_topic``,
+  ``takeover_joy_button``);
+- ``recorder`` (``recorder.py``): each activation as a rollout episode in ``record_dir``;
 - ``output`` (``output.py``) and ``diagnostics`` (``diagnostics.py``): what the node publishes.
 
 The parameters are in ``parameters.py``, the process and its signals in ``process.py``. All times come from the node
@@ -28,6 +31,7 @@ import gc
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -61,11 +65,13 @@ from .parameters import (
     validate_settings,
 )
 from .plan_view import PlanView, build_plan_view
+from .recorder import GB, RolloutRecorder, recorder_info
 from .settings import Settings
 from .shadow import ShadowComparison
 from .status import NodeStatus
 from .subscriptions import subscribe
 from .supervision import EngineSupervisor
+from .takeover import Takeover
 from .watchdog import Watchdog
 
 CONTROL_SWITCH_INTERVAL_S = 0.0005  # GIL hand-off bound for the control thread (Python's default is 5 ms)
@@ -99,6 +105,8 @@ class RoboVLMNode(LifecycleNode):
         self.enable: OperatorEnable | None = None
         self.shadow: ShadowComparison | None = None
         self.plan_view: PlanView | None = None
+        self.takeover: Takeover | None = None
+        self.recorder: RolloutRecorder | None = None
         self.control: ControlLoop | None = None
         self.inference: InferenceLoop | None = None
         self.diagnostics: Diagnostics | None = None
@@ -299,6 +307,21 @@ class RoboVLMNode(LifecycleNode):
             on_grant=self._granted,
         )
         self.plan_view = build_plan_view(self, s, scheduler=self.scheduler, inputs=self.inputs)
+        if s.operator_cmd_topic or s.takeover_joy_button >= 0:
+            self.takeover = Takeover(
+                shadow=s.output_mode == "shadow",
+                timeout_s=s.takeover_timeout_s,
+                operator_topic=self.resolve_topic_name(s.operator_cmd_topic) if s.operator_cmd_topic else "",
+                joy_topic=self.resolve_topic_name(s.enable_joy_topic) if s.enable_joy_topic else "",
+                joy_button=s.takeover_joy_button,
+                forward=s.takeover_forward,
+                clock=self.now,
+                status=self.status,
+                on_start=self._taken_over,
+                on_end=self._handed_back,
+            )
+        if s.record_dir:
+            self.recorder = self._build_recorder(s)
         self.control = ControlLoop(
             rate_hz=s.control_rate_hz,
             input_timeout_s=s.input_timeout_s,
@@ -312,7 +335,8 @@ class RoboVLMNode(LifecycleNode):
             output=self.output,
             status=self.status,
             silent_causes=(NOT_ENABLED,) if s.disabled_output == "silent" else (),
-            observers=[part for part in (self.shadow, self.plan_view) if part is not None],
+            observers=[part for part in (self.shadow, self.plan_view, self.recorder) if part is not None],
+            takeover=self.takeover,
         )
         self.inference = InferenceLoop(
             clock=self.now,
@@ -323,6 +347,7 @@ class RoboVLMNode(LifecycleNode):
             scheduler=self.scheduler,
             control=self.control,
             status=self.status,
+            on_plan=self.recorder.on_plan if self.recorder is not None else None,
         )
         self.diagnostics = Diagnostics(
             node_name=self.get_name(),
@@ -339,7 +364,56 @@ class RoboVLMNode(LifecycleNode):
             enable=self.enable,
             shadow=self.shadow,
             agreement_publisher=self._agreement_pub,
+            takeover=self.takeover,
+            recorder=self.recorder,
         )
+
+    def _build_recorder(self, s: Settings) -> RolloutRecorder:
+        assert self.inputs is not None
+        if s.output_mode == "shadow" and not s.operator_cmd_topic:
+            self.get_logger().warning(
+                "record_dir in shadow mode without operator_cmd_topic: the recordings hold no command the base "
+                "executed, so they cannot train (set operator_cmd_topic to the teleop's command)"
+            )
+        if s.takeover_joy_button >= 0 and not s.operator_cmd_topic:
+            self.get_logger().warning(
+                "takeover by joystick without operator_cmd_topic: interventions are marked but their commands are "
+                "not recorded (set operator_cmd_topic to the teleop's command)"
+            )
+        inputs = self.inputs
+        try:
+            return RolloutRecorder(
+                directory=Path(s.record_dir).expanduser(),
+                max_bytes=int(s.record_max_gb * GB),
+                full_frames=s.record_full_frames,
+                image_size=inputs.model.image_size,
+                fields=s.action_fields,
+                info=recorder_info(
+                    node=self.get_name(),
+                    mode=s.output_mode,
+                    model=s.server_url if s.engine == "remote" else s.model_path,
+                ),
+                clock_ns=self._loop_clock.now_ns,
+                status=self.status,
+                instruction=lambda: inputs.instruction().text,
+                takeover=self.takeover,
+            )
+        except OSError as exc:
+            raise ConfigureError(f"parameter 'record_dir': cannot record into {s.record_dir!r}: {exc}") from None
+
+    def _taken_over(self, now: float) -> None:
+        """The operator has the robot (control thread): the recording marks an intervention."""
+        if self.recorder is not None:
+            self.recorder.intervention(True, now)
+
+    def _handed_back(self, now: float) -> None:
+        """The operator let go (control thread): a fresh plan from frames received from now on."""
+        if self.scheduler is not None:
+            self.scheduler.reset()
+        if self.inference is not None:
+            self.inference.plan_from_frames_after(now)
+        if self.recorder is not None:
+            self.recorder.intervention(False, now)
 
     def _subscribe(self, s: Settings, *, uses_hand: bool, uses_state: bool) -> None:
         assert self.inputs is not None and self.enable is not None
@@ -349,6 +423,8 @@ class RoboVLMNode(LifecycleNode):
             inputs=self.inputs,
             enable=self.enable,
             shadow=self.shadow,
+            takeover=self.takeover,
+            recorder=self.recorder,
             status=self.status,
             uses_hand=uses_hand,
             uses_state=uses_state,
@@ -384,6 +460,8 @@ class RoboVLMNode(LifecycleNode):
         self.watchdog.start()
         if self.plan_view is not None:
             self.plan_view.start()
+        if self.recorder is not None:
+            self.recorder.start_episode()
         self.get_logger().info("active: publishing commands")
         return ret
 
@@ -415,6 +493,10 @@ class RoboVLMNode(LifecycleNode):
         if self.output is not None:
             self.output.final_zero()
             self.get_logger().info("inactive: zero command published")
+        if self.takeover is not None:
+            self.takeover.end(self.now())  # an intervention open at deactivation ends here
+        if self.recorder is not None:
+            self.recorder.pause()  # the episode stays open for its outcome until the next activation or cleanup
 
     def _stop_loops(self) -> None:
         if self.output is not None:
@@ -453,6 +535,8 @@ class RoboVLMNode(LifecycleNode):
         self._subs, self._cmd_pub, self._diag_pub, self._agreement_pub = [], None, None, None
         if self.supervisor is not None:
             self.supervisor.close()
+        if self.recorder is not None:
+            self.recorder.close()
         self.settings = self.supervisor = self.inputs = self.scheduler = None
-        self.shadow = self.plan_view = None
+        self.shadow = self.plan_view = self.takeover = self.recorder = None
         self.output = self.watchdog = self.enable = self.control = self.inference = self.diagnostics = None

@@ -277,6 +277,37 @@ PARAMETERS: dict[str, Spec] = {
         T.STRING, "", "the operator's (teleop) velocity command, compared with the policy's; empty: none"
     ),
     "operator_cmd_stamped": Spec(T.BOOL, False, "operator_cmd_topic carries TwistStamped, not Twist"),
+    "takeover_joy_button": Spec(
+        T.INTEGER,
+        -1,
+        "button of the Joy on enable_joy_topic that hands the robot to the operator while held (drive mode); -1: "
+        "the operator takes over by publishing on operator_cmd_topic",
+        (-1, 255),
+    ),
+    "takeover_timeout_s": Spec(
+        T.DOUBLE,
+        0.3,
+        "the operator has the robot while their newest command (or takeover Joy message) is newer than this, s",
+        (0.01, 10.0),
+    ),
+    "takeover_forward": Spec(
+        T.BOOL,
+        False,
+        "while taken over, publish the operator's command on cmd_vel within the velocity and acceleration limits "
+        "(a robot without twist_mux); false: publish nothing, the mux passes the operator's",
+    ),
+    "record_dir": Spec(
+        T.STRING,
+        "",
+        "record each activation as a rosbag2 (MCAP) episode here: frames, joint states, plans, commands with their "
+        "source, interventions, outcome (docs/flywheel.md); empty: no recording",
+    ),
+    "record_max_gb": Spec(
+        T.DOUBLE, 20.0, "recording stops (the robot drives on) when record_dir holds this much, GB", (1e-6, 1e6)
+    ),
+    "record_full_frames": Spec(
+        T.BOOL, False, "record camera frames as sent; false: at the model's input size, as the model takes them"
+    ),
     "agreement_window_s": Spec(
         T.DOUBLE, 10.0, "the policy's agreement with the operator is reported over this window, s", (0.5, 3600.0)
     ),
@@ -456,6 +487,12 @@ def validate_settings(raw: dict[str, Any]) -> Settings:
             "parameter 'enable_joy_topic' is set but 'enable_joy_button' is not: name the deadman button's index "
             "in Joy.buttons (docs/robot.md says which)"
         )
+    if v["takeover_joy_button"] >= 0 and not v["enable_joy_topic"]:
+        raise ParameterError(
+            "parameter 'takeover_joy_button' is set but 'enable_joy_topic' is not: name the Joy topic it is read from"
+        )
+    if v["takeover_forward"] and not v["operator_cmd_topic"]:
+        raise ParameterError("parameter 'takeover_forward' needs 'operator_cmd_topic': the commands it forwards")
     topics = ["instruction_topic", "head_camera_topic", "hand_camera_topic", "joint_states_topic", "cmd_vel_topic"]
     topics += ["enable_topic"] + (["enable_joy_topic"] if v["enable_joy_topic"] else [])
     topics += ["operator_cmd_topic"] if v["operator_cmd_topic"] else []

@@ -69,6 +69,12 @@ class Settings:
     operator_cmd_topic: str
     operator_cmd_stamped: bool
     agreement_window_s: float
+    takeover_joy_button: int
+    takeover_timeout_s: float
+    takeover_forward: bool
+    record_dir: str
+    record_max_gb: float
+    record_full_frames: bool
     visualization_rate_hz: float
     executed_window_s: float
     autostart: bool

@@ -20,6 +20,8 @@ import numpy as np
 
 from robovlm.runtime.agreement import FieldAgreement, RollingAgreement
 
+from .takeover import CAUSE as TAKEOVER_CAUSE
+
 
 class ShadowComparison:
     def __init__(
@@ -43,7 +45,10 @@ class ShadowComparison:
             return None if self._operator is None else now - self._operator[0]
 
     def observe(self, command: np.ndarray, cause: str | None, now: float) -> None:
-        """A control tick's command (held ones too: a policy that holds while the operator drives disagrees)."""
+        """A control tick's command (held ones too: a policy that holds while the operator drives disagrees); not
+        the ticks the operator commanded (a takeover)."""
+        if cause == TAKEOVER_CAUSE:
+            return
         with self._lock:
             operator = self._operator
         if operator is None or now - operator[0] > self.max_age_s:

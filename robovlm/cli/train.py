@@ -14,6 +14,7 @@ from .common import TOPIC_HELP, add_recording_options, at_least, instruction_sou
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``train`` to the ``robovlm`` command line."""
     from ..configs.training import TrainSettings
+    from ..data.rollout import DEFAULT_ROLLOUT_MODE, ROLLOUT_MODES
 
     d = TrainSettings()
     s = sub.add_parser(
@@ -22,7 +23,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "several under torchrun / accelerate launch)",
     )
     s.add_argument("config")
-    s.add_argument("--data", required=True, help="directory of *.h5 episodes and/or rosbag2 directories (or one)")
+    s.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="directory of *.h5 episodes and/or rosbag2 directories (or one); repeatable: demonstrations and the "
+        "rollouts of every round together",
+    )
+    s.add_argument(
+        "--rollouts",
+        choices=ROLLOUT_MODES,
+        default=DEFAULT_ROLLOUT_MODE,
+        help="what the node's rollout recordings teach: the operator's interventions only, those and every frame "
+        f"of an episode marked success, or every frame (default {DEFAULT_ROLLOUT_MODE}; docs/flywheel.md)",
+    )
     s.add_argument("--out", required=True, help="checkpoint directory")
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
@@ -121,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             joint_names=_joints(args.joints),
             instructions=instruction_sources(args),
             split=split_sources(args),
+            rollouts=args.rollouts,
         )
     except BaseException:  # bad data found mid-run (a damaged file), Ctrl-C: no empty output directory stays
         if not existed and out.is_dir() and not any(out.iterdir()):

@@ -14,22 +14,19 @@ from typing import Any
 
 import numpy as np
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
 
-from ..errors import UserError
 from ..utils.images import ImageError, decode_compressed_image, decode_raw_image, resize_rgb
 from .hdf5 import Episode
 from .instructions import INSTRUCTION_KEY, EpisodeTexts, Found, InstructionSources
 from .recording import MARKER_TYPES, Timeline, episodes_of, marker_value
 from .roles import ROLES, TopicMap, is_compressed, is_stamped_twist, normalize_type
+from .rollout import TOPICS as ROLLOUT_TOPICS
+from .rollout import RolloutInfo, parse_outcome, rollout_info
+from .ros_types import TYPESTORE, BagError
 
 log = logging.getLogger(__name__)
 
-TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-
-
-class BagError(UserError, ValueError):
-    """A bag cannot be read or written; the message names it."""
+__all__ = ["TYPESTORE", "BagError", "BagMessage", "TopicInfo", "iter_bag", "read_bag", "read_recording"]
 
 
 @dataclass
@@ -221,6 +218,8 @@ def read_recording(
         instruction_topic=topics["instruction"] if "instruction" in found else None,
         marker_topic=marker_topic,
     )
+    rollout_topics = _rollout_topics(path, custom, timeline)
+    wanted |= rollout_topics
     if marker_topic is not None:
         if marker_topic not in present:
             raise BagError(f"{path}: no episode marker topic {marker_topic} (topics: {', '.join(sorted(present))})")
@@ -237,6 +236,9 @@ def read_recording(
     samples: dict[str, list[tuple[int, object]]] = {"hand": [], "joint_states": [], "cmd_vel": []}
     names = list(joint_names) if joint_names else None
     for m in iter_bag(path, wanted):
+        if m.topic in rollout_topics:
+            _rollout_event(m, timeline, path)
+            continue
         if m.topic == marker_topic:
             timeline.markers.append(
                 (m.timestamp_ns, marker_value(m.msgtype, deserialize(m), f"{path}: {m.topic} at {m.timestamp_ns} ns"))
@@ -312,6 +314,27 @@ def read_recording(
     if report.dropped_before_start or report.dropped_stale:
         log.info("%s: %s", path, report.format())
     return ep, timeline
+
+
+def _rollout_topics(path: Path, custom: dict[str, str], timeline: Timeline) -> set[str]:
+    """For a node's rollout recording, set ``timeline.rollout`` and return its event topics to read."""
+    info = rollout_info(custom)
+    if info is None:
+        return set()
+    timeline.rollout = RolloutInfo(mode=str(info.get("mode", "drive")), interventions=[], outcome=None, info=info)
+    return {ROLLOUT_TOPICS["intervention"], ROLLOUT_TOPICS["outcome"]}
+
+
+def _rollout_event(m: BagMessage, timeline: Timeline, path: Path) -> None:
+    assert timeline.rollout is not None
+    data = deserialize(m).data
+    if m.topic == ROLLOUT_TOPICS["intervention"]:
+        timeline.rollout.interventions.append((m.timestamp_ns, bool(data)))
+        return
+    try:
+        timeline.rollout.outcome = parse_outcome(data)
+    except ValueError as exc:
+        log.warning("%s: %s at %d ns ignored", path, exc, m.timestamp_ns)
 
 
 def read_bag_episode(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from .hdf5 import Episode, read_hdf5_episode
 from .instructions import InstructionSources
 from .recording import SplitSource, Timeline, episodes_of, marker_topic
 from .roles import TopicMap
+from .rollout import DEFAULT_ROLLOUT_MODE, rollout_segments
 from .stats import NormStats
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def select_joints(ep: Episode, names: list[str]) -> Episode:
 
 
 def load_episodes(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     instructions: InstructionSources | dict[str, str] | None = None,
     *,
     topics: TopicMap | None = None,
@@ -79,8 +81,10 @@ def load_episodes(
     lazy: bool = False,
     cache_dir: Path | None = None,
     split: list[SplitSource] | None = None,
+    rollouts: str = DEFAULT_ROLLOUT_MODE,
 ) -> list[Episode]:
-    """Every episode in ``data`` (HDF5 files and rosbag2 directories, in natural name order).
+    """Every episode in ``data`` (HDF5 files and rosbag2 directories, in natural name order; several directories:
+    theirs one after the other, as DAgger aggregates the data of every round).
 
     Bags are read by role (``topics``) with images stored at ``image_size``, and cut into episodes by ``split``
     (``robovlm.data.recording``; none: one episode per bag). Instructions come from ``instructions`` (the user's
@@ -89,12 +93,15 @@ def load_episodes(
     (default: the first episode's, when it has exactly ``state_dim``), selected by name in every episode.
     ``lazy``: an index only; camera frames are read on demand (HDF5 from the file, bags from a frame cache written
     the first time, ``frame_cache``), so memory does not grow with the number of episodes.
+    A node's rollout recording (``robovlm.data.rollout``) gives the runs of frames ``rollouts`` selects
+    (``interventions`` | ``successes`` | ``all``), each an episode.
     """
     from .frame_cache import cached_recording
 
     sources = InstructionSources() if instructions is None else InstructionSources.of(instructions)
     marker = marker_topic(split or [])
-    paths = episode_paths(data)
+    dirs = [data] if isinstance(data, (str, Path)) else list(data)
+    paths = [p for d in dirs for p in episode_paths(d)]
     if split and any(p.suffix == ".h5" for p in paths):
         log.warning("--split-episodes cuts rosbag2 recordings; each HDF5 file stays one episode")
     episodes = []
@@ -127,6 +134,8 @@ def load_episodes(
             else:
                 whole, timeline = read()
             found = [ep for ep, _ in episodes_of(whole, timeline, split or [], sources)]
+            if timeline.rollout is not None:
+                found = [seg for ep in found for seg in rollout_segments(ep, timeline.rollout, rollouts)]
         for ep in found:
             if use_state:
                 if joint_names is None:

@@ -26,7 +26,7 @@ import numpy as np
 from .hdf5 import Episode
 from .recording import Timeline
 
-CACHE_VERSION = 2  # 2: whole recordings with their timeline (episodes are cut after the cache)
+CACHE_VERSION = 3  # 2: whole recordings with their timeline (episodes are cut after the cache); 3: rollouts
 
 
 def default_cache_dir() -> Path:
@@ -80,6 +80,7 @@ def cached_recording(
     meta = json.loads((entry / "meta.json").read_text())
     arrays = np.load(entry / "arrays.npz")
     line = meta["timeline"]
+    rollout = line.pop("rollout", None)
     timeline = Timeline(
         **{
             **line,
@@ -87,6 +88,15 @@ def cached_recording(
             "markers": [tuple(x) for x in line["markers"]],
         }
     )
+    if rollout is not None:
+        from .rollout import RolloutInfo
+
+        timeline.rollout = RolloutInfo(
+            mode=rollout["mode"],
+            interventions=[(int(t), bool(on)) for t, on in rollout["interventions"]],
+            outcome=None if rollout["outcome"] is None else (rollout["outcome"][0], rollout["outcome"][1]),
+            info=rollout["info"],
+        )
     ep = Episode(
         path=Path(bag),
         name=meta["name"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -30,6 +31,9 @@ import yaml
 from .errors import EpisodeError
 from .hdf5 import Episode
 from .instructions import INSTRUCTION_KEY, EpisodeTexts, InstructionSources
+
+if TYPE_CHECKING:
+    from .rollout import RolloutInfo
 from .table_file import csv_rows, is_csv, read_text
 
 IDLE_EPS = 1e-3
@@ -49,6 +53,8 @@ class Timeline:
     custom_data: dict[str, str] = field(default_factory=dict)
     instruction_topic: str | None = None
     marker_topic: str | None = None
+    rollout: RolloutInfo | None = None
+    """A node's rollout recording (``robovlm.data.rollout``): its interventions and outcome; None for others."""
 
 
 def marker_value(msgtype: str, msg: object, where: str) -> bool:

@@ -84,6 +84,14 @@ class SafetyFilter:
     def reset(self) -> None:
         self._last, self._last_t = None, None
 
+    def follow(self, command: np.ndarray, now: float) -> None:
+        """The base runs ``command`` now without this filter (an operator took over): the acceleration limit of the
+        next command starts from it, so the policy's first command after the operator lets go is no jump."""
+        self._last, self._last_t = np.clip(np.asarray(command, np.float64), -self._vmax(), self._vmax()), now
+
+    def _vmax(self) -> np.ndarray:
+        return np.asarray(self.limits.max_velocity)
+
     def _zero(self, now: float, cause: str) -> SafetyDecision:
         self.counts[cause] += 1
         zero = np.zeros(self.dim)

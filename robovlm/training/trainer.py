@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from ..data.dataset import WindowDataset, collate, compute_stats, cosine_with_wa
 from ..data.instructions import InstructionSources
 from ..data.recording import SplitSource
 from ..data.roles import TopicMap
+from ..data.rollout import DEFAULT_ROLLOUT_MODE
 from ..data.sampler import ShardedBatchSampler
 from ..model.policy import RoboVLM
 from ..utils.hub import write_model_card
@@ -127,7 +128,7 @@ def _accelerator(settings: TrainSettings, device: str | None):
 
 def train(
     config_path: str | Path,
-    data_dir: str | Path,
+    data_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     settings: TrainSettings,
     *,
@@ -137,10 +138,12 @@ def train(
     joint_names: list[str] | None = None,
     instructions: InstructionSources | None = None,
     split: list[SplitSource] | None = None,
+    rollouts: str = DEFAULT_ROLLOUT_MODE,
     probe: Callable[[RoboVLM, DataLoader], dict[str, Any]] | None = None,
 ) -> dict:
-    """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (bags read by role, ``topics``, and cut
-    into episodes by ``split``; instructions from ``instructions``, ``robovlm.data.instructions``).
+    """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (one or several; bags read by role,
+    ``topics``, and cut into episodes by ``split``; instructions from ``instructions``, ``robovlm.data.instructions``;
+    the node's rollout recordings by ``rollouts``, ``robovlm.data.rollout``).
 
     ``probe(model, val_loader)``: extra measurements at each evaluation (``bench.learning``), kept in the validation
     history beside the MAE."""
@@ -170,6 +173,7 @@ def train(
         data_dir,
         instructions,
         split=split,
+        rollouts=rollouts,
         topics=topics,
         joint_names=joint_names,
         use_state=config.use_state,
@@ -319,7 +323,7 @@ def train(
         write_model_card(
             out,
             inner.config,
-            datasets=[Path(data_dir).resolve().name],
+            datasets=[Path(d).resolve().name for d in ([data_dir] if isinstance(data_dir, (str, Path)) else data_dir)],
             metrics=metrics["final_val_mae"],
             overwrite=True,
         )
