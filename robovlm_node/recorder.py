@@ -264,8 +264,8 @@ class RolloutRecorder:
     def _check_budget(self) -> None:
         if self._bytes_total() > self.max_bytes:
             self._stop_recording(
-                f"record_dir {self.directory} holds {self._bytes_total() / GB:.3f} GB, over record_max_gb "
-                f"{self.max_bytes / GB:g}"
+                f"record_dir {self.directory} holds {self._bytes_total() / 1e6:.1f} MB, over record_max_gb "
+                f"({self.max_bytes / GB:.4g} GB)"
             )
 
     def _stop_recording(self, why: str) -> None:
