@@ -1,5 +1,6 @@
 """``robovlm inspect-bag``: topics, types, counts and rates of a rosbag2, a proposed role mapping, and the episodes
-``train`` would cut from it with their instructions and where each instruction comes from."""
+``train`` would cut from it with their instructions and where each instruction comes from; for the node's rollout
+recordings, the outcome, every intervention, and the segments each ``--rollouts`` mode trains on."""
 
 from __future__ import annotations
 
@@ -68,4 +69,27 @@ def cmd_inspect_bag(args: argparse.Namespace) -> int:
             f"  {ep.name:<{name_w}}  {len(ep):>6} {len(ep) * ep.frame_dt:>8.1f}  {f'{start:.1f}-{end:.1f}':<15} "
             f"{cut.how:<22} {text}"
         )
+    if timeline.rollout is not None:
+        _rollout(whole, timeline.rollout, t0)
     return 0
+
+
+def _rollout(whole, rollout, t0: int) -> None:
+    """What a node's rollout recording says: mode, outcome, interventions, and what training takes from it."""
+    from ..data.rollout import ROLLOUT_MODES, operator_frames, runs, teaching_frames
+
+    outcome = "not given" if rollout.outcome is None else ": ".join(x for x in rollout.outcome if x)
+    print(f"\nrollout recording ({rollout.mode} mode, model {rollout.info.get('model', '?')}): outcome {outcome}")
+    spans = rollout.spans(int(whole.frame_times_ns[-1]))
+    if rollout.mode == "shadow":
+        print("  shadow mode: the operator drove throughout; every frame is a demonstration")
+    else:
+        print(f"  interventions: {len(spans)}")
+        for k, (lo, hi) in enumerate(spans):
+            print(f"    {k}: {(lo - t0) * 1e-9:.1f}-{(min(hi, int(whole.frame_times_ns[-1])) - t0) * 1e-9:.1f} s")
+    operator = int(operator_frames(whole, rollout).sum())
+    print(f"  frames: {len(whole)}, of them commanded by the operator: {operator}")
+    for mode in ROLLOUT_MODES:
+        segments = runs(teaching_frames(whole, rollout, mode))
+        frames = sum(b - a for a, b in segments)
+        print(f"  --rollouts {mode:<13} {len(segments)} segment(s), {frames} frames")

@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Twist
 from std_msgs.msg import String
 
+from robovlm.cli import main
 from robovlm.data.bag import bag_metadata, bag_topics, deserialize, iter_bag
 from robovlm.data.dataset import is_bag, load_episodes
 from robovlm.data.rollout import CUSTOM_KEY, TOPICS
@@ -32,7 +33,7 @@ def _message(h, part: str) -> str:
 
 
 def test_a_recorded_episode_holds_frames_plans_commands_with_sources_the_intervention_and_the_outcome(
-    checkpoint, harness_factory, tmp_path
+    checkpoint, harness_factory, tmp_path, capsys
 ):
     name = "robovlm_rec"
     record_dir = tmp_path / "rollouts"
@@ -112,6 +113,10 @@ def test_a_recorded_episode_holds_frames_plans_commands_with_sources_the_interve
     plan = by_topic[TOPICS["plan"]][0]
     assert plan.joint_names == ["linear.x", "linear.y"] and len(plan.points) == 4
     assert by_topic[TOPICS["instruction"]][0].data == "go around the box to the cup"
+
+    assert main(["inspect-bag", str(bag)]) == 0
+    said = capsys.readouterr().out
+    assert "outcome success: reached the cup" in said and "interventions: 1" in said, said[-1500:]
 
     segments = load_episodes(record_dir, rollouts="interventions", use_state=True, state_dim=6, image_size=56)
     assert segments and all(np.allclose(ep.actions[:, 0], OPERATOR_X) for ep in segments), [
