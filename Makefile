@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize bench-serve eval-robustness soak demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize bench-serve eval-robustness soak flywheel demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -114,6 +114,13 @@ train-single-camera: install
 	$(VENV)/bin/robovlm train models/configs/single_camera.json --data out/sim_plain --out out/single_camera_ckpt \
 	  --seed $(SEED) --steps 1500 --action-fields linear.x,linear.y,angular.z
 	$(VENV)/bin/robovlm eval-sim --checkpoint out/single_camera_ckpt --episodes 40
+
+# Issue 36's table: DAgger in simulation through the node over ROS (robovlm_node.tools.flywheel): a policy from 3
+# demonstrations per scenario, 3 rounds of 24 recorded rollouts with a simulated operator taking over, retrained on
+# everything so far; beside it policies from 3, 6 and 12 demonstrations per scenario; the last round's data under the
+# other --rollouts modes. Into bench/results/flywheel.md. Not in CI: about 2 hours on two CPU cores; resumes.
+flywheel: install
+	$(PY) -m robovlm_node.tools.flywheel --compare-modes interventions,all
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -10,6 +10,11 @@ camera frame while an episode runs, so a node with ``require_enable`` drives onl
 one from a fresh plan (docs/robot.md). The cameras carry a real sensor's noise (``sensor_noise_std``, Gaussian, in
 0-255 units, drawn per frame): a renderer gives identical frames of a still scene, which the node's frozen-camera
 check (``max_frozen_s``) would rightly take for a frozen driver.
+
+``operator_topic`` (when set): a simulated operator (``robovlm.sim.operator``) watches every episode run with one,
+publishes its commands there while it has the robot (the node, whose ``operator_cmd_topic`` it is, takes that as a
+takeover), and the base takes them over the node's ``cmd_vel`` while they are newer than ``OPERATOR_TIMEOUT_S``, as
+twist_mux gives teleop priority.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections import deque
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import Twist, Vector3
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -30,12 +35,15 @@ from std_msgs.msg import Bool
 from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.evaluate import EpisodeResult
 from robovlm.sim.latency import draw_jitter_s
+from robovlm.sim.operator import SimulatedOperator
 from robovlm.sim.perturb import FrameEffects, Perturbation
 from robovlm.sim.world import JOINT_NAMES
 
 from ..convert import rgb_to_image
 
 CMD_TIMEOUT_S = 0.5
+OPERATOR_TIMEOUT_S = 0.3
+"""The mux's timeout for the operator's input, the node's ``takeover_timeout_s`` in ``make flywheel``."""
 SENSOR_NOISE_STD = 1.0
 """A camera's read noise, 0-255 units: enough that no two frames of a still scene have the same bytes, a third of the
 perturbation grid's mildest noise (``robovlm.sim.perturb``), so the policy sees the scene it was trained on."""
@@ -53,6 +61,7 @@ class SimBridge(Node):
         seed: int = 0,
         enable_topic: str = "",
         sensor_noise_std: float = SENSOR_NOISE_STD,
+        operator_topic: str = "",
         **kwargs,
     ) -> None:
         super().__init__("robovlm_sim", **kwargs)
@@ -73,6 +82,11 @@ class SimBridge(Node):
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self._enable_pub = self.create_publisher(Bool, enable_topic, reliable) if enable_topic else None
+        cmd_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self._operator_pub = self.create_publisher(Twist, operator_topic, cmd_qos) if operator_topic else None
+        self._operator: SimulatedOperator | None = None
+        self._operator_cmd = np.zeros(2)
+        self._operator_time = -np.inf
         self.create_subscription(
             Twist, "cmd_vel", self._on_cmd, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         )
@@ -112,7 +126,21 @@ class SimBridge(Node):
         self._joint_pub.publish(js)
         if self._enable_pub is not None:
             self._enable_pub.publish(Bool(data=True))
+        self._operator_step()
         return obs.head
+
+    def _operator_step(self) -> None:
+        """The simulated operator looks at this frame's scene and the node's newest command."""
+        if self._operator is None or self._operator_pub is None:
+            return
+        with self._lock:
+            fresh = self.env.time - self._cmd_time <= CMD_TIMEOUT_S
+            policy = self._cmd.copy() if fresh else None
+        cmd = self._operator.command(self.env.base_pose(), policy, self.env.time)
+        if cmd is None:
+            return
+        self._operator_cmd, self._operator_time = np.asarray(cmd, np.float64), self.env.time
+        self._operator_pub.publish(Twist(linear=Vector3(x=float(cmd[0]), y=float(cmd[1]), z=0.0)))
 
     def _deliver_frames(self) -> None:
         """Publish the camera images whose latency has passed."""
@@ -122,11 +150,24 @@ class SimBridge(Node):
             self._head_pub.publish(head)
             self._hand_pub.publish(hand)
 
-    def run_episode(self, scenario: str, seed: int, *, stop: threading.Event | None = None) -> EpisodeResult:
-        """Reset to ``scenario``/``seed`` and run until success, collision or the time limit, in scaled real time."""
+    def run_episode(
+        self,
+        scenario: str,
+        seed: int,
+        *,
+        stop: threading.Event | None = None,
+        operator: SimulatedOperator | None = None,
+    ) -> EpisodeResult:
+        """Reset to ``scenario``/``seed`` and run until success, collision or the time limit, in scaled real time;
+        ``operator`` (with ``operator_topic``) watches it and takes over when the policy goes wrong."""
         if self.env.data is not None:
             self._offset += self.env.time + 1.0
         self.env.reset(scenario, seed)
+        if operator is not None and self._operator_pub is None:
+            raise ValueError("an operator needs the bridge's operator_topic")
+        self._operator, self._operator_time = operator, -np.inf
+        if operator is not None:
+            operator.reset(self.env.layout)
         self._effects = FrameEffects(self._noise, seed)  # the same noise for the same episode
         self._in_flight.clear()  # the last episode's frames never reach the next one
         with self._lock:
@@ -140,6 +181,8 @@ class SimBridge(Node):
         while not done and not (stop is not None and stop.is_set()):
             with self._lock:
                 cmd = self._cmd if self.env.time - self._cmd_time <= CMD_TIMEOUT_S else np.zeros(2)
+            if self.env.time - self._operator_time <= OPERATOR_TIMEOUT_S:  # the mux: the operator first
+                cmd = self._operator_cmd
             self.env.physics_step(cmd)
             k += 1
             self._publish_clock()

@@ -1,0 +1,215 @@
+"""``make flywheel``: does the data flywheel make the policy better? DAgger in simulation, through the real node.
+
+Round 0 trains a policy on a few expert demonstrations (``--demos`` per scenario). Each round after it: the newest
+policy drives ``--rollouts`` episodes on training layouts through the node over ROS (``rollouts.py``), a simulated
+operator taking over where it goes wrong, the node recording everything; then a policy is trained from scratch on the
+demonstrations plus every round's recordings so far (``robovlm train --data demos --data round1 ... --rollouts
+MODE``), and evaluated on held-out layouts (``eval-sim``'s in-process loop). Beside it the baseline: policies trained
+the same way on expert demonstrations only, ``--baseline`` per scenario. Each row goes to ``--results`` (Markdown, and
+JSON beside it) as soon as it is measured.
+
+Layout seeds: demonstrations from 0, rollouts from ``ROLLOUT_SEED`` (round r: ``ROLLOUT_SEED + 1000 r``), evaluation
+from ``EVAL_SEED`` (``eval-sim``'s default): disjoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from robovlm.configs.training import TrainSettings
+from robovlm.data.dataset import load_episodes
+from robovlm.data.rollout import DEFAULT_ROLLOUT_MODE, ROLLOUT_MODES
+from robovlm.sim.collect import collect
+from robovlm.sim.evaluate import evaluate
+from robovlm.training.trainer import train
+from robovlm.utils.resources import find_resource
+
+from .rollouts import run_rollouts
+
+ROLLOUT_SEED = 300_000
+EVAL_SEED = 100_000
+log = logging.getLogger("flywheel")
+
+
+@dataclass
+class Row:
+    run: str
+    """flywheel round r, or baseline N demos per scenario."""
+    success: int
+    episodes: int
+    collisions: int
+    demo_frames: int
+    operator_frames: int
+    """Frames the operator labelled in all rounds so far (intervention segments training takes)."""
+    rollouts: int = 0
+    rollout_successes: int = 0
+    interventions_per_episode: float = 0.0
+    minutes: float = 0.0
+
+    def markdown(self) -> str:
+        ipe = f"{self.interventions_per_episode:.2f}" if self.rollouts else ""
+        rolled = f"{self.rollout_successes}/{self.rollouts}" if self.rollouts else ""
+        return (
+            f"| {self.run} | {self.success}/{self.episodes} ({100 * self.success / self.episodes:.0f}%) | "
+            f"{self.collisions} | {rolled} | {ipe} | {self.demo_frames} | {self.operator_frames} | "
+            f"{self.demo_frames + self.operator_frames} | {self.minutes:.1f} |"
+        )
+
+
+HEADER = (
+    "| run | held-out success | collisions | rollouts reaching the cup (operator's help included) | "
+    "interventions / rollout | demonstration frames | operator-labelled frames (rounds so far) | "
+    "labelled frames in all | minutes |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def _subset(demos: Path, out: Path, per_scenario: int) -> Path:
+    """The demonstrations with layout seed below ``per_scenario`` (links into ``demos``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in sorted(demos.glob("sim_*.h5")):
+        if int(p.stem.rsplit("_", 1)[1]) < per_scenario and not (out / p.name).exists():
+            (out / p.name).symlink_to(p.resolve())
+    return out
+
+
+def _frames(data: list[Path], mode: str = "interventions") -> int:
+    if not data:
+        return 0
+    return sum(len(ep) for ep in load_episodes(data, rollouts=mode, lazy=True, use_hand=False))
+
+
+def _train_eval(args: argparse.Namespace, data: list[Path], ckpt: Path, mode: str | None = None) -> tuple[int, int]:
+    settings = TrainSettings(
+        steps=args.steps,
+        seed=args.seed,
+        warmup_steps=min(300, args.steps // 5),
+        eval_every=args.steps,
+        val_fraction=0.0,
+    )
+    if not (ckpt / "model.safetensors").is_file():
+        train(args.config, data, ckpt, settings, rollouts=mode or args.rollouts_mode)
+    report = evaluate(ckpt, episodes=args.eval_episodes, seed_offset=EVAL_SEED)
+    log.info("%s: %s", ckpt, report.format().splitlines()[0])
+    return sum(r.success for r in report.results), sum(r.collision for r in report.results)
+
+
+class Results:
+    """Rows as they come, rewritten whole each time (a run cut short keeps what it measured)."""
+
+    def __init__(self, path: Path, args: argparse.Namespace) -> None:
+        self.path, self.args = path, args
+        self.rows: list[Row] = []
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        log.info("%s", row.markdown())
+        a = self.args
+        text = [
+            "# The data flywheel in simulation (`make flywheel`)",
+            "",
+            f"Command: `python -m robovlm_node.tools.flywheel {' '.join(sys.argv[1:])}`; config `{a.config}`, "
+            f"{a.steps} training steps from scratch per policy (seed {a.seed}), `--rollouts {a.rollouts_mode}`, "
+            f"{a.rollouts} rollouts per round through the node over ROS, held-out evaluation on {a.eval_episodes} "
+            f"layouts (seeds from {EVAL_SEED}). Rows in the order they were measured.",
+            "",
+            HEADER,
+            *[r.markdown() for r in self.rows],
+            "",
+        ]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n".join(text))
+        self.path.with_suffix(".json").write_text(json.dumps([asdict(r) for r in self.rows], indent=2) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out
+    results = Results(args.results, args)
+    most = max([args.demos, *args.baseline])
+    demos = out / "demos"
+    if not demos.is_dir():
+        collect(demos, episodes_per_scenario=most, seed_offset=0, image_size=56)
+    start = _subset(demos, out / f"demos_{args.demos}", args.demos)
+    demo_frames = _frames([start], "all")
+    t0 = time.monotonic()
+    ok, hits = _train_eval(args, [start], out / "round0" / "checkpoint")
+    results.add(
+        Row("flywheel round 0", ok, args.eval_episodes, hits, demo_frames, 0, minutes=(time.monotonic() - t0) / 60)
+    )
+    rounds: list[Path] = []
+    for r in range(1, args.rounds + 1):
+        t0 = time.monotonic()
+        record_dir = out / f"round{r}" / "rollouts"
+        seeds = [ROLLOUT_SEED + 1000 * r + k for k in range(args.rollouts)]
+        if not record_dir.is_dir():
+            rolls = run_rollouts(
+                out / f"round{r - 1}" / "checkpoint", record_dir, seeds=seeds, log_path=out / f"round{r}" / "node.log"
+            )
+            (out / f"round{r}" / "rollouts.json").write_text(json.dumps([asdict(x) for x in rolls], indent=2))
+        rolls_doc = json.loads((out / f"round{r}" / "rollouts.json").read_text())
+        rounds.append(record_dir)
+        ok, hits = _train_eval(args, [start, *rounds], out / f"round{r}" / "checkpoint")
+        results.add(
+            Row(
+                f"flywheel round {r}",
+                ok,
+                args.eval_episodes,
+                hits,
+                demo_frames,
+                _frames(rounds),
+                rollouts=len(rolls_doc),
+                rollout_successes=sum(x["success"] for x in rolls_doc),
+                interventions_per_episode=sum(x["interventions"] for x in rolls_doc) / max(1, len(rolls_doc)),
+                minutes=(time.monotonic() - t0) / 60,
+            )
+        )
+    for n in args.baseline:
+        t0 = time.monotonic()
+        data = _subset(demos, out / f"demos_{n}", n)
+        ok, hits = _train_eval(args, [data], out / f"baseline_{n}" / "checkpoint")
+        frames = _frames([data], "all")
+        results.add(
+            Row(
+                f"baseline {n} demos / scenario",
+                ok,
+                args.eval_episodes,
+                hits,
+                frames,
+                0,
+                minutes=(time.monotonic() - t0) / 60,
+            )
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m robovlm_node.tools.flywheel", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("out") / "flywheel", help="work directory (a rerun resumes)")
+    p.add_argument("--results", type=Path, default=Path("bench") / "results" / "flywheel.md")
+    p.add_argument("--config", default=str(find_resource("models", "configs") / "demo.json"))
+    p.add_argument("--demos", type=int, default=3, help="expert demonstrations per scenario to start from")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rollouts", type=int, default=24, help="rollouts through the node per round")
+    p.add_argument("--steps", type=int, default=1000, help="training steps per policy (from scratch)")
+    p.add_argument("--eval-episodes", type=int, default=40)
+    p.add_argument("--rollouts-mode", choices=ROLLOUT_MODES, default=DEFAULT_ROLLOUT_MODE)
+    p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[3, 6, 12])
+    p.add_argument(
+        "--compare-modes",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=[],
+        help="after the rounds, train the last round's data under these --rollouts modes too (comma-separated)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
