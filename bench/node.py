@@ -11,6 +11,8 @@ The timing part runs the demo-scale model (``models/configs/kosmos2_small.json``
 
 ``python -m bench.node --visualization``: the control-period jitter without and with a viewer subscribed to the
 node's ``~/plan``, ``~/executed`` and ``~/debug_image`` (issue 35; ``bench/results/plan_view.md``).
+``python -m bench.node --recording``: the same without and with the node recording its rollouts (``record_dir``;
+issue 36; ``bench/results/recording.md``).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ from robovlm_node.node import RoboVLMNode  # noqa: E402
 FEED_SHAPE = tuple(int(v) for v in os.environ.get("ROBOVLM_BENCH_FEED_SHAPE", "240,320,3").split(","))
 
 
-def measure(seconds: float, rate_hz: float, camera_hz: float, *, viewer: bool = False) -> dict:
-    """``viewer``: the feeder process also subscribes to ``~/plan``, ``~/executed`` and ``~/debug_image``."""
+def measure(seconds: float, rate_hz: float, camera_hz: float, *, viewer: bool = False, record_dir: str = "") -> dict:
+    """``viewer``: the feeder process also subscribes to ``~/plan``, ``~/executed`` and ``~/debug_image``;
+    ``record_dir``: the node records the run there (``record_dir``, at the model's input size)."""
     torch.manual_seed(0)
     ckpt = tempfile.mkdtemp(prefix="robovlm_bench_")
     model = RoboVLM(load_config(find_resource("models", "configs", "kosmos2_small.json")), with_clip=False)
@@ -64,6 +67,7 @@ def measure(seconds: float, rate_hz: float, camera_hz: float, *, viewer: bool = 
             Parameter("model_path", value=ckpt),
             Parameter("instruction", value="go around the box to the cup"),
             Parameter("control_rate_hz", value=rate_hz),
+            Parameter("record_dir", value=record_dir),
         ],
     )
     executor = SingleThreadedExecutor(context=context)
@@ -101,6 +105,7 @@ def measure(seconds: float, rate_hz: float, camera_hz: float, *, viewer: bool = 
         assert node.supervisor is not None
         engine = node.supervisor.snapshot().name
         views = dict(node.plan_view.published) if node.plan_view is not None else {}
+        recording = node.recorder.snapshot() if node.recorder is not None else None
     finally:
         feeder_proc.terminate()
         feeder_proc.wait(timeout=10)
@@ -125,6 +130,8 @@ def measure(seconds: float, rate_hz: float, camera_hz: float, *, viewer: bool = 
         "scheduling": scheduling,
         "engine": engine,
         "views": views,
+        "recorded_mb": 0.0 if recording is None else recording.bytes_total / 1e6,
+        "record_dropped": 0 if recording is None else recording.dropped,
     }
 
 
@@ -213,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="control jitter without and with a subscriber to ~/plan, ~/executed and ~/debug_image, alternated",
     )
-    p.add_argument("--rounds", type=int, default=3, help="--visualization: pairs of runs (without, with)")
+    p.add_argument(
+        "--recording",
+        action="store_true",
+        help="control jitter without and with the node recording (record_dir), alternated",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="--visualization, --recording: pairs of runs (off, on)")
     p.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--joints", default="", help=argparse.SUPPRESS)
@@ -226,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)  # as robovlm_node's main() does
     if args.visualization:
         return visualization_cost(args, args.rounds)
+    if args.recording:
+        return recording_cost(args, args.rounds)
     r = measure(args.seconds, args.rate, args.camera_hz)
     print(
         f"\nnode timing: kosmos2_small, {r['engine']} engine, control {args.rate:g} Hz ({r['scheduling']}), "
@@ -270,6 +284,22 @@ def visualization_cost(args: argparse.Namespace, rounds: int) -> int:
         print(
             f"{'with viewer' if viewer else 'without viewer':<28}{r['ticks']:>7d}{r['achieved_hz']:>7.1f}"
             f"{r['jitter_p50'] * 100:>8.2f}%{r['jitter_p99'] * 100:>8.2f}%{r['jitter_max'] * 100:>8.2f}%   {built}",
+            flush=True,
+        )
+    return 0
+
+
+def recording_cost(args: argparse.Namespace, rounds: int) -> int:
+    """Control-period jitter without and with the node recording, runs alternated (off, on, off, on)."""
+    print(f"{'run':<28}{'ticks':>7}{'Hz':>7}{'p50':>9}{'p99':>9}{'max':>9}   recorded MB (dropped messages)")
+    for i in range(2 * rounds):
+        recording = i % 2 == 1
+        with tempfile.TemporaryDirectory(prefix="robovlm_bench_rec_") as tmp:
+            r = measure(args.seconds, args.rate, args.camera_hz, record_dir=tmp if recording else "")
+        print(
+            f"{'recording' if recording else 'not recording':<28}{r['ticks']:>7d}{r['achieved_hz']:>7.1f}"
+            f"{r['jitter_p50'] * 100:>8.2f}%{r['jitter_p99'] * 100:>8.2f}%{r['jitter_max'] * 100:>8.2f}%   "
+            f"{r['recorded_mb']:.1f} ({r['record_dropped']})",
             flush=True,
         )
     return 0

@@ -148,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
         seeds = [ROLLOUT_SEED + 1000 * r + k for k in range(args.rollouts)]
         if not record_dir.is_dir():
             rolls = run_rollouts(
-                out / f"round{r - 1}" / "checkpoint", record_dir, seeds=seeds, log_path=out / f"round{r}" / "node.log"
+                out / f"round{r - 1}" / "checkpoint",
+                record_dir,
+                seeds=seeds,
+                log_path=out / f"round{r}" / "node.log",
+                real_time_factor=args.real_time_factor,
             )
             (out / f"round{r}" / "rollouts.json").write_text(json.dumps([asdict(x) for x in rolls], indent=2))
         rolls_doc = json.loads((out / f"round{r}" / "rollouts.json").read_text())
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="after the rounds, train the last round's data under these --rollouts modes too (comma-separated)",
     )
+    p.add_argument("--real-time-factor", type=float, default=1.0, help="of the rollouts' simulator")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -1,0 +1,74 @@
+"""A short flywheel on a tiny setup (``make flywheel``'s code path): a policy from one demonstration per scenario
+drives two rollouts through the node over DDS, the simulated operator takes over, the node records, and the next
+policy trains on the demonstrations plus the recorded interventions; and the simulated operator alone, in the sim,
+recovers from wherever a bad policy drove."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robovlm.data.dataset import is_bag, load_episodes
+from robovlm.sim.env import CupWorldEnv
+from robovlm.sim.operator import SimulatedOperator
+from robovlm.sim.world import SCENARIOS
+from robovlm_node.tools.flywheel import main
+
+
+def test_the_simulated_operator_recovers_from_where_a_bad_policy_drove_within_the_nodes_limits():
+    env = CupWorldEnv(image_size=16, control_dt=0.1)
+    op = SimulatedOperator()
+    rng = np.random.default_rng(0)
+    for k, scenario in enumerate(SCENARIOS):
+        env.reset(scenario, 7000 + k)
+        op.reset(env.layout)
+        done, t, sent = False, 0.0, []
+        while not done:
+            policy = np.array([0.3, 0.0]) if k % 2 == 0 else rng.uniform(-0.3, 0.3, 2)  # into the box, or random
+            cmd = op.command(env.base_pose(), policy, t)
+            if cmd is not None:
+                sent.append((round(t, 1), cmd))
+            _, done, info = env.step(policy if cmd is None else cmd, render=False)
+            t += 0.1
+        assert info.success, (scenario, info)
+        assert op.interventions >= 1 and op.frames == len(sent)
+        cmds = np.array([c for _, c in sent])
+        assert np.abs(cmds).max() <= 0.3 + 1e-9  # max_velocity per field
+        # max_accel 0.8 m/s^2 over a 0.1 s frame, within one intervention (consecutive frames)
+        steps = [np.abs(b - a).max() for (ta, a), (tb, b) in zip(sent, sent[1:]) if round(tb - ta, 1) == 0.1]
+        assert steps and max(steps) <= 0.08 + 1e-9
+    env.close()
+
+
+@pytest.mark.dds
+@pytest.mark.slow
+def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on_them(tmp_path):
+    out = tmp_path / "fw"
+    results = tmp_path / "flywheel.md"
+    argv = [
+        "--out",
+        str(out),
+        "--results",
+        str(results),
+        "--demos",
+        "1",
+        "--rounds",
+        "1",
+        "--rollouts",
+        "2",
+        "--real-time-factor",
+        "2.5",
+    ]
+    assert main([*argv, "--steps", "4", "--eval-episodes", "1", "--baseline", ""]) == 0
+    rows = json.loads(results.with_suffix(".json").read_text())
+    assert [r["run"] for r in rows] == ["flywheel round 0", "flywheel round 1"]
+    rollouts = json.loads((out / "round1" / "rollouts.json").read_text())
+    assert len(rollouts) == 2 and all(r["interventions"] >= 1 for r in rollouts), rollouts
+    bags = [p for p in (out / "round1" / "rollouts").iterdir() if is_bag(p)]
+    assert len(bags) == 2  # one recording per activation
+    taught = load_episodes([out / "round1" / "rollouts"], rollouts="interventions", use_hand=False)
+    assert rows[1]["operator_frames"] == sum(len(ep) for ep in taught) > 0
+    assert (out / "round1" / "checkpoint" / "model.safetensors").is_file()
+    assert "| flywheel round 1 |" in results.read_text()
