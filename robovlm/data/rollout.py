@@ -1,35 +1,9 @@
 """Rollout recordings: what the node writes with ``record_dir`` set, and how training reads them back.
 
-The schema, in this one place (training, ``inspect-bag`` and the LeRobot conversion read it from here; the node's
-recorder writes it). One rosbag2 directory (MCAP) per episode: an activation, or a new instruction during one. Message
-times are the node clock (sim time under ``use_sim_time``); standard message types only.
-
-============================  ====================================  ============================================
-topic                         type                                  what
-============================  ====================================  ============================================
-``/head_camera/image_raw``    ``sensor_msgs/msg/Image`` (rgb8)      every head frame received, at the model's
-                                                                    input size (``record_full_frames``: as sent)
-``/hand_camera/image_raw``    ``sensor_msgs/msg/Image`` (rgb8)      the same for the hand camera, when used
-``/joint_states``             ``sensor_msgs/msg/JointState``        every joint state received, when used
-``/instruction``              ``std_msgs/msg/String``               the instruction in force, at the start
-``/cmd_vel``                  ``geometry_msgs/msg/TwistStamped``    what the base was told at each control tick,
-                                                                    whoever gave it: the policy's command, or the
-                                                                    operator's during an intervention and in
-                                                                    shadow mode (training's ``cmd_vel`` role)
-``/robovlm/command_source``   ``std_msgs/msg/String``               with each ``/cmd_vel``: ``policy`` or
-                                                                    ``operator``
-``/robovlm/policy_cmd``       ``geometry_msgs/msg/TwistStamped``    the policy's command where it is not what the
-                                                                    base was told (shadow mode)
-``/robovlm/plan``             ``trajectory_msgs/msg/JointTrajectory`` every planned chunk: ``joint_names`` are the
-                                                                    action fields, ``points[k].velocities`` the
-                                                                    k-th action, ``header.stamp`` when the first is
-                                                                    due (the receive time of the frame it was
-                                                                    planned from)
-``/robovlm/intervention``     ``std_msgs/msg/Bool``                 true when the operator takes over, false when
-                                                                    they let go
-``/robovlm/outcome``          ``std_msgs/msg/String``               ``success``, ``failure`` or ``aborted``,
-                                                                    optionally ``: note``; the last one counts
-============================  ====================================  ============================================
+The schema, topic by topic, is written down in ``docs/flywheel.md`` ("What a recording holds"); ``TOPICS`` and
+``TYPES`` below are its names in code (``tests/robovlm/data/test_rollout.py`` keeps the two equal). One rosbag2
+directory (MCAP) per episode: an activation, or a new instruction during one. Message times are the node clock
+(sim time under ``use_sim_time``); standard message types only.
 
 ``custom_data`` key ``robovlm.rollout``: JSON with ``schema`` (``SCHEMA_VERSION``), ``mode`` (``drive`` | ``shadow``),
 ``node``, ``model``, ``fields``. In shadow mode every command is the operator's: the whole recording is a

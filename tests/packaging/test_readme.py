@@ -34,6 +34,14 @@ SLOW = {
     "robovlm_node --ros-args": "runs until Ctrl-C; tests/robovlm_node/test_node_signals.py starts it as a process",
     "robovlm serve models/demo": "runs until Ctrl-C; tests/robovlm/serving/test_serve.py starts it as a process",
     "cd ros2_ws && colcon build": "tests/packaging/test_colcon.py builds the workspace both ways",
+    "make flywheel": "about 2 hours (bench/results/flywheel.md)",
+    "python -m robovlm_node.tools.flywheel --out out/fw": "minutes; tests/robovlm_node/tools/test_flywheel.py runs "
+    "the same round (1 demonstration per scenario, 2 rollouts) with fewer steps",
+    "robovlm inspect-bag out/fw/": "reads the flywheel round's output; test_node_recording.py runs inspect-bag on a "
+    "node's recording",
+    "robovlm train models/configs/demo.json --data out/fw/": "trains on the flywheel round's output; test_flywheel.py "
+    "trains on demonstrations and recordings",
+    "robovlm replay out/fw/": "replays the flywheel round's recordings; test_replay.py replays bags",
     "torchrun --standalone": "two training processes on out/sim_data (200 episodes); "
     "tests/robovlm/training/test_distributed.py runs the same command on 16",
 }
