@@ -274,7 +274,11 @@ PARAMETERS: dict[str, Spec] = {
         one_of=("drive", "shadow"),
     ),
     "operator_cmd_topic": Spec(
-        T.STRING, "", "the operator's (teleop) velocity command, compared with the policy's; empty: none"
+        T.STRING,
+        "",
+        "the operator's (teleop) velocity command: compared with the policy's, recorded as what the base executed "
+        "while the operator has the robot, and in drive mode a fresh command on it is a takeover unless "
+        "takeover_joy_button is set (docs/flywheel.md); empty: none",
     ),
     "operator_cmd_stamped": Spec(T.BOOL, False, "operator_cmd_topic carries TwistStamped, not Twist"),
     "takeover_joy_button": Spec(
