@@ -31,6 +31,7 @@ ROS = [
     "ros-sensor-msgs",
     "ros-geometry-msgs",
     "ros-nav-msgs",
+    "ros-std-srvs",
     "ros-std-msgs",
     "ros-diagnostic-msgs",
     "ros-lifecycle-msgs",

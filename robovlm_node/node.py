@@ -31,7 +31,6 @@ import gc
 import threading
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -51,6 +50,7 @@ from robovlm.utils.hub import HubError, resolve_checkpoint
 from .clock import RosLoopClock
 from .control import ControlLoop
 from .diagnostics import Diagnostics
+from .flywheel_parts import build_recorder, build_takeover
 from .inference import InferenceLoop
 from .inputs import Inputs, ModelInputs
 from .operator_enable import HOLD_CAUSE as NOT_ENABLED
@@ -65,7 +65,7 @@ from .parameters import (
     validate_settings,
 )
 from .plan_view import PlanView, build_plan_view
-from .recorder import GB, RolloutRecorder, recorder_info
+from .recorder import RolloutRecorder
 from .settings import Settings
 from .shadow import ShadowComparison
 from .status import NodeStatus
@@ -112,6 +112,7 @@ class RoboVLMNode(LifecycleNode):
         self.diagnostics: Diagnostics | None = None
         self._loop_clock = RosLoopClock(self.get_clock(), self.context)
         self._subs: list[Any] = []
+        self._services: list[Any] = []  # ~/mark_success, ~/mark_failure, ~/mark_aborted while recording
         self._cmd_pub: Any = None
         self._diag_pub: Any = None
         self._agreement_pub: Any = None
@@ -307,21 +308,21 @@ class RoboVLMNode(LifecycleNode):
             on_grant=self._granted,
         )
         self.plan_view = build_plan_view(self, s, scheduler=self.scheduler, inputs=self.inputs)
-        if s.operator_cmd_topic or s.takeover_joy_button >= 0:
-            self.takeover = Takeover(
-                shadow=s.output_mode == "shadow",
-                timeout_s=s.takeover_timeout_s,
-                operator_topic=self.resolve_topic_name(s.operator_cmd_topic) if s.operator_cmd_topic else "",
-                joy_topic=self.resolve_topic_name(s.enable_joy_topic) if s.enable_joy_topic else "",
-                joy_button=s.takeover_joy_button,
-                forward=s.takeover_forward,
-                clock=self.now,
-                status=self.status,
-                on_start=self._taken_over,
-                on_end=self._handed_back,
-            )
+        self.takeover = build_takeover(
+            self, s, clock=self.now, status=self.status, on_start=self._taken_over, on_end=self._handed_back
+        )
         if s.record_dir:
-            self.recorder = self._build_recorder(s)
+            try:
+                self.recorder, self._services = build_recorder(
+                    self,
+                    s,
+                    clock_ns=self._loop_clock.now_ns,
+                    status=self.status,
+                    inputs=self.inputs,
+                    takeover=self.takeover,
+                )
+            except OSError as exc:
+                raise ConfigureError(f"parameter 'record_dir': cannot record into {s.record_dir!r}: {exc}") from None
         self.control = ControlLoop(
             rate_hz=s.control_rate_hz,
             input_timeout_s=s.input_timeout_s,
@@ -367,39 +368,6 @@ class RoboVLMNode(LifecycleNode):
             takeover=self.takeover,
             recorder=self.recorder,
         )
-
-    def _build_recorder(self, s: Settings) -> RolloutRecorder:
-        assert self.inputs is not None
-        if s.output_mode == "shadow" and not s.operator_cmd_topic:
-            self.get_logger().warning(
-                "record_dir in shadow mode without operator_cmd_topic: the recordings hold no command the base "
-                "executed, so they cannot train (set operator_cmd_topic to the teleop's command)"
-            )
-        if s.takeover_joy_button >= 0 and not s.operator_cmd_topic:
-            self.get_logger().warning(
-                "takeover by joystick without operator_cmd_topic: interventions are marked but their commands are "
-                "not recorded (set operator_cmd_topic to the teleop's command)"
-            )
-        inputs = self.inputs
-        try:
-            return RolloutRecorder(
-                directory=Path(s.record_dir).expanduser(),
-                max_bytes=int(s.record_max_gb * GB),
-                full_frames=s.record_full_frames,
-                image_size=inputs.model.image_size,
-                fields=s.action_fields,
-                info=recorder_info(
-                    node=self.get_name(),
-                    mode=s.output_mode,
-                    model=s.server_url if s.engine == "remote" else s.model_path,
-                ),
-                clock_ns=self._loop_clock.now_ns,
-                status=self.status,
-                instruction=lambda: inputs.instruction().text,
-                takeover=self.takeover,
-            )
-        except OSError as exc:
-            raise ConfigureError(f"parameter 'record_dir': cannot record into {s.record_dir!r}: {exc}") from None
 
     def _taken_over(self, now: float) -> None:
         """The operator has the robot (control thread): the recording marks an intervention."""
@@ -526,6 +494,9 @@ class RoboVLMNode(LifecycleNode):
             self.diagnostics.stop()
         for sub in self._subs:
             self.destroy_subscription(sub)
+        for srv in self._services:
+            self.destroy_service(srv)
+        self._services = []
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
         view_pubs = self.plan_view.publishers() if self.plan_view is not None else []

@@ -17,6 +17,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Twist
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from robovlm.cli import main
 from robovlm.data.bag import bag_metadata, bag_topics, deserialize, iter_bag
@@ -79,7 +80,11 @@ def test_a_recorded_episode_holds_frames_plans_commands_with_sources_the_interve
         driving.clear()  # the operator lets go: the policy resumes from a fresh plan
         t_back = time.monotonic()
         assert h.wait_for(lambda: any(c[1][0] > 0 for c in h.commands(since=t_back)), 10), "the policy never resumed"
-        outcome.publish(String(data="success: reached the cup"))
+        mark = h.peer.create_client(Trigger, f"/{name}/mark_failure")  # an operator GUI's button
+        assert mark.wait_for_service(timeout_sec=10)
+        reply = mark.call_async(Trigger.Request())
+        assert h.wait_for(reply.done, 10) and reply.result().success, reply.result()
+        outcome.publish(String(data="success: reached the cup"))  # changed their mind: the last one counts
         h.wait_for(lambda: False, 0.5)
     finally:
         stop.set()
@@ -109,7 +114,7 @@ def test_a_recorded_episode_holds_frames_plans_commands_with_sources_the_interve
     assert np.allclose(operator_cmds, OPERATOR_X), "the labels of an intervention are the operator's commands"
     assert sources[-1] == "policy", "the policy drove again after the operator let go"
     assert [m.data for m in by_topic[TOPICS["intervention"]]] == [True, False]
-    assert by_topic[TOPICS["outcome"]][-1].data == "success: reached the cup"
+    assert [m.data for m in by_topic[TOPICS["outcome"]]] == ["failure", "success: reached the cup"]
     plan = by_topic[TOPICS["plan"]][0]
     assert plan.joint_names == ["linear.x", "linear.y"] and len(plan.points) == 4
     assert by_topic[TOPICS["instruction"]][0].data == "go around the box to the cup"
