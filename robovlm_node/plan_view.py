@@ -38,6 +38,7 @@ from .inputs import Inputs
 from .loop_thread import LoopThread
 from .settings import Settings
 from .status import STOP_CAUSES
+from .takeover import CAUSE as TAKEOVER_CAUSE
 
 MAX_TRAIL_POSES = 50  # ~/executed's poses, evenly spaced over the window (each is seven Python objects to build)
 
@@ -188,7 +189,7 @@ class PlanView:
             plan,
             executed,
             instruction=self._inputs.instruction().text,
-            hold_cause=cause if cause in STOP_CAUSES else None,
+            hold_cause=cause if cause in STOP_CAUSES or cause == TAKEOVER_CAUSE else None,
         )
         frame_id = head.value.header.frame_id if head is not None else ""  # the head camera's, as its picture
         return rgb_to_image(picture, stamp=time_msg(now), frame_id=frame_id)

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robovlm.runtime.safety import OPERATOR_CAUSE
+
 from .status import NodeStatus
 
-CAUSE = "operator"
+CAUSE = OPERATOR_CAUSE
 """The control loop's cause for a tick the operator commanded (never a fault: not in ``STOP_CAUSES``)."""
 
 

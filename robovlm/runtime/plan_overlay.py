@@ -15,6 +15,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .safety import OPERATOR_CAUSE
+
 PANEL = 256  # px: the frame and the bird's-eye view are squares of this size
 BAND = 34  # px: the text band below them
 PLAN = (40, 200, 80)
@@ -99,5 +101,7 @@ def draw_overlay(
     text = _fit(draw, instruction or "(no instruction)", font, 2 * PANEL - 12)
     draw.text((6, PANEL + 2), text, fill=(0, 0, 0), font=font)
     status = "driving" if hold_cause is None else f"held: {hold_cause}"
+    if hold_cause == OPERATOR_CAUSE:
+        status = "the operator has the robot"
     draw.text((6, PANEL + 17), status, fill=DRIVING if hold_cause is None else HELD, font=font)
     return np.asarray(canvas)

@@ -36,6 +36,8 @@ HOLD_CAUSES = (
 """Faults found outside the filter that stop the robot until they clear."""
 STOP_CAUSES = ("stale_input", "no_fresh_chunk", "nonfinite_output", *HOLD_CAUSES)
 CAUSES = ("inactive", *STOP_CAUSES, "velocity_clamped", "accel_limited")
+OPERATOR_CAUSE = "operator"
+"""A tick an operator commanded (a takeover): the policy's command held, no fault (not in ``STOP_CAUSES``)."""
 
 
 @dataclass
