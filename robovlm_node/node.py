@@ -112,7 +112,7 @@ class RoboVLMNode(LifecycleNode):
         self.diagnostics: Diagnostics | None = None
         self._loop_clock = RosLoopClock(self.get_clock(), self.context)
         self._subs: list[Any] = []
-        self._services: list[Any] = []  # ~/mark_success, ~/mark_failure, ~/mark_aborted while recording
+        self._outcome_services: list[Any] = []  # ~/mark_success, ~/mark_failure, ~/mark_aborted while recording
         self._cmd_pub: Any = None
         self._diag_pub: Any = None
         self._agreement_pub: Any = None
@@ -313,7 +313,7 @@ class RoboVLMNode(LifecycleNode):
         )
         if s.record_dir:
             try:
-                self.recorder, self._services = build_recorder(
+                self.recorder, self._outcome_services = build_recorder(
                     self,
                     s,
                     clock_ns=self._loop_clock.now_ns,
@@ -494,9 +494,9 @@ class RoboVLMNode(LifecycleNode):
             self.diagnostics.stop()
         for sub in self._subs:
             self.destroy_subscription(sub)
-        for srv in self._services:
+        for srv in self._outcome_services:
             self.destroy_service(srv)
-        self._services = []
+        self._outcome_services = []
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
         view_pubs = self.plan_view.publishers() if self.plan_view is not None else []
