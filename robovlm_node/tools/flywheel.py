@@ -15,6 +15,7 @@ from ``EVAL_SEED`` (``eval-sim``'s default): disjoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -174,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         )
     for n in args.baseline:
         t0 = time.monotonic()
+        if n == args.demos:  # the same data and training as round 0: its row, not a second run
+            results.add(dataclasses.replace(results.rows[0], run=f"baseline {n} demos / scenario (= round 0)"))
+            continue
         data = _subset(demos, out / f"demos_{n}", n)
         ok, hits = _train_eval(args, [data], out / f"baseline_{n}" / "checkpoint")
         frames = _frames([data], "all")
@@ -188,6 +192,20 @@ def run(args: argparse.Namespace) -> int:
                 minutes=(time.monotonic() - t0) / 60,
             )
         )
+    for mode in args.compare_modes:  # the last round's data, trained under another --rollouts
+        t0 = time.monotonic()
+        ok, hits = _train_eval(args, [start, *rounds], out / f"round{args.rounds}_{mode}" / "checkpoint", mode)
+        results.add(
+            Row(
+                f"round {args.rounds} data, --rollouts {mode}",
+                ok,
+                args.eval_episodes,
+                hits,
+                demo_frames,
+                _frames(rounds, mode),
+                minutes=(time.monotonic() - t0) / 60,
+            )
+        )
     return 0
 
 
@@ -196,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("out") / "flywheel", help="work directory (a rerun resumes)")
     p.add_argument("--results", type=Path, default=Path("bench") / "results" / "flywheel.md")
     p.add_argument("--config", default=str(find_resource("models", "configs") / "demo.json"))
-    p.add_argument("--demos", type=int, default=3, help="expert demonstrations per scenario to start from")
+    p.add_argument("--demos", type=int, default=1, help="expert demonstrations per scenario to start from")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--rollouts", type=int, default=24, help="rollouts through the node per round")
     p.add_argument("--steps", type=int, default=1000, help="training steps per policy (from scratch)")
     p.add_argument("--eval-episodes", type=int, default=40)
     p.add_argument("--rollouts-mode", choices=ROLLOUT_MODES, default=DEFAULT_ROLLOUT_MODE)
-    p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[3, 6, 12])
+    p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 3, 6, 12])
     p.add_argument(
         "--compare-modes",
         type=lambda s: [x for x in s.split(",") if x],
