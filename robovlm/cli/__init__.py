@@ -22,6 +22,7 @@ from . import (
     info,
     init_checkpoint,
     inspect_bag,
+    inspect_dataset,
     make_bag,
     serve,
 )
@@ -34,6 +35,7 @@ COMMANDS = (
     export,
     make_bag,
     inspect_bag,
+    inspect_dataset,
     convert_bags,
     collect_sim,
     train_command,

@@ -72,3 +72,20 @@ def split_sources(args: argparse.Namespace) -> list:
     from ..data.recording import parse_split
 
     return parse_split(getattr(args, "split_episodes", None))
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """How a LeRobotDataset's features map to our roles (``train``, ``inspect-dataset``)."""
+    parser.add_argument(
+        "--feature",
+        action="append",
+        metavar="ROLE=KEY",
+        help="LeRobotDataset feature of a role (repeatable): head, hand, state, action; defaults from common key "
+        "names (robovlm inspect-dataset proposes them)",
+    )
+    parser.add_argument(
+        "--action-names",
+        metavar="FIELD=NAME,...",
+        help="the LeRobotDataset action's column for each Twist field, by name (linear.x=vx,angular.z=wz); defaults "
+        "for common names (linear_x, vx, ...)",
+    )

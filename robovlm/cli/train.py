@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import TOPIC_HELP, add_recording_options, at_least, instruction_sources, split_sources
+from .common import TOPIC_HELP, add_dataset_options, add_recording_options, at_least, instruction_sources, split_sources
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--data",
         required=True,
         action="append",
-        help="directory of *.h5 episodes and/or rosbag2 directories (or one); repeatable: demonstrations and the "
-        "rollouts of every round together",
+        help="directory of *.h5 episodes, rosbag2 and LeRobotDataset v3.0 directories (or one of them); repeatable: "
+        "demonstrations and the rollouts of every round together",
     )
     s.add_argument(
         "--rollouts",
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--joints", metavar="NAME,NAME", help="state joints by name, in order (default: the data's)")
     add_recording_options(s)
+    add_dataset_options(s)
     s.add_argument(
         "--action-fields",
         metavar="FIELD,FIELD",
@@ -136,6 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             instructions=instruction_sources(args),
             split=split_sources(args),
             rollouts=args.rollouts,
+            features=args.feature,
+            action_names=args.action_names,
         )
     except BaseException:  # bad data found mid-run (a damaged file), Ctrl-C: no empty output directory stays
         if not existed and out.is_dir() and not any(out.iterdir()):

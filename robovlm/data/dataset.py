@@ -22,6 +22,7 @@ from .bag import read_recording
 from .errors import EpisodeError
 from .hdf5 import Episode, read_hdf5_episode
 from .instructions import InstructionSources
+from .lerobot import EpisodeReader, FeatureMap, is_lerobot_dataset, open_dataset
 from .recording import SplitSource, Timeline, episodes_of, marker_topic
 from .roles import TopicMap
 from .rollout import DEFAULT_ROLLOUT_MODE, rollout_segments
@@ -43,15 +44,19 @@ def natural(path: Path) -> list:
 
 
 def episode_paths(data: str | Path) -> list[Path]:
-    """HDF5 files and rosbag2 directories in ``data`` (or ``data`` itself when it is one), in natural name order."""
+    """HDF5 files, rosbag2 directories and LeRobotDataset directories in ``data`` (or ``data`` itself when it is
+    one), in natural name order."""
     data = Path(data)
     if not data.exists():
         raise EpisodeError(f"{data}: no such file or directory")
-    if data.suffix == ".h5" or is_bag(data):
+    if data.suffix == ".h5" or is_bag(data) or is_lerobot_dataset(data):
         return [data]
-    paths = sorted((p for p in data.iterdir() if (p.suffix == ".h5" and p.is_file()) or is_bag(p)), key=natural)
+    paths = sorted(
+        (p for p in data.iterdir() if (p.suffix == ".h5" and p.is_file()) or is_bag(p) or is_lerobot_dataset(p)),
+        key=natural,
+    )
     if not paths:
-        raise EpisodeError(f"{data}: no episodes (*.h5 files or rosbag2 directories)")
+        raise EpisodeError(f"{data}: no episodes (*.h5 files, rosbag2 or LeRobotDataset directories)")
     return paths
 
 
@@ -82,6 +87,8 @@ def load_episodes(
     cache_dir: Path | None = None,
     split: list[SplitSource] | None = None,
     rollouts: str = DEFAULT_ROLLOUT_MODE,
+    features: list[str] | None = None,
+    action_names: str | None = None,
 ) -> list[Episode]:
     """Every episode in ``data`` (HDF5 files and rosbag2 directories, in natural name order; several directories:
     theirs one after the other, as DAgger aggregates the data of every round).
@@ -94,7 +101,8 @@ def load_episodes(
     ``lazy``: an index only; camera frames are read on demand (HDF5 from the file, bags from a frame cache written
     the first time, ``frame_cache``), so memory does not grow with the number of episodes.
     A node's rollout recording (``robovlm.data.rollout``) gives the runs of frames ``rollouts`` selects
-    (``interventions`` | ``successes`` | ``all``), each an episode.
+    (``interventions`` | ``successes`` | ``all``), each an episode. A LeRobotDataset directory gives its episodes,
+    features mapped by ``features`` (``ROLE=KEY`` items) and ``action_names`` (``robovlm.data.lerobot``).
     """
     from .frame_cache import cached_recording
 
@@ -108,6 +116,18 @@ def load_episodes(
     for p in tqdm(paths, desc="episodes", unit="ep", disable=None):
         if p.suffix == ".h5":
             found = [read_hdf5_episode(p, sources, lazy=lazy)]
+        elif is_lerobot_dataset(p):
+            found = _dataset_episodes(
+                p,
+                sources,
+                features=features,
+                action_names=action_names,
+                image_size=image_size,
+                use_hand=use_hand,
+                use_state=use_state,
+                lazy=lazy,
+                cache_dir=cache_dir,
+            )
         else:
 
             def read(p: Path = p) -> tuple[Episode, Timeline]:
@@ -153,6 +173,44 @@ def load_episodes(
     return episodes
 
 
+def _dataset_episodes(
+    root: Path,
+    sources: InstructionSources,
+    *,
+    features: list[str] | None,
+    action_names: str | None,
+    image_size: int | None,
+    use_hand: bool,
+    use_state: bool,
+    lazy: bool,
+    cache_dir: Path | None,
+) -> list[Episode]:
+    """A LeRobotDataset's episodes, each decoded once (``lazy``: into the frame cache, then memory-mapped)."""
+    from .frame_cache import cached_recording
+
+    ds = open_dataset(root)
+    fmap = FeatureMap.build(ds, features, action_names)
+    reader = EpisodeReader(ds, fmap)
+    meta = [
+        (p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.glob("meta/**/*"))
+    ]
+    out = []
+    for k in range(len(ds.episodes)):
+
+        def read(k: int = k) -> tuple[Episode, Timeline]:
+            return reader.read(k, image_size=image_size, use_hand=use_hand, use_state=use_state)
+
+        if lazy:
+            options = {"lerobot": meta, "episode": k, "keys": fmap.keys, "actions": fmap.action_columns}
+            options |= {"image_size": image_size, "hand": use_hand, "state": use_state}
+            whole, timeline = cached_recording(root, read, options, cache_dir)
+            whole.name = f"{root.name}#{int(ds.episodes[k]['episode_index'])}"
+        else:
+            whole, timeline = read()
+        out += [ep for ep, _ in episodes_of(whole, timeline, [], sources)]
+    return out
+
+
 def split_episodes(episodes: list[Episode], val_fraction: float) -> tuple[list[Episode], list[Episode]]:
     """Every k-th episode of each scenario is held out (deterministic, balanced across scenarios)."""
     if not 0.0 <= val_fraction < 1.0:
@@ -176,6 +234,13 @@ def compute_stats(
     """Action range (min/max with a 5% margin) and joint mean/std (std floored at 0.05) from the training set, in
     one pass that holds one episode's values at a time (running min/max; Chan's parallel mean/variance update)."""
     cols = [ACTION_COLUMNS[f] for f in action_fields]
+    for ep in episodes:
+        missing = [f for f, c in zip(action_fields, cols) if np.isnan(ep.actions[:, c]).any()]
+        if missing:
+            raise EpisodeError(
+                f"{ep.path} ({ep.name}): no value for action field(s) {', '.join(missing)}: map the dataset's action "
+                "columns with --action-names FIELD=NAME, or train fewer fields with --action-fields"
+            )
     lo = np.full(len(cols), np.inf)
     hi = np.full(len(cols), -np.inf)
     count, mean, m2 = 0, None, None

@@ -139,6 +139,8 @@ def train(
     instructions: InstructionSources | None = None,
     split: list[SplitSource] | None = None,
     rollouts: str = DEFAULT_ROLLOUT_MODE,
+    features: list[str] | None = None,
+    action_names: str | None = None,
     probe: Callable[[RoboVLM, DataLoader], dict[str, Any]] | None = None,
 ) -> dict:
     """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (one or several; bags read by role,
@@ -174,6 +176,8 @@ def train(
         instructions,
         split=split,
         rollouts=rollouts,
+        features=features,
+        action_names=action_names,
         topics=topics,
         joint_names=joint_names,
         use_state=config.use_state,
