@@ -1,11 +1,13 @@
 """Our LeRobotDataset v3.0 reader and writer checked against LeRobot's own code (issue 37). Not run by CI.
 
-It runs in a virtual environment of its own with lerobot 0.4.4 and the torch it pins (lerobot cannot be a dependency
-of this project: its releases for Python 3.10/3.11 pin torch below 2.11). This file imports nothing of ``robovlm``::
+``make-fixture`` and ``read`` run in a virtual environment of their own with lerobot 0.4.4 and the torch it pins
+(lerobot cannot be a dependency of this project: its releases for Python 3.10/3.11 pin torch below 2.11);
+``write-ours`` runs in the project's environment::
 
     python3 -m venv /work/lerobot_venv
     /work/lerobot_venv/bin/pip install "lerobot==0.4.4"
     /work/lerobot_venv/bin/python bench/lerobot_check.py make-fixture tests/data/lerobot/made_by_lerobot
+    .venv/bin/python -m bench.lerobot_check write-ours out/lerobot_ours
     /work/lerobot_venv/bin/python bench/lerobot_check.py read out/lerobot_ours --out bench/results/lerobot_check.md
 
 ``make-fixture`` writes a small dataset with LeRobot's ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode``
@@ -13,7 +15,7 @@ of this project: its releases for Python 3.10/3.11 pin torch below 2.11). This f
 must read (``tests/robovlm/data/test_lerobot.py``). ``read`` loads a dataset our writer made with LeRobot's reader
 (PyAV video backend: its default, torchcodec, needs a system FFmpeg) and writes what it found: every frame, action,
 task and the statistics, beside the values our writer was given (``expected.json`` in the dataset's directory, written
-by ``tests/robovlm/data/test_lerobot.py``'s helper ``robovlm convert-bags --format lerobot``).
+by ``write-ours``: the simulator's expert episodes, one per scenario, through ``robovlm.data.lerobot_writer``).
 """
 
 from __future__ import annotations
@@ -114,6 +116,38 @@ def read(root: Path, report: Path) -> int:
     return 0 if ok else 1
 
 
+def write_ours(out: Path) -> int:
+    """Our writer's dataset of the simulator's expert episodes, and what it was given (``expected.json``)."""
+    import tempfile
+
+    from robovlm.data.dataset import load_episodes
+    from robovlm.data.lerobot_writer import HAND, HEAD, WrittenEpisode, fps_of, write_dataset
+    from robovlm.sim.collect import collect
+
+    with tempfile.TemporaryDirectory() as tmp:
+        collect(tmp, episodes_per_scenario=1, image_size=56)
+        eps = load_episodes(tmp, use_state=True, state_dim=2)
+    write_dataset((WrittenEpisode(e, e.instruction or "") for e in eps), out, fps=fps_of(eps[0]))
+    frames = []
+    for e in eps:
+        for i in range(len(e)):
+            means = {
+                HEAD: e.images[i].reshape(-1, 3).mean(0).tolist(),
+                HAND: e.hand_images[i].reshape(-1, 3).mean(0).tolist(),
+            }
+            frames.append(
+                {
+                    "action": e.actions[i].tolist(),
+                    "state": e.joint_positions[i].tolist(),
+                    "task": e.instruction,
+                    "pixel_mean": means,
+                }
+            )
+    (out / "expected.json").write_text(json.dumps({"frames": frames}))
+    print(f"wrote {out}: {len(eps)} episodes, {len(frames)} frames")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -122,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("read")
     r.add_argument("root", type=Path)
     r.add_argument("--out", type=Path, default=Path("bench/results/lerobot_check.md"))
+    w = sub.add_parser("write-ours")
+    w.add_argument("out", type=Path)
     a = p.parse_args(argv)
+    if a.cmd == "write-ours":
+        return write_ours(a.out)
     return make_fixture(a.out) if a.cmd == "make-fixture" else read(a.root, a.out)
 
 

@@ -72,12 +72,9 @@ class VideoWriter:
         assert isinstance(stream, av.video.stream.VideoStream)
         self._stream = stream
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
-        self._stream.time_base = Fraction(1, fps)
 
     def add(self, rgb: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, np.uint8), format="rgb24")
-        frame.pts = self.frames
-        frame.time_base = self._stream.time_base
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
