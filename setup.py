@@ -76,6 +76,9 @@ setup(
         "peft>=0.13",
         # engine:=remote: the step protocol of `robovlm serve` (robovlm/runtime/wire.py)
         "msgpack>=1.0",
+        # LeRobotDataset v3.0 in and out (robovlm/data/lerobot.py): parquet tables, AV1 / H.264 camera video
+        "pyarrow>=15",
+        "av>=14",
     ],
     extras_require={
         # ROS 2 (Kilted) core from PyPI wheels, for machines without a ROS install; on a ROS install the system

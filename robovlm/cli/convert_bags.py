@@ -1,5 +1,5 @@
 """``robovlm convert-bags``: a directory of rosbag2 recordings -> teleoperation HDF5 episodes and a manifest
-(``robovlm.data.convert``)."""
+(``robovlm.data.convert``), or one LeRobotDataset v3.0 (``--format lerobot``, ``robovlm.data.lerobot_writer``)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="store frames at this size (the model's image_size: training then reads them as it reads the bags); "
         "default: as recorded",
     )
+    s.add_argument(
+        "--format", choices=["hdf5", "lerobot"], default="hdf5", help="lerobot: one LeRobotDataset v3.0 directory"
+    )
+    s.add_argument("--fps", type=at_least(1), help="--format lerobot: frames per second (default: the recording's)")
+    s.add_argument("--video-codec", choices=["av1", "h264"], default="av1", help="--format lerobot: camera video codec")
     add_recording_options(s)
     s.set_defaults(func=cmd_convert_bags)
 
@@ -34,6 +39,25 @@ def cmd_convert_bags(args: argparse.Namespace) -> int:
     from ..data.roles import TopicMap
 
     joints = [n.strip() for n in (args.joints or "").split(",") if n.strip()] or None
+    if args.format == "lerobot":
+        from ..data.convert import convert_bags_to_lerobot
+        from ..data.lerobot import open_dataset
+
+        path = convert_bags_to_lerobot(
+            args.src,
+            args.out,
+            fps=args.fps,
+            codec=args.video_codec,
+            topics=TopicMap.from_flags(args.topic),
+            joint_names=joints,
+            image_size=args.image_size,
+            split=split_sources(args),
+            instructions=instruction_sources(args),
+        )
+        ds = open_dataset(path)
+        frames = ds.info["total_frames"]
+        print(f"wrote LeRobotDataset {path}: {len(ds.episodes)} episodes, {frames} frames at {ds.fps} fps")
+        return 0
     manifest = convert_bags(
         args.src,
         args.out,

@@ -31,6 +31,58 @@ from .roles import TopicMap
 log = logging.getLogger(__name__)
 
 
+def convert_bags_to_lerobot(
+    src: str | Path,
+    out: str | Path,
+    *,
+    fps: int | None = None,
+    codec: str = "av1",
+    topics: TopicMap | None = None,
+    joint_names: list[str] | None = None,
+    image_size: int | None = None,
+    split: list[SplitSource] | None = None,
+    instructions: InstructionSources | None = None,
+) -> Path:
+    """Every episode of the rosbag2 directories in ``src`` as one LeRobotDataset v3.0 (``robovlm.data.lerobot_writer``)
+    at ``fps`` (default: the first recording's frame rate, rounded); a node's rollout recordings keep who commanded
+    each frame and their outcome. Episodes are read one bag at a time."""
+    from .lerobot_writer import WrittenEpisode, write_dataset
+
+    topics = topics or TopicMap()
+    sources = instructions or InstructionSources()
+    bags = [p for p in episode_paths(src) if p.suffix != ".h5"]
+    if not bags:
+        raise EpisodeError(f"{src}: no rosbag2 directories to convert")
+
+    def items():
+        for bag in tqdm(bags, desc="converting", unit="bag", disable=None):
+            present = bag_topics(bag)
+            whole, timeline = read_recording(
+                bag,
+                topics,
+                joint_names=joint_names,
+                image_size=image_size,
+                use_joints=topics["joint_states"] in present,
+                use_hand=topics["hand"] in present,
+                marker_topic=marker_topic(split or []),
+            )
+            for ep, _ in episodes_of(whole, timeline, split or [], sources):
+                if not ep.instruction:
+                    assert ep.texts is not None
+                    sources.resolve(ep.texts)  # raises, naming every source tried
+                yield WrittenEpisode(ep, ep.instruction or "", timeline.rollout)
+
+    stream = items()
+    first = next(stream)
+
+    def chained():
+        yield first
+        yield from stream
+
+    chosen = fps if fps is not None else max(1, int(round(1.0 / first.episode.frame_dt)))
+    return write_dataset(chained(), out, fps=chosen, codec=codec)
+
+
 def convert_bags(
     src: str | Path,
     out: str | Path,

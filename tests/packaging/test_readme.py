@@ -34,6 +34,8 @@ SLOW = {
     "robovlm_node --ros-args": "runs until Ctrl-C; tests/robovlm_node/test_node_signals.py starts it as a process",
     "robovlm serve models/demo": "runs until Ctrl-C; tests/robovlm/serving/test_serve.py starts it as a process",
     "cd ros2_ws && colcon build": "tests/packaging/test_colcon.py builds the workspace both ways",
+    "robovlm train models/configs/demo.json --data out/lerobot_demo": "minutes of training; test_lerobot.py trains "
+    "on a LeRobotDataset",
     "make flywheel": "about 2 hours (bench/results/flywheel.md)",
     "python -m robovlm_node.tools.flywheel --out out/fw": "minutes; tests/robovlm_node/tools/test_flywheel.py runs "
     "the same round (1 demonstration per scenario, 2 rollouts) with fewer steps",

@@ -75,3 +75,46 @@ def test_inspect_dataset_proposes_the_mapping_and_a_policy_trains_on_the_dataset
     argv = ["train", "models/configs/demo.json", "--data", str(FIXTURE), "--out", str(out), "--steps", "2"]
     assert main([*argv, "--batch-size", "4", "--val-fraction", "0", "--allow-no-learning"]) == 0
     assert (out / "model.safetensors").is_file()
+
+
+def test_windows_from_an_hdf5_episode_and_from_its_lerobot_conversion_are_the_same_but_for_the_codec(tmp_path):
+    from robovlm.configs.model import load_config
+    from robovlm.data.dataset import WindowDataset
+    from robovlm.data.lerobot_writer import WrittenEpisode, fps_of, write_dataset
+    from robovlm.sim.collect import collect
+
+    collect(tmp_path / "h5", episodes_per_scenario=1, image_size=56)
+    h5 = load_episodes(tmp_path / "h5", use_state=True, state_dim=2)[:3]
+    write_dataset((WrittenEpisode(e, e.instruction) for e in h5), tmp_path / "lr", fps=fps_of(h5[0]), codec="h264")
+    lr = load_episodes(tmp_path / "lr", use_state=True, state_dim=2)
+    cfg = load_config("models/configs/demo.json")
+    stats = compute_stats(h5, action_fields=["linear.x", "linear.y"], joint_names=None, state_dim=2)
+    a, b = WindowDataset(h5, cfg, stats), WindowDataset(lr, cfg, stats)
+    assert len(a) == len(b)
+    worst = 0.0
+    for i in range(0, len(a), 7):
+        x, y = a[i], b[i]
+        assert x["instructions"] == y["instructions"]
+        for key in ("actions", "action_mask", "states", "hand_valid"):
+            assert (x[key] == y[key]).all(), key
+        for key in ("head_images", "hand_images"):  # normalized pixels: the codec's error, bounded
+            worst = max(worst, float((x[key] - y[key]).abs().mean()))
+    assert worst < 0.1, worst
+
+
+def test_a_rollout_recording_converts_with_who_commanded_each_frame_and_its_outcome(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tests.robovlm.data.test_rollout import write
+
+    (tmp_path / "bags").mkdir()
+    write(tmp_path / "bags" / "r0", mode="drive", marks=[(5, True), (12, False)], outcome="failure: hit a box")
+    argv = ["convert-bags", str(tmp_path / "bags"), "--out", str(tmp_path / "lr"), "--format", "lerobot"]
+    assert main([*argv, "--instruction", "go around the box on the left to the cup"]) == 0
+    ds = open_dataset(tmp_path / "lr")
+    assert ds.fps == 10 and ds.episodes[0]["robovlm/outcome"] == "failure: hit a box"
+    rows = pq.read_table(tmp_path / "lr" / "data" / "chunk-000" / "file-000.parquet").to_pylist()
+    operator = [r["robovlm.operator"] for r in rows]
+    assert sum(operator) == 7 and operator[5:12] == [True] * 7  # the intervention's frames, on the 10 Hz grid
+    assert {r["robovlm.intervention_index"] for r in rows} == {-1, 0}
+    assert np.allclose([r["action"][0] for r in rows if r["robovlm.operator"]], -0.1)
