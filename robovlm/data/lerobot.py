@@ -33,7 +33,6 @@ from ..errors import UserError
 from ..utils.images import resize_rgb
 from .hdf5 import Episode
 from .recording import Timeline
-from .video import read_frames
 
 CODEBASE_VERSION = "v3.0"
 ROLES = ("head", "hand", "state", "action")
@@ -206,6 +205,8 @@ class EpisodeReader:
 
             frames = [np.asarray(Image.open(io.BytesIO(v["bytes"])).convert("RGB")) for v in rows[key]]
             return np.stack([resize_rgb(f, image_size) if image_size else f for f in frames])
+        from .video import read_frames  # PyAV only where a dataset's video is read
+
         video = self.ds.root / self.ds.info["video_path"].format(
             video_key=key,
             chunk_index=int(ep[f"videos/{key}/chunk_index"]),

@@ -118,3 +118,61 @@ def test_a_rollout_recording_converts_with_who_commanded_each_frame_and_its_outc
     assert sum(operator) == 7 and operator[5:12] == [True] * 7  # the intervention's frames, on the 10 Hz grid
     assert {r["robovlm.intervention_index"] for r in rows} == {-1, 0}
     assert np.allclose([r["action"][0] for r in rows if r["robovlm.operator"]], -0.1)
+
+
+def test_image_features_and_cameras_split_over_files_of_their_own_read_back(tmp_path, monkeypatch):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from robovlm.data import lerobot_writer
+    from robovlm.data.lerobot_writer import WrittenEpisode, write_dataset
+
+    # a camera stored as PNG images in the data file (dtype "image"), as some Hub datasets do
+    img = tmp_path / "img"
+    shutil.copytree(FIXTURE, img)
+    info = json.loads((img / "meta" / "info.json").read_text())
+    info["features"]["observation.images.wrist"]["dtype"] = "image"
+    (img / "meta" / "info.json").write_text(json.dumps(info))
+    data = img / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(data)
+    pngs = []
+    for k, i in zip(table.column("episode_index").to_pylist(), table.column("frame_index").to_pylist()):
+        buf = io.BytesIO()
+        Image.fromarray(frame(k, i, 1)).save(buf, format="PNG")
+        pngs.append({"bytes": buf.getvalue(), "path": None})
+    pq.write_table(table.append_column("observation.images.wrist", pa.array(pngs)), data)
+    eps = load_episodes(img)
+    assert np.array_equal(eps[1].hand_images[4], frame(1, 4, 1))  # PNG: lossless
+
+    # every episode in video files of its own: a frame is found by its episode's own file index
+    monkeypatch.setattr(lerobot_writer, "VIDEO_FILE_MB", 0)
+    write_dataset((WrittenEpisode(e, e.instruction) for e in eps), tmp_path / "split", fps=10, codec="h264")
+    ds = open_dataset(tmp_path / "split")
+    assert [e["videos/observation.images.head/file_index"] for e in ds.episodes] == [0, 1]
+    back = load_episodes(tmp_path / "split")
+    assert [len(e) for e in back] == [12, 9]
+    assert np.abs(back[1].images.astype(int) - eps[1].images.astype(int)).mean() < 6
+
+
+def test_an_hdf5_episode_at_a_rate_that_is_no_integer_is_refused():
+    from robovlm.data.errors import EpisodeError
+    from robovlm.data.hdf5 import Episode
+    from robovlm.data.lerobot_writer import fps_of
+
+    ep = Episode(
+        path=FIXTURE,
+        name="e",
+        scenario=None,
+        instruction="x",
+        images=np.zeros((2, 4, 4, 3), np.uint8),
+        actions=np.zeros((2, 3), np.float32),
+        event_types=["start_action"] * 2,
+        frame_dt=1 / 7.5,
+    )
+    with pytest.raises(EpisodeError, match="7.500 frames a second"):
+        fps_of(ep)
+    ep.frame_dt = 1 / 15.0004
+    assert fps_of(ep) == 15
