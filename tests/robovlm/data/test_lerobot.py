@@ -176,3 +176,59 @@ def test_an_hdf5_episode_at_a_rate_that_is_no_integer_is_refused():
         fps_of(ep)
     ep.frame_dt = 1 / 15.0004
     assert fps_of(ep) == 15
+
+
+def test_cameras_split_into_files_differently_read_from_their_own_files_and_a_time_off_the_grid_is_refused(
+    tmp_path, monkeypatch
+):
+    import pyarrow.parquet as pq
+
+    from robovlm.data import lerobot_writer
+    from robovlm.data.errors import EpisodeError
+    from robovlm.data.lerobot_writer import WrittenEpisode, write_dataset
+    from robovlm.data.video import read_frames
+
+    eps = load_episodes(FIXTURE)
+    write_dataset((WrittenEpisode(e, e.instruction) for e in eps), tmp_path / "one", fps=10, codec="h264")
+    monkeypatch.setattr(lerobot_writer, "VIDEO_FILE_MB", 0)  # an episode per file
+    write_dataset((WrittenEpisode(e, e.instruction) for e in eps), tmp_path / "each", fps=10, codec="h264")
+    # the head camera from "each" (a file per episode), the hand camera from "one" (both episodes in one file)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tmp_path / "each", mixed)
+    shutil.rmtree(mixed / "videos" / "observation.images.hand")
+    shutil.copytree(
+        tmp_path / "one" / "videos" / "observation.images.hand", mixed / "videos" / "observation.images.hand"
+    )
+    table = pq.read_table(mixed / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    one = pq.read_table(tmp_path / "one" / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    for c in [c for c in table.column_names if c.startswith("videos/observation.images.hand/")]:
+        table = table.set_column(table.column_names.index(c), c, one.column(c))
+    pq.write_table(table, mixed / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    ds = open_dataset(mixed)
+    assert [
+        (e["videos/observation.images.head/file_index"], e["videos/observation.images.hand/file_index"])
+        for e in ds.episodes
+    ] == [(0, 0), (1, 0)]
+    assert ds.episodes[1]["videos/observation.images.hand/from_timestamp"] == pytest.approx(1.2)
+    back = load_episodes(mixed)
+    for a, b in zip(eps, back):
+        assert np.abs(a.images.astype(int) - b.images.astype(int)).mean() < 6
+        assert np.abs(a.hand_images.astype(int) - b.hand_images.astype(int)).mean() < 6
+
+    video = mixed / "videos" / "observation.images.hand" / "chunk-000" / "file-000.mp4"
+    with pytest.raises(EpisodeError, match="no frame at 0.1500"):
+        read_frames(video, [0.0, 0.15])  # between two frames: outside LeRobot's 1e-4 s tolerance
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    from robovlm.data.lerobot_writer import WrittenEpisode, write_dataset
+
+    eps = load_episodes(FIXTURE, image_size=16)
+
+    def items():
+        yield WrittenEpisode(eps[0], "go")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(items(), tmp_path / "out", fps=10, codec="h264")
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temporary directory
