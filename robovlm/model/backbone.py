@@ -12,6 +12,7 @@ Weights load with ``from_pretrained`` from a local directory only; a missing fil
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -31,6 +32,13 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+
+
+def cache_argument(module: nn.Module) -> str:
+    """The name the language model's ``forward`` takes its key/value cache by: ``cache`` in transformers from 5.2x,
+    ``past_key_values`` before (5.17, the GPU machine's); passed by the wrong name it is silently ignored."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class BackboneError(UserError, FileNotFoundError):
@@ -125,12 +133,13 @@ class BackboneAdapter(nn.Module):
         ``attention_mask`` (B, past + L) is 1 for real tokens; ``positions`` (B, L) are zero-based token positions;
         ``cache`` holds earlier keys and values and is extended in place. Returns the last hidden states (B, L, D).
         """
-        out = self.language_model()(
+        lm = self.language_model()
+        out = lm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=positions + self._position_offset(),
-            cache=cache,
             use_cache=cache is not None,
+            **{cache_argument(lm): cache},
         )
         return out.last_hidden_state, cache
 

@@ -68,3 +68,21 @@ def test_missing_files_are_named(tmp_path):
 def test_invalid_inline_config_is_a_config_error():
     with pytest.raises(ConfigError, match="backbone.config"):
         build_backbone(BackboneConfig(type="kosmos2", config={"text_config": 5}, tokenizer="bytes"))
+
+
+def test_the_cache_goes_by_the_name_the_installed_transformers_takes():
+    """transformers 5.2x calls it ``cache``; 5.17 (the GPU machine's) ``past_key_values``, and a wrong name is
+    swallowed by ``**kwargs``: the step would attend to no instruction at all."""
+    from torch import nn
+
+    from robovlm.model.backbone import cache_argument
+
+    class Old(nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, **kwargs):
+            return inputs_embeds
+
+    class New(nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, **kwargs):
+            return inputs_embeds
+
+    assert cache_argument(Old()) == "past_key_values" and cache_argument(New()) == "cache"
