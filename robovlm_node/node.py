@@ -22,7 +22,8 @@ Each part is an object that owns its state and reaches the others through the me
 - ``output`` (``output.py``) and ``diagnostics`` (``diagnostics.py``): what the node publishes.
 
 The parameters are in ``parameters.py``, the process and its signals in ``process.py``. All times come from the node
-clock, so ``use_sim_time`` works.
+clock, so ``use_sim_time`` works. This file is longer than the parts' (about 500 lines) on purpose: every lifecycle
+transition and the wiring of every part is read here, in one place, in the order the node runs it.
 """
 
 from __future__ import annotations
