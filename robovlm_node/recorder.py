@@ -94,6 +94,7 @@ class RolloutRecorder:
         # writer thread only:
         self._bag: RolloutBag | None = None
         self._bag_instruction = ""
+        self._intervening = False  # an intervention is open: a new episode (a new instruction) starts inside it
         self._episodes = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._bytes_before = directory_bytes(directory)  # the budget covers what earlier runs left here too
@@ -121,7 +122,8 @@ class RolloutRecorder:
         """A new episode from now (on activate); the open one is closed."""
         with self._lock:
             self._recording = True
-        self._submit(lambda: self._open(self._instruction()))
+        text = self._instruction()  # the instruction in force now, not when the writer gets to it
+        self._submit(lambda: self._open(text))
 
     def pause(self) -> None:
         """Deactivated: nothing more is recorded into the open episode but an outcome."""
@@ -151,6 +153,7 @@ class RolloutRecorder:
         if not self._taking():
             return
         ns = int(round(now * 1e9))
+        text = self._instruction()
         policy: np.ndarray | None = np.array(command, np.float64)
         operator: np.ndarray | None = None
         if cause == TAKEOVER_CAUSE:
@@ -159,7 +162,7 @@ class RolloutRecorder:
             operator = self._takeover.operator_command(now)
 
         def job() -> None:
-            self._check_instruction(ns)
+            self._check_instruction(text)
             if self._bag is None:
                 return
             if operator is not None:
@@ -190,6 +193,7 @@ class RolloutRecorder:
         ns = int(round(now * 1e9))
 
         def job() -> None:
+            self._intervening = started
             if self._bag is not None:
                 self._bag.intervention(started, ns)
 
@@ -238,13 +242,15 @@ class RolloutRecorder:
         self._bag = RolloutBag(path, fields=self.fields, info=self.info)
         self._bag_instruction = instruction
         self._episodes += 1
+        now = self._clock_ns()
         if instruction:
-            self._bag.text("instruction", instruction, self._clock_ns())
+            self._bag.text("instruction", instruction, now)
+        if self._intervening:  # the operator still has the robot: this episode starts inside the intervention
+            self._bag.intervention(True, now)
         self._status.log.info(f"recording episode {path}")
 
-    def _check_instruction(self, ns: int) -> None:
+    def _check_instruction(self, text: str) -> None:
         """A new instruction during an activation is a new episode."""
-        text = self._instruction()
         if self._bag is not None and text and text != self._bag_instruction:
             self._open(text)
 

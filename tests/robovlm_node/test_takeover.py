@@ -116,3 +116,37 @@ def test_a_failed_write_ends_recording_with_its_reason_and_the_callers_go_on(tmp
     snap = rec.snapshot()
     assert "No space left" in snap.stopped and not snap.recording, snap
     rec.observe(np.array([0.1, 0.0]), None, clock.now())  # after the stop: ignored, no error
+
+
+def test_a_new_instruction_during_an_intervention_starts_an_episode_inside_it(tmp_path):
+    from robovlm.data.bag import read_recording
+    from robovlm.data.dataset import is_bag
+
+    clock = FakeClock(sleeps=0)
+    said = ["go around the box on the left"]
+    rec = RolloutRecorder(
+        directory=tmp_path / "rec",
+        max_bytes=10**9,
+        full_frames=False,
+        image_size=32,
+        fields=["linear.x", "linear.y"],
+        info={"node": "robovlm", "mode": "drive", "model": "m"},
+        clock_ns=clock.now_ns,
+        status=NodeStatus(logging.getLogger("robovlm.test")),
+        instruction=lambda: said[0],
+        takeover=None,
+    )
+    rec.start_episode()
+    rec.intervention(True, clock.now())
+    rec.observe(np.array([0.1, 0.0]), CAUSE, clock.now())
+    said[0] = "go around the box on the right"  # the operator still drives
+    clock.t_ns += 10**8
+    rec.observe(np.array([0.1, 0.0]), CAUSE, clock.now())
+    rec.close()
+    bags = sorted(p for p in (tmp_path / "rec").iterdir() if is_bag(p))
+    assert len(bags) == 2
+    from robovlm.data.bag import deserialize, iter_bag
+    from robovlm.data.rollout import TOPICS
+
+    marks = [deserialize(m).data for m in iter_bag(bags[1], {TOPICS["intervention"]})]
+    assert marks == [True], "the second episode must know the operator has the robot"
