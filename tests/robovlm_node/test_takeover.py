@@ -119,7 +119,6 @@ def test_a_failed_write_ends_recording_with_its_reason_and_the_callers_go_on(tmp
 
 
 def test_a_new_instruction_during_an_intervention_starts_an_episode_inside_it(tmp_path):
-    from robovlm.data.bag import read_recording
     from robovlm.data.dataset import is_bag
 
     clock = FakeClock(sleeps=0)
