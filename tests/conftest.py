@@ -44,6 +44,7 @@ START_FIRST = (
     "tests/robovlm/serving/test_serve.py",
     "tests/robovlm/serving/test_serve_lifecycle.py",
     "tests/robovlm_node/test_node_remote.py",
+    "tests/robovlm_node/tools/test_flywheel.py",
     "tests/packaging/test_readme.py",
     "tests/robovlm/training/test_train.py",
     "tests/robovlm/export/test_onnx.py",

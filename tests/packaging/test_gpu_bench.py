@@ -8,7 +8,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests import ROOT
+
+pytestmark = pytest.mark.slow
 
 HIDDEN = ("rclpy", "mujoco", "ray", "av", "rosbags", "matplotlib")
 

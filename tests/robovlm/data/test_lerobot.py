@@ -66,6 +66,7 @@ def test_a_bad_mapping_names_what_exists_and_a_missing_action_field_stops_traini
         compute_stats(eps, action_fields=["linear.x", "linear.y"], joint_names=None, state_dim=2)
 
 
+@pytest.mark.slow
 def test_inspect_dataset_proposes_the_mapping_and_a_policy_trains_on_the_dataset(tmp_path, capsys):
     assert main(["inspect-dataset", str(FIXTURE)]) == 0
     said = capsys.readouterr().out
@@ -77,6 +78,7 @@ def test_inspect_dataset_proposes_the_mapping_and_a_policy_trains_on_the_dataset
     assert (out / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_windows_from_an_hdf5_episode_and_from_its_lerobot_conversion_are_the_same_but_for_the_codec(tmp_path):
     from robovlm.configs.model import load_config
     from robovlm.data.dataset import WindowDataset
