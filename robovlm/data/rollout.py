@@ -10,7 +10,8 @@ directory (MCAP) per episode: an activation, or a new instruction during one. Me
 demonstration, with no interventions.
 
 Training (``--rollouts``) keeps, per recording, the frames that teach: ``interventions`` the operator's frames only,
-``successes`` those and every frame of an episode marked ``success``, ``all`` every frame. Each run of kept frames is
+``successes`` those and the policy's frames of an episode marked ``success`` but the ``PRE_INTERVENTION_S`` before
+each intervention (the drift the operator corrected), ``all`` every frame. Each run of kept frames is
 an episode of its own (``BAG#k``), so an action chunk never spans a frame that was left out.
 """
 
@@ -59,6 +60,8 @@ OUTCOMES = ("success", "failure", "aborted")
 ROLLOUT_MODES = ("interventions", "successes", "all")
 DEFAULT_ROLLOUT_MODE = "successes"
 """Measured in ``bench/results/flywheel.md``; docs/flywheel.md says why."""
+PRE_INTERVENTION_S = 1.0
+"""The policy's frames this long before an intervention are what the operator corrected: never taught."""
 _TWIST = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
 
@@ -241,7 +244,11 @@ def teaching_frames(ep: Episode, rollout: RolloutInfo, mode: str) -> np.ndarray:
         return np.ones(len(ep), bool)
     keep = operator_frames(ep, rollout)
     if mode == "successes" and rollout.outcome is not None and rollout.outcome[0] == "success":
-        keep[:] = True
+        assert ep.frame_times_ns is not None
+        corrected = np.zeros(len(ep), bool)  # the drift that made the operator take over
+        for start, _ in rollout.spans(int(ep.frame_times_ns[-1])):
+            corrected |= (ep.frame_times_ns >= start - PRE_INTERVENTION_S * 1e9) & (ep.frame_times_ns < start)
+        keep |= ~corrected
     return keep
 
 

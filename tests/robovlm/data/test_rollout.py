@@ -60,7 +60,16 @@ def test_a_recording_reads_back_with_its_interventions_outcome_and_the_segments_
     assert [len(s) for s in kept] == [7, 10]  # [5, 12) and [20, end): the last one still open at the end
     assert all(np.allclose(s.actions[:, 0], -0.1) for s in kept), "intervention frames teach the operator's command"
     assert [s.name for s in kept] == ["r0#0", "r0#1"]
-    assert [len(s) for s in rollout_segments(ep, rollout, "successes")] == [len(ep)]
+    # a success: the policy's frames too, but the second before each intervention (the drift it corrected)
+    assert [len(s) for s in rollout_segments(ep, rollout, "successes")] == [7, 10]
+    write(tmp_path / "r1", mode="drive", marks=[(25, True)], outcome="success", frames=40)
+    ep1, timeline1 = read_recording(tmp_path / "r1", use_hand=False)
+    assert timeline1.rollout is not None
+    assert [(s.frame_times_ns[0] - T0) // 10**8 for s in rollout_segments(ep1, timeline1.rollout, "successes")] == [
+        0,
+        25,
+    ]
+    assert [len(s) for s in rollout_segments(ep1, timeline1.rollout, "successes")] == [15, 15]
     assert runs(np.array([1, 1, 0, 1], bool)) == [(0, 2), (3, 4)]
 
 
