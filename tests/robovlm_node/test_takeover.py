@@ -149,3 +149,35 @@ def test_a_new_instruction_during_an_intervention_starts_an_episode_inside_it(tm
 
     marks = [deserialize(m).data for m in iter_bag(bags[1], {TOPICS["intervention"]})]
     assert marks == [True], "the second episode must know the operator has the robot"
+
+
+def test_in_shadow_mode_nothing_is_a_takeover_and_the_operators_commands_are_the_recorded_demonstration(tmp_path):
+    from robovlm.data.bag import deserialize, iter_bag
+    from robovlm.data.dataset import is_bag
+    from robovlm.data.rollout import TOPICS
+
+    parts = make_parts(sleeps=0)
+    shadow, edges = _takeover(parts)
+    shadow.shadow = True
+    shadow.on_operator(np.array([0.2, -0.1]))
+    assert not shadow.active(parts.clock.now()) and not edges  # the operator drives; the node publishes nothing
+    rec = RolloutRecorder(
+        directory=tmp_path / "rec",
+        max_bytes=10**9,
+        full_frames=False,
+        image_size=32,
+        fields=["linear.x", "linear.y"],
+        info={"node": "robovlm", "mode": "shadow", "model": "m"},
+        clock_ns=parts.clock.now_ns,
+        status=parts.status,
+        instruction=lambda: "go",
+        takeover=shadow,
+    )
+    rec.start_episode()
+    rec.observe(np.array([0.3, 0.0]), None, parts.clock.now())  # the policy's shadow command
+    rec.close()
+    bag = next(p for p in (tmp_path / "rec").iterdir() if is_bag(p))
+    got = {m.topic: deserialize(m) for m in iter_bag(bag)}
+    assert got[TOPICS["source"]].data == "operator"
+    assert (got[TOPICS["cmd_vel"]].twist.linear.x, got[TOPICS["cmd_vel"]].twist.linear.y) == (0.2, -0.1)
+    assert got[TOPICS["policy_cmd"]].twist.linear.x == 0.3
