@@ -95,9 +95,14 @@ def _train_eval(args: argparse.Namespace, data: list[Path], ckpt: Path, mode: st
     )
     if not (ckpt / "model.safetensors").is_file():
         train(args.config, data, ckpt, settings, rollouts=mode or args.rollouts_mode)
-    report = evaluate(ckpt, episodes=args.eval_episodes, seed_offset=EVAL_SEED)
-    log.info("%s: %s", ckpt, report.format().splitlines()[0])
-    return sum(r.success for r in report.results), sum(r.collision for r in report.results)
+    done = ckpt / f"eval_{args.eval_episodes}.json"  # a rerun resumes: an evaluated checkpoint is not run again
+    if not done.is_file():
+        report = evaluate(ckpt, episodes=args.eval_episodes, seed_offset=EVAL_SEED)
+        log.info("%s: %s", ckpt, report.format().splitlines()[0])
+        result = [sum(r.success for r in report.results), sum(r.collision for r in report.results)]
+        done.write_text(json.dumps(result))
+    ok, hits = json.loads(done.read_text())
+    return int(ok), int(hits)
 
 
 class Results:
