@@ -187,7 +187,7 @@ def measure_model(name: str, a: argparse.Namespace, device: torch.device, report
         what="build (random weights, on the device)",
         dtype="fp32",
         value=f"{time.perf_counter() - t0:.1f} s",
-        detail=f"{weights / 1e9:.2f} B parameters",
+        detail=f"{weights / 1e6:,.1f} M parameters",
     )
     inputs = frames(cfg, device, torch.float32, a.parity_steps)
     with torch.inference_mode():
@@ -224,7 +224,7 @@ def measure_dtype(name, tag, model, cfg, expected, a, device, report) -> None:  
     diff = max(float((g - e).abs().max()) for g, e in zip(got, expected))
     report.add(
         model=name,
-        what="parity against fp32 (max |action difference|, normalized)",
+        what="parity against fp32 (largest action difference, normalized)",
         dtype=tag,
         value=f"{diff:.2e}",
         detail=f"{a.parity_steps} streaming steps on the same frames",

@@ -30,7 +30,7 @@ def test_bench_gpu_runs_on_a_machine_without_ros_mujoco_ray_or_pyav(tmp_path):
         for what in (
             "streaming step",
             "LoRA training step (r 8, frozen weights bf16)",
-            "parity against fp32 (max |action difference|, normalized)",
+            "parity against fp32 (largest action difference, normalized)",
             "serve: stateless step, 4 robots in one batch",
         ):
             assert (model, what) in whats, (model, what)
