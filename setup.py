@@ -97,6 +97,8 @@ setup(
             "pytest>=8,<9.2",
             "pytest-xdist>=3.5",  # make test runs the suite on workers
             "pytest-cov>=6.2",  # and measures coverage (coverage's subprocess patch: coverage>=7.10)
+            # a test that hangs fails with every thread's stack instead of running CI out of time
+            "pytest-timeout>=2.3",
             "coverage>=7.10",
             "hypothesis>=6.100",
             "colcon-common-extensions>=0.3",
