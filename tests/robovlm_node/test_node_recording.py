@@ -20,9 +20,9 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from robovlm.cli import main
-from robovlm.data.bag import bag_metadata, bag_topics, deserialize, iter_bag
+from robovlm.data.bag import bag_metadata, bag_topics, deserialize, iter_bag, read_recording
 from robovlm.data.dataset import is_bag, load_episodes
-from robovlm.data.rollout import CUSTOM_KEY, TOPICS
+from robovlm.data.rollout import CUSTOM_KEY, PRE_INTERVENTION_S, TOPICS
 from tests.ros_harness import RATE, VMAX, activate, node_command, node_params, statuses
 
 pytestmark = pytest.mark.dds
@@ -127,8 +127,17 @@ def test_a_recorded_episode_holds_frames_plans_commands_with_sources_the_interve
     assert segments and all(np.allclose(ep.actions[:, 0], OPERATOR_X) for ep in segments), [
         ep.actions[:, 0] for ep in segments
     ]
-    whole = load_episodes(record_dir, rollouts="successes", use_state=True, state_dim=6, image_size=56)
-    assert len(whole) == 1 and len(whole[0]) > sum(len(ep) for ep in segments)  # a success: every frame
+    (everything,) = load_episodes(record_dir, rollouts="all", use_state=True, state_dim=6, image_size=56)
+    success = load_episodes(record_dir, rollouts="successes", use_state=True, state_dim=6, image_size=56)
+    # a success: every frame but the policy's in the second of drift before the operator took over
+    times = everything.frame_times_ns
+    kept = np.concatenate([ep.frame_times_ns for ep in success])
+    dropped = np.setdiff1d(times, kept)
+    rollout = read_recording(bag, image_size=56)[1].rollout
+    assert rollout is not None
+    ((taken, _),) = rollout.spans(int(times[-1]))
+    assert len(dropped) >= 1 and sum(len(ep) for ep in segments) < len(kept), (len(dropped), len(kept))
+    assert np.all((dropped < taken) & (dropped >= taken - PRE_INTERVENTION_S * 1e9)), (taken, dropped, times)
 
 
 def test_a_full_recording_budget_stops_recording_with_a_warning_and_never_the_robot(
