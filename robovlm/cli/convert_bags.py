@@ -1,5 +1,6 @@
 """``robovlm convert-bags``: a directory of rosbag2 recordings -> teleoperation HDF5 episodes and a manifest
-(``robovlm.data.convert``), or one LeRobotDataset v3.0 (``--format lerobot``, ``robovlm.data.lerobot_writer``)."""
+(``robovlm.data.convert``), or recordings and HDF5 episodes -> one LeRobotDataset v3.0 (``--format lerobot``,
+``robovlm.data.lerobot_writer``), to share them with teams that train on LeRobot's format."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write the episodes of rosbag2 recordings (roles, alignment, joints, splitting, instructions applied) "
         "as teleoperation HDF5 files with a manifest, to convert once and train many times",
     )
-    s.add_argument("src", metavar="DIR", help="a rosbag2 directory, or a directory of them")
+    s.add_argument(
+        "src", metavar="DIR", help="a rosbag2 directory, or a directory of them (--format lerobot: HDF5 episodes too)"
+    )
     s.add_argument("--out", required=True, help="new directory for the HDF5 episodes and manifest.json")
     s.add_argument("--topic", action="append", metavar="ROLE=TOPIC", help=TOPIC_HELP)
     s.add_argument("--joints", metavar="NAME,NAME", help="joints to keep, by name, in order (default: all)")

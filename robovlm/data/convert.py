@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .bag import bag_topics, read_recording
-from .dataset import episode_paths
+from .dataset import episode_paths, select_joints
 from .errors import EpisodeError
 from .hdf5 import write_hdf5_episode
 from .instructions import InstructionSources
@@ -43,34 +43,50 @@ def convert_bags_to_lerobot(
     split: list[SplitSource] | None = None,
     instructions: InstructionSources | None = None,
 ) -> Path:
-    """Every episode of the rosbag2 directories in ``src`` as one LeRobotDataset v3.0 (``robovlm.data.lerobot_writer``)
-    at ``fps`` (default: the first recording's frame rate, rounded); a node's rollout recordings keep who commanded
-    each frame and their outcome. Episodes are read one bag at a time."""
+    """Every episode of the rosbag2 directories and HDF5 episodes in ``src`` as one LeRobotDataset v3.0
+    (``robovlm.data.lerobot_writer``) at ``fps`` (default: the first episode's frame rate, rounded; an HDF5 episode
+    keeps its own frames, so it must be at that rate); a node's rollout recordings keep who commanded each frame and
+    their outcome. Episodes are read one at a time."""
+    from .hdf5 import read_hdf5_episode
     from .lerobot_writer import WrittenEpisode, write_dataset
 
     topics = topics or TopicMap()
     sources = instructions or InstructionSources()
-    bags = [p for p in episode_paths(src) if p.suffix != ".h5"]
-    if not bags:
-        raise EpisodeError(f"{src}: no rosbag2 directories to convert")
+    paths = episode_paths(src)
+    if not paths:
+        raise EpisodeError(f"{src}: no rosbag2 directories or HDF5 episodes to convert")
 
     def items():
-        for bag in tqdm(bags, desc="converting", unit="bag", disable=None):
-            present = bag_topics(bag)
-            whole, timeline = read_recording(
-                bag,
-                topics,
-                joint_names=joint_names,
-                image_size=image_size,
-                use_joints=topics["joint_states"] in present,
-                use_hand=topics["hand"] in present,
-                marker_topic=marker_topic(split or []),
-            )
-            for ep, _ in episodes_of(whole, timeline, split or [], sources):
+        for path in tqdm(paths, desc="converting", unit="recording", disable=None):
+            if path.suffix == ".h5":
+                ep = read_hdf5_episode(path, sources, lazy=True)
+                if image_size is not None and tuple(ep.images.shape[1:3]) != (image_size, image_size):
+                    raise EpisodeError(
+                        f"{path}: frames are {ep.images.shape[2]}x{ep.images.shape[1]}; an HDF5 episode is written "
+                        "at the size it was recorded, drop --image-size"
+                    )
+                if joint_names is not None:
+                    ep = select_joints(ep, joint_names)
+                found = [ep]
+                rollout = None
+            else:
+                present = bag_topics(path)
+                whole, timeline = read_recording(
+                    path,
+                    topics,
+                    joint_names=joint_names,
+                    image_size=image_size,
+                    use_joints=topics["joint_states"] in present,
+                    use_hand=topics["hand"] in present,
+                    marker_topic=marker_topic(split or []),
+                )
+                found = [ep for ep, _ in episodes_of(whole, timeline, split or [], sources)]
+                rollout = timeline.rollout
+            for ep in found:
                 if not ep.instruction:
                     assert ep.texts is not None
                     sources.resolve(ep.texts)  # raises, naming every source tried
-                yield WrittenEpisode(ep, ep.instruction or "", timeline.rollout)
+                yield WrittenEpisode(ep, ep.instruction or "", rollout)
 
     stream = items()
     first = next(stream)

@@ -79,15 +79,20 @@ def test_inspect_dataset_proposes_the_mapping_and_a_policy_trains_on_the_dataset
 
 
 @pytest.mark.slow
-def test_windows_from_an_hdf5_episode_and_from_its_lerobot_conversion_are_the_same_but_for_the_codec(tmp_path):
+def test_windows_from_hdf5_episodes_and_from_their_lerobot_conversion_are_the_same_but_for_the_codec(tmp_path, capsys):
     from robovlm.configs.model import load_config
     from robovlm.data.dataset import WindowDataset
-    from robovlm.data.lerobot_writer import WrittenEpisode, fps_of, write_dataset
     from robovlm.sim.collect import collect
 
-    collect(tmp_path / "h5", episodes_per_scenario=1, image_size=56)
-    h5 = load_episodes(tmp_path / "h5", use_state=True, state_dim=2)[:3]
-    write_dataset((WrittenEpisode(e, e.instruction) for e in h5), tmp_path / "lr", fps=fps_of(h5[0]), codec="h264")
+    collect(tmp_path / "all", episodes_per_scenario=1, image_size=56)
+    (tmp_path / "h5").mkdir()
+    for path in sorted((tmp_path / "all").glob("*.h5"))[:3]:
+        shutil.copy(path, tmp_path / "h5")
+    h5 = load_episodes(tmp_path / "h5", use_state=True, state_dim=2)
+    convert = ["convert-bags", str(tmp_path / "h5"), "--format", "lerobot", "--video-codec", "h264", "--out"]
+    assert main([*convert, str(tmp_path / "resized"), "--image-size", "32"]) != 0  # HDF5 frames stay as recorded
+    assert "drop --image-size" in capsys.readouterr().err and not (tmp_path / "resized").exists()
+    assert main([*convert, str(tmp_path / "lr")]) == 0
     lr = load_episodes(tmp_path / "lr", use_state=True, state_dim=2)
     cfg = load_config("models/configs/demo.json")
     stats = compute_stats(h5, action_fields=["linear.x", "linear.y"], joint_names=None, state_dim=2)
