@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..utils.images import resize_rgb
-from .hdf5 import Episode
+from .hdf5 import SCENARIO_RE, Episode
 from .recording import Timeline
 
 CODEBASE_VERSION = "v3.0"
@@ -229,11 +229,12 @@ class EpisodeReader:
             joints = np.asarray(rows[keys["state"]], np.float32)
             names = [str(n) for n in (self.ds.features[keys["state"]].get("names") or [])] or None
         name = f"{self.ds.root.name}#{int(ep['episode_index'])}"
+        scenario = SCENARIO_RE.search(str(ep.get("robovlm/source") or ""))  # our conversions name their source
         task_texts = [str(t) for t in (ep.get("tasks") or [])]
         episode = Episode(
             path=self.ds.root,
             name=name,
-            scenario=None,
+            scenario=scenario.group(0) if scenario else None,
             instruction=None,
             images=self._camera(ep, keys["head"], rows, image_size),
             actions=actions,

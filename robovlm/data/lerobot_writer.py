@@ -9,6 +9,8 @@ pairing training uses for bags); an HDF5 episode keeps its frames when ``1 / fra
 is refused otherwise. Written into a temporary directory beside ``out`` and renamed at the end: a failed write leaves
 nothing.
 
+The episodes table names each episode's source (``robovlm/source``: the HDF5 file's or the bag's episode name), from
+which the reader takes its scenario, so training holds out the same episodes from a conversion as from the original.
 A node's rollout recording converts with two per-frame columns, ``robovlm.operator`` (the operator gave the command)
 and ``robovlm.intervention_index`` (-1 outside interventions), and its outcome in the episodes table
 (``robovlm/outcome``).
@@ -110,7 +112,7 @@ class DatasetWriter:
         idx = grid(ep, self.fps)
         n, start = len(idx), len(self.rows)
         task = self.tasks.setdefault(item.task, len(self.tasks))
-        row: dict[str, Any] = {"episode_index": k, "tasks": [item.task], "length": n}
+        row: dict[str, Any] = {"episode_index": k, "tasks": [item.task], "length": n, "robovlm/source": ep.name}
         row |= {"data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": start}
         row |= {"dataset_to_index": start + n, "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
         for key, frames in ((HEAD, ep.images), (HAND, ep.hand_images)):

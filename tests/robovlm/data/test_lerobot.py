@@ -94,6 +94,7 @@ def test_windows_from_hdf5_episodes_and_from_their_lerobot_conversion_are_the_sa
     assert "drop --image-size" in capsys.readouterr().err and not (tmp_path / "resized").exists()
     assert main([*convert, str(tmp_path / "lr")]) == 0
     lr = load_episodes(tmp_path / "lr", use_state=True, state_dim=2)
+    assert [e.scenario for e in lr] == [e.scenario for e in h5]  # so training holds out the same episodes
     cfg = load_config("models/configs/demo.json")
     stats = compute_stats(h5, action_fields=["linear.x", "linear.y"], joint_names=None, state_dim=2)
     a, b = WindowDataset(h5, cfg, stats), WindowDataset(lr, cfg, stats)
