@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -222,3 +224,15 @@ def test_robovlm_help_lists_replay_only_with_ros_and_never_imports_it(ros):
     listed, rclpy_loaded, torch_loaded = proc.stdout.split()
     assert listed == str(ros), "replay must be listed exactly when ROS is installed"
     assert rclpy_loaded == "False" and torch_loaded == "False", "--help must not import ROS or torch"
+
+
+def test_a_listing_piped_into_head_ends_quietly():
+    """``robovlm inspect-dataset DIR | head``: the closed pipe is the reader's choice, not an error."""
+    fixture = ROOT / "tests" / "data" / "lerobot" / "made_by_lerobot"
+    code = f"from robovlm.cli import main; raise SystemExit(main(['inspect-dataset', {str(fixture)!r}]))"
+    proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()  # `head -1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "error" not in err.lower(), err
