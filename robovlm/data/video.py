@@ -8,6 +8,7 @@ every 2 frames, crf 30; H.264 as an option).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -68,6 +69,8 @@ class VideoWriter:
         options = {"g": "2", "crf": "30"}
         if codec == "av1":
             options["preset"] = "12"  # the fastest: two CPU cores
+            # SVT-AV1 prints some 25 lines to stderr for every file it opens; only its errors, unless the user set it
+            os.environ.setdefault("SVT_LOG", "1")
         stream = self._container.add_stream(CODECS[codec], rate=fps, options=options)
         assert isinstance(stream, av.video.stream.VideoStream)
         self._stream = stream

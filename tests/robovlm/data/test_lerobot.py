@@ -6,7 +6,10 @@ policy trains on it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -240,3 +243,20 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_dataset(items(), tmp_path / "out", fps=10, codec="h264")
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temporary directory
+
+
+def test_an_av1_file_is_written_without_the_encoders_chatter_and_reads_back(tmp_path):
+    """SVT-AV1 prints some 25 lines per file at its default log level: a conversion of 400 episodes buried the
+    progress bar and any real error under them."""
+    code = (
+        "import numpy as np; from pathlib import Path; from robovlm.data.video import VideoWriter\n"
+        f"w = VideoWriter(Path({str(tmp_path / 'v.mp4')!r}), fps=10, width=32, height=32)\n"
+        "[w.add(np.full((32, 32, 3), 40 * k, np.uint8)) for k in range(4)]; w.close()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SVT_LOG"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "Svt[" not in proc.stderr, proc.stderr[-2000:]
+    from robovlm.data.video import read_frames
+
+    frames = read_frames(tmp_path / "v.mp4", [0.0, 0.1, 0.2, 0.3])
+    assert frames.shape == (4, 32, 32, 3) and abs(float(frames[3].mean()) - 120) < 8
