@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 args.eval_episodes,
                 hits,
                 demo_frames,
-                _frames(rounds, mode),
+                _frames(rounds),  # the operator's work is the same whatever a mode trains on
                 minutes=(time.monotonic() - t0) / 60,
             )
         )
