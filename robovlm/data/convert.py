@@ -23,9 +23,9 @@ from tqdm import tqdm
 from .bag import bag_topics, read_recording
 from .dataset import episode_paths, select_joints
 from .errors import EpisodeError
-from .hdf5 import write_hdf5_episode
+from .hdf5 import Episode, write_hdf5_episode
 from .instructions import InstructionSources
-from .recording import SplitSource, episodes_of, marker_topic
+from .recording import SplitSource, Timeline, episodes_of, marker_topic
 from .roles import TopicMap
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,7 @@ def convert_bags_to_lerobot(
                 found = [ep]
                 rollout = None
             else:
-                present = bag_topics(path)
-                whole, timeline = read_recording(
-                    path,
-                    topics,
-                    joint_names=joint_names,
-                    image_size=image_size,
-                    use_joints=topics["joint_states"] in present,
-                    use_hand=topics["hand"] in present,
-                    marker_topic=marker_topic(split or []),
-                )
+                whole, timeline = _read_bag(path, topics, joint_names, image_size, split or [])
                 found = [ep for ep, _ in episodes_of(whole, timeline, split or [], sources)]
                 rollout = timeline.rollout
             for ep in found:
@@ -147,16 +138,7 @@ def _convert_one(
     instructions: InstructionSources,
 ) -> None:
     """One bag's episodes into ``work``, with their manifest entries (the bag is read once and held in memory)."""
-    present = bag_topics(bag)
-    whole, timeline = read_recording(
-        bag,
-        topics,
-        joint_names=joint_names,
-        image_size=image_size,
-        use_joints=topics["joint_states"] in present,
-        use_hand=topics["hand"] in present,
-        marker_topic=marker_topic(split),
-    )
+    whole, timeline = _read_bag(bag, topics, joint_names, image_size, split)
     found = episodes_of(whole, timeline, split, instructions)
     align = whole.alignment
     manifest["bags"].append(
@@ -202,3 +184,19 @@ def _convert_one(
                 "instruction_source": ep.instruction_source,
             }
         )
+
+
+def _read_bag(
+    bag: Path, topics: TopicMap, joint_names: list[str] | None, image_size: int | None, split: list[SplitSource]
+) -> tuple[Episode, Timeline]:
+    """A whole bag with the joint states and the hand camera where it has them."""
+    present = bag_topics(bag)
+    return read_recording(
+        bag,
+        topics,
+        joint_names=joint_names,
+        image_size=image_size,
+        use_joints=topics["joint_states"] in present,
+        use_hand=topics["hand"] in present,
+        marker_topic=marker_topic(split),
+    )

@@ -28,7 +28,8 @@ from tests import ROOT
 
 # no_cover: its 1000 steps run lines the short training tests already cover, and coverage's tracer made training
 # about 35 % slower (tests/robovlm/training/test_train.py's same-seed test: 8.7 s without, 11.8 s with)
-pytestmark = [pytest.mark.slow, pytest.mark.no_cover, pytest.mark.timeout(1200)]  # about 6 minutes on a loaded CI
+# timeout: 345 s on an idle machine, 650 s beside two trainings
+pytestmark = [pytest.mark.slow, pytest.mark.no_cover, pytest.mark.timeout(1200)]
 
 
 def short_instruction(scenario: str) -> str:
