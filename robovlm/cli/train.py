@@ -82,6 +82,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     s.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="fine-tune this checkpoint (weights, normalization; fresh optimizer and schedule); the config must "
+        "describe the same model (its directory does)",
+    )
+    s.add_argument(
         "--allow-no-learning",
         action="store_true",
         help="exit 0 even when the final model is no better than predicting the mean action (smoke runs)",
@@ -131,6 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out,
             settings,
             resume=args.resume,
+            init_from=args.init_from,
             device=args.device,
             topics=TopicMap.from_flags(args.topic),
             joint_names=_joints(args.joints),

@@ -126,6 +126,24 @@ def _accelerator(settings: TrainSettings, device: str | None):
     )
 
 
+def _differences(wanted: Any, have: Any, at: str = "") -> list[str]:
+    """Dotted paths where ``have`` disagrees with ``wanted``; a checkpoint's saved backbone config spells out every
+    default, so only the keys ``wanted`` names are compared inside a dict."""
+    if isinstance(wanted, dict) and isinstance(have, dict):
+        return [d for k in wanted for d in _differences(wanted[k], have.get(k), f"{at}.{k}" if at else str(k))]
+    return [] if wanted == have else [at]
+
+
+def _same_model(wanted: Any, have: Any, config_path: str | Path, ckpt: str | Path) -> None:
+    """Fine-tuning keeps the checkpoint's architecture: a config that differs is a mistake, said by field."""
+    differ = _differences(asdict(wanted), asdict(have))
+    if differ:
+        raise ConfigError(
+            f"{config_path} differs from {ckpt}'s config in {', '.join(differ)}; fine-tuning keeps the "
+            f"checkpoint's model (pass its directory as the config)"
+        )
+
+
 def train(
     config_path: str | Path,
     data_dir: str | Path | Sequence[str | Path],
@@ -142,13 +160,15 @@ def train(
     features: list[str] | None = None,
     action_names: str | None = None,
     probe: Callable[[RoboVLM, DataLoader], dict[str, Any]] | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train on the HDF5 episodes and rosbag2 directories in ``data_dir`` (one or several; bags read by role,
     ``topics``, and cut into episodes by ``split``; instructions from ``instructions``, ``robovlm.data.instructions``;
     the node's rollout recordings by ``rollouts``, ``robovlm.data.rollout``).
 
     ``probe(model, val_loader)``: extra measurements at each evaluation (``bench.learning``), kept in the validation
-    history beside the MAE."""
+    history beside the MAE. ``init_from``: fine-tune that checkpoint (its weights, normalization and joint names, with
+    a fresh optimizer and schedule); ``config_path`` must describe the same model."""
     acc = _accelerator(settings, device)
     main = acc.is_main_process
     out = Path(out_dir)
@@ -160,10 +180,14 @@ def train(
         )
     seed_everything(settings.seed)
     resuming = resume and (out / STATE_DIR).is_dir()
-    if resuming:  # the checkpoint's own config, stats and joint names: the run continues as it started
-        model = RoboVLM.from_pretrained(out, device="cpu", load_clip=load_config(out).use_clip_norm).train()
+    start = out if resuming else init_from
+    if start is not None:  # the checkpoint's own config, stats and joint names: the run continues as it started
+        if not resuming:
+            _same_model(load_config(config_path), load_config(start), config_path, start)
+        model = RoboVLM.from_pretrained(start, device="cpu", load_clip=load_config(start).use_clip_norm).train()
         config, stats = model.config, model.stats
         joint_names = joint_names or stats.joint_names or None
+        log.info("%s %s", "resuming" if resuming else "fine-tuning", start)
     else:
         config = load_config(config_path)
     if len(settings.action_fields) != config.action_dim:
@@ -190,7 +214,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     train_eps, val_eps = split_episodes(episodes, settings.val_fraction)
     log.info("%d episodes: %d train, %d validation", len(episodes), len(train_eps), len(val_eps))
-    if not resuming:
+    if start is None:
         stats = compute_stats(
             train_eps, action_fields=list(settings.action_fields), joint_names=None, state_dim=config.state_dim
         )

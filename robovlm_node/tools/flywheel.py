@@ -4,9 +4,10 @@ Round 0 trains a policy on a few expert demonstrations (``--demos`` per scenario
 policy drives ``--rollouts`` episodes on training layouts through the node over ROS (``rollouts.py``), a simulated
 operator taking over where it goes wrong, the node recording everything; then a policy is trained from scratch on the
 demonstrations plus every round's recordings so far (``robovlm train --data demos --data round1 ... --rollouts
-MODE``), and evaluated on held-out layouts (``eval-sim``'s in-process loop). Beside it the baseline: policies trained
-the same way on expert demonstrations only, ``--baseline`` per scenario. Each row goes to ``--results`` (Markdown, and
-JSON beside it) as soon as it is measured.
+MODE``; with ``--finetune``, round r-1's policy is fine-tuned on them, ``--init-from``), and evaluated on held-out
+layouts (``eval-sim``'s in-process loop). Beside it the baseline: policies trained from scratch on expert
+demonstrations only, ``--baseline`` per scenario (``--baseline-steps``). Each row goes to ``--results`` (Markdown,
+and JSON beside it) as soon as it is measured.
 
 Layout seeds: demonstrations from 0, rollouts from ``ROLLOUT_SEED`` (round r: ``ROLLOUT_SEED + 1000 r``), evaluation
 from ``EVAL_SEED`` (``eval-sim``'s default): disjoint.
@@ -85,16 +86,25 @@ def _frames(data: list[Path], mode: str = "interventions") -> int:
     return sum(len(ep) for ep in load_episodes(data, rollouts=mode, lazy=True, use_hand=False))
 
 
-def _train_eval(args: argparse.Namespace, data: list[Path], ckpt: Path, mode: str | None = None) -> tuple[int, int]:
+def _train_eval(
+    args: argparse.Namespace,
+    data: list[Path],
+    ckpt: Path,
+    mode: str | None = None,
+    init_from: Path | None = None,
+    steps: int | None = None,
+) -> tuple[int, int]:
+    steps = steps or (args.steps if init_from is None else args.finetune_steps)
     settings = TrainSettings(
-        steps=args.steps,
+        steps=steps,
         seed=args.seed,
-        warmup_steps=min(300, args.steps // 5),
-        eval_every=args.steps,
+        warmup_steps=min(300, steps // 5),
+        eval_every=steps,
         val_fraction=0.0,
     )
     if not (ckpt / "model.safetensors").is_file():
-        train(args.config, data, ckpt, settings, rollouts=mode or args.rollouts_mode)
+        config = args.config if init_from is None else init_from
+        train(config, data, ckpt, settings, rollouts=mode or args.rollouts_mode, init_from=init_from)
     done = ckpt / f"eval_{args.eval_episodes}.json"  # a rerun resumes: an evaluated checkpoint is not run again
     if not done.is_file():
         report = evaluate(ckpt, episodes=args.eval_episodes, seed_offset=EVAL_SEED)
@@ -120,7 +130,14 @@ class Results:
             "# The data flywheel in simulation (`make flywheel`)",
             "",
             f"Command: `python -m robovlm_node.tools.flywheel {' '.join(sys.argv[1:])}`; config `{a.config}`, "
-            f"{a.steps} training steps from scratch per policy (seed {a.seed}), `--rollouts {a.rollouts_mode}`, "
+            f"{a.steps} training steps from scratch per policy (seed {a.seed})"
+            + (
+                f", except that round r >= 1 fine-tunes round r-1's policy for {a.finetune_steps} steps"
+                if a.finetune
+                else ""
+            )
+            + (f", baselines {a.baseline_steps} steps" if a.baseline_steps and a.baseline_steps != a.steps else "")
+            + f", `--rollouts {a.rollouts_mode}`, "
             f"{a.rollouts} rollouts per round through the node over ROS, held-out evaluation on {a.eval_episodes} "
             f"layouts (seeds from {EVAL_SEED}). Rows in the order they were measured.",
             "",
@@ -163,7 +180,10 @@ def run(args: argparse.Namespace) -> int:
             (out / f"round{r}" / "rollouts.json").write_text(json.dumps([asdict(x) for x in rolls], indent=2))
         rolls_doc = json.loads((out / f"round{r}" / "rollouts.json").read_text())
         rounds.append(record_dir)
-        ok, hits = _train_eval(args, [start, *rounds], out / f"round{r}" / "checkpoint")
+        previous = out / f"round{r - 1}" / "checkpoint"
+        ok, hits = _train_eval(
+            args, [start, *rounds], out / f"round{r}" / "checkpoint", init_from=previous if args.finetune else None
+        )
         results.add(
             Row(
                 f"flywheel round {r}",
@@ -180,11 +200,13 @@ def run(args: argparse.Namespace) -> int:
         )
     for n in args.baseline:
         t0 = time.monotonic()
-        if n == args.demos:  # the same data and training as round 0: its row, not a second run
+        steps = args.baseline_steps or args.steps
+        if n == args.demos and steps == args.steps:  # the same data and training as round 0: its row, not a second run
             results.add(dataclasses.replace(results.rows[0], run=f"baseline {n} demos / scenario (= round 0)"))
             continue
         data = _subset(demos, out / f"demos_{n}", n)
-        ok, hits = _train_eval(args, [data], out / f"baseline_{n}" / "checkpoint")
+        name = f"baseline_{n}" if steps == args.steps else f"baseline_{n}_{steps}steps"
+        ok, hits = _train_eval(args, [data], out / name / "checkpoint", steps=steps)
         frames = _frames([data], "all")
         results.add(
             Row(
@@ -223,9 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--rollouts", type=int, default=24, help="rollouts through the node per round")
     p.add_argument("--steps", type=int, default=1000, help="training steps per policy (from scratch)")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="round r >= 1 fine-tunes round r-1's policy on all the data so far instead of training from scratch "
+        "(use its own --out: its rollouts differ)",
+    )
+    p.add_argument("--finetune-steps", type=int, default=1000, help="training steps of a fine-tuning round")
     p.add_argument("--eval-episodes", type=int, default=40)
     p.add_argument("--rollouts-mode", choices=ROLLOUT_MODES, default=DEFAULT_ROLLOUT_MODE)
     p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 3, 6, 12])
+    p.add_argument("--baseline-steps", type=int, default=None, help="training steps of a baseline (default --steps)")
     p.add_argument(
         "--compare-modes",
         type=lambda s: [x for x in s.split(",") if x],

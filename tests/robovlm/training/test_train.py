@@ -70,7 +70,7 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(sim_data, tmp
     assert [h["loss"] for h in history] == first, "how often the run evaluates must not change it"
 
 
-def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
+def test_short_training_run_loss_falls_and_resumes_and_fine_tunes(sim_data, tmp_path, capsys):
     settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=40, val_fraction=0.5)
     m = train("models/configs/demo.json", sim_data, tmp_path / "ck", settings, device="cpu")
     hist = json.loads((tmp_path / "ck" / "train_progress.json").read_text())["history"]
@@ -113,6 +113,18 @@ def test_short_training_run_loss_falls_and_resumes(sim_data, tmp_path):
         == 2
     )
     assert not marker.exists(), "--resume executed code from train_state.pt"
+
+    # fine-tuning (the flywheel's rounds) starts from the checkpoint's weights and normalization, on a fresh schedule
+    tuned = tmp_path / "ft"
+    ft_settings = TrainSettings(steps=5, batch_size=8, warmup_steps=2, eval_every=5, val_fraction=0.25, seed=3)
+    train(tmp_path / "ck", sim_data, tuned, ft_settings, init_from=tmp_path / "ck", device="cpu")
+    ft_hist = json.loads((tuned / "train_progress.json").read_text())["history"]
+    assert len(ft_hist) == 5 and np.mean([h["loss"] for h in ft_hist]) < 0.8 * first, (first, ft_hist)
+    assert RoboVLM.from_pretrained(tuned).stats == model.stats  # not recomputed from its other training split
+    argv = ["train", "models/configs/single_camera.json", "--data", str(sim_data), "--out", str(tmp_path / "x")]
+    assert main([*argv, "--init-from", str(tmp_path / "ck"), "--steps", "2"]) == 2
+    said = capsys.readouterr().err
+    assert "differs from" in said and "use_hand_rgb" in said and not (tmp_path / "x").exists(), said
 
 
 class _Payload:
