@@ -2,9 +2,9 @@
 
 Round 0 trains a policy on a few expert demonstrations (``--demos`` per scenario). Each round after it: the newest
 policy drives ``--rollouts`` episodes on training layouts through the node over ROS (``rollouts.py``), a simulated
-operator taking over where it goes wrong, the node recording everything; then a policy is trained from scratch on the
-demonstrations plus every round's recordings so far (``robovlm train --data demos --data round1 ... --rollouts
-MODE``; with ``--finetune``, round r-1's policy is fine-tuned on them, ``--init-from``), and evaluated on held-out
+operator taking over where it goes wrong, the node recording everything; then round r-1's policy is fine-tuned on
+the demonstrations plus every round's recordings so far (``robovlm train CKPT --init-from CKPT --data demos --data
+round1 ... --rollouts MODE``; ``--retrain``: a policy from scratch instead), and evaluated on held-out
 layouts (``eval-sim``'s in-process loop). Beside it the baseline: policies trained from scratch on expert
 demonstrations only, ``--baseline`` per scenario (``--baseline-steps``). Each row goes to ``--results`` (Markdown,
 and JSON beside it) as soon as it is measured.
@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -94,7 +95,7 @@ def _train_eval(
     init_from: Path | None = None,
     steps: int | None = None,
 ) -> tuple[int, int]:
-    steps = steps or (args.steps if init_from is None else args.finetune_steps)
+    steps = steps or (args.finetune_steps if init_from is not None and args.finetune_steps else args.steps)
     settings = TrainSettings(
         steps=steps,
         seed=args.seed,
@@ -129,11 +130,11 @@ class Results:
         text = [
             "# The data flywheel in simulation (`make flywheel`)",
             "",
-            f"Command: `python -m robovlm_node.tools.flywheel {' '.join(sys.argv[1:])}`; config `{a.config}`, "
+            f"Command: `python -m robovlm_node.tools.flywheel {shlex.join(sys.argv[1:])}`; config `{a.config}`, "
             f"{a.steps} training steps from scratch per policy (seed {a.seed})"
             + (
-                f", except that round r >= 1 fine-tunes round r-1's policy for {a.finetune_steps} steps"
-                if a.finetune
+                f", except that round r >= 1 fine-tunes round r-1's policy for {a.finetune_steps or a.steps} steps"
+                if not a.retrain
                 else ""
             )
             + (f", baselines {a.baseline_steps} steps" if a.baseline_steps and a.baseline_steps != a.steps else "")
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         rounds.append(record_dir)
         previous = out / f"round{r - 1}" / "checkpoint"
         ok, hits = _train_eval(
-            args, [start, *rounds], out / f"round{r}" / "checkpoint", init_from=previous if args.finetune else None
+            args, [start, *rounds], out / f"round{r}" / "checkpoint", init_from=None if args.retrain else previous
         )
         results.add(
             Row(
@@ -219,9 +220,11 @@ def run(args: argparse.Namespace) -> int:
                 minutes=(time.monotonic() - t0) / 60,
             )
         )
-    for mode in args.compare_modes:  # the last round's data, trained under another --rollouts
+    before_last = None if args.retrain else out / f"round{args.rounds - 1}" / "checkpoint"
+    for mode in args.compare_modes if rounds else []:  # the last round's data, trained under another --rollouts
         t0 = time.monotonic()
-        ok, hits = _train_eval(args, [start, *rounds], out / f"round{args.rounds}_{mode}" / "checkpoint", mode)
+        ckpt = out / f"round{args.rounds}_{mode}" / "checkpoint"
+        ok, hits = _train_eval(args, [start, *rounds], ckpt, mode, init_from=before_last)
         results.add(
             Row(
                 f"round {args.rounds} data, --rollouts {mode}",
@@ -246,12 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollouts", type=int, default=24, help="rollouts through the node per round")
     p.add_argument("--steps", type=int, default=1000, help="training steps per policy (from scratch)")
     p.add_argument(
-        "--finetune",
+        "--retrain",
         action="store_true",
-        help="round r >= 1 fine-tunes round r-1's policy on all the data so far instead of training from scratch "
-        "(use its own --out: its rollouts differ)",
+        help="train each round's policy from scratch instead of fine-tuning the last round's (use another --out: "
+        "its rollouts differ)",
     )
-    p.add_argument("--finetune-steps", type=int, default=1000, help="training steps of a fine-tuning round")
+    p.add_argument("--finetune-steps", type=int, default=None, help="training steps of a fine-tuning round (--steps)")
     p.add_argument("--eval-episodes", type=int, default=40)
     p.add_argument("--rollouts-mode", choices=ROLLOUT_MODES, default=DEFAULT_ROLLOUT_MODE)
     p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 3, 6, 12])

@@ -71,4 +71,7 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
     taught = load_episodes([out / "round1" / "rollouts"], rollouts="interventions", use_hand=False)
     assert rows[1]["operator_frames"] == sum(len(ep) for ep in taught) > 0
     assert (out / "round1" / "checkpoint" / "model.safetensors").is_file()
+    # round 1 fine-tuned round 0's policy (the default): its normalization is round 0's, not the new data's
+    before, after = ((out / r / "checkpoint" / "stats.json").read_text() for r in ("round0", "round1"))
+    assert after == before
     assert "| flywheel round 1 |" in results.read_text()
