@@ -257,8 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-steps", type=int, default=None, help="training steps of a fine-tuning round (--steps)")
     p.add_argument("--eval-episodes", type=int, default=40)
     p.add_argument("--rollouts-mode", choices=ROLLOUT_MODES, default=DEFAULT_ROLLOUT_MODE)
-    p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 3, 6, 12])
-    p.add_argument("--baseline-steps", type=int, default=None, help="training steps of a baseline (default --steps)")
+    p.add_argument("--baseline", type=lambda s: [int(x) for x in s.split(",") if x], default=[3, 6, 12])
+    p.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=TrainSettings.steps,
+        help="training steps of a baseline policy: the demo recipe's (at 1000 the demo model may not yet have left its "
+        "plateau: bench/results/training.md)",
+    )
     p.add_argument(
         "--compare-modes",
         type=lambda s: [x for x in s.split(",") if x],
