@@ -116,10 +116,10 @@ train-single-camera: install
 	$(VENV)/bin/robovlm eval-sim --checkpoint out/single_camera_ckpt --episodes 40
 
 # Issue 36's table: DAgger in simulation through the node over ROS (robovlm_node.tools.flywheel): a policy from 1
-# demonstration per scenario (3 already reach 78 %), 3 rounds of 24 recorded rollouts with a simulated operator taking
-# over, retrained on everything so far; beside it policies from 1, 3, 6 and 12 demonstrations per scenario; the last
-# round's data under the other --rollouts modes. Into bench/results/flywheel.md. Not in CI: about 2 hours on two CPU
-# cores; resumes where it was stopped.
+# demonstration per scenario, 3 rounds of 24 recorded rollouts with a simulated operator taking over, each round
+# fine-tuning the last round's policy on everything so far; beside it policies from 3, 6 and 12 demonstrations per
+# scenario (2500 steps); the last round's data under the other --rollouts modes. Into bench/results/flywheel.md. Not
+# in CI: about 2 hours on two CPU cores; resumes where it was stopped.
 flywheel: install
 	$(PY) -m robovlm_node.tools.flywheel --compare-modes interventions,all
 
