@@ -19,14 +19,30 @@ from tests.ros_harness import statuses as _statuses
 pytestmark = pytest.mark.dds
 
 
+def _rate_window(h, seconds: float, tries: int = 3) -> list:
+    """The commands stamped in a window of ``seconds`` during which the node reported no control overrun.
+
+    The rate is the node's to keep only while the machine runs it: CI once stalled the whole test process for half
+    a second (every input 0.52 s old at once, ``control_overrun`` counted), and the node rightly stopped and said so.
+    A window holding such a stall is measured again, at most ``tries`` times; commands are read a moment after the
+    window ends so the last ones stamped inside it have arrived."""
+    window: list = []
+    for _ in range(tries):
+        overruns = h.node.status.faults.get("control_overrun", 0)
+        start = h.commands()[-1][0]
+        time.sleep(seconds + 0.3)
+        window = [c for c in h.commands() if start < c[0] <= start + seconds]
+        if h.node.status.faults.get("control_overrun", 0) == overruns:
+            return window
+    return window
+
+
 def test_rate_and_every_value_within_the_limits(checkpoint, harness_factory):
     h = harness_factory(_params(checkpoint, stamped=True))
     _activate(h)
     h.start_feeding()
     assert h.wait_for(lambda: any(abs(c[1][0]) > 0 for c in h.commands()), 15), "no motion commanded"
-    start = h.commands()[-1][0]
-    time.sleep(1.5)
-    window = [c for c in h.commands() if start < c[0] <= start + 1.5]
+    window = _rate_window(h, 1.5)
     assert 0.6 * 1.5 * RATE <= len(window) <= 1.4 * 1.5 * RATE, len(window)
     cmds = h.commands()
     for _t, v in cmds:
