@@ -61,9 +61,10 @@ def test_stopped_camera_gives_zero_within_timeout_plus_two_periods(checkpoint, h
     h.stop_feeding()
     h.start_feeding(head=False)  # hand camera and joints keep coming
     t_stop = time.monotonic()
-    time.sleep(1.5)
-    late = h.commands(since=t_stop + 0.5 + 2 / RATE + 0.05)
-    assert len(late) >= 10, "the node must keep publishing (zeros) while the camera is stale"
+    since = t_stop + 0.5 + 2 / RATE + 0.05
+    # Counted, not timed: a machine that stalls the test process delays the ten, and a zero is still required of each.
+    assert h.wait_for(lambda: len(h.commands(since=since)) >= 10, 5), "the node must keep publishing (zeros)"
+    late = h.commands(since=since)
     assert all(np.all(v == 0) for _, v in late)
     assert h.node.status.faults.get("stale_input", 0) > 0
 
