@@ -10,7 +10,9 @@ demonstrations only, ``--baseline`` per scenario (``--baseline-steps``). Each ro
 and JSON beside it) as soon as it is measured.
 
 Layout seeds: demonstrations from 0, rollouts from ``ROLLOUT_SEED`` (round r: ``ROLLOUT_SEED + 1000 r``), evaluation
-from ``EVAL_SEED`` (``eval-sim``'s default): disjoint.
+from ``EVAL_SEED`` (``eval-sim``'s default): disjoint. ``--perturb``: every room of the run (demonstrations, rollouts,
+evaluation) randomized at that level of ``robovlm.sim.perturb``, a harder world than the plain one; the work
+directory remembers it (``run.json``), so a rerun never mixes the rooms of two levels.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from robovlm.data.dataset import load_episodes
 from robovlm.data.rollout import DEFAULT_ROLLOUT_MODE, ROLLOUT_MODES
 from robovlm.sim.collect import collect
 from robovlm.sim.evaluate import evaluate
+from robovlm.sim.perturb import LEVELS
 from robovlm.training.trainer import train
 from robovlm.utils.resources import find_resource
 
@@ -108,7 +111,7 @@ def _train_eval(
         train(config, data, ckpt, settings, rollouts=mode or args.rollouts_mode, init_from=init_from)
     done = ckpt / f"eval_{args.eval_episodes}.json"  # a rerun resumes: an evaluated checkpoint is not run again
     if not done.is_file():
-        report = evaluate(ckpt, episodes=args.eval_episodes, seed_offset=EVAL_SEED)
+        report = evaluate(ckpt, episodes=args.eval_episodes, seed_offset=EVAL_SEED, perturb=args.perturb)
         log.info("%s: %s", ckpt, report.format().splitlines()[0])
         result = [sum(r.success for r in report.results), sum(r.collision for r in report.results)]
         done.write_text(json.dumps(result))
@@ -140,7 +143,8 @@ class Results:
             + (f", baselines {a.baseline_steps} steps" if a.baseline_steps and a.baseline_steps != a.steps else "")
             + f", `--rollouts {a.rollouts_mode}`, "
             f"{a.rollouts} rollouts per round through the node over ROS, held-out evaluation on {a.eval_episodes} "
-            f"layouts (seeds from {EVAL_SEED}). Rows in the order they were measured.",
+            f"layouts (seeds from {EVAL_SEED}), rooms `--perturb {a.perturb}` throughout. Rows in the order they were "
+            "measured.",
             "",
             HEADER,
             *[r.markdown() for r in self.rows],
@@ -151,13 +155,28 @@ class Results:
         self.path.with_suffix(".json").write_text(json.dumps([asdict(r) for r in self.rows], indent=2) + "\n")
 
 
+def _check_work_dir(out: Path, perturb: str) -> None:
+    """A work directory holds the rooms of one perturbation level: a rerun with another is refused."""
+    marker = out / "run.json"
+    if marker.is_file():
+        made = json.loads(marker.read_text()).get("perturb")
+        if made != perturb:
+            raise SystemExit(f"{out} was made with --perturb {made}; use another --out for --perturb {perturb}")
+        return
+    if (out / "demos").is_dir() and perturb != "none":  # made before run.json existed: plain rooms
+        raise SystemExit(f"{out} was made with --perturb none; use another --out for --perturb {perturb}")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"perturb": perturb}) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     out = args.out
+    _check_work_dir(out, args.perturb)
     results = Results(args.results, args)
     most = max([args.demos, *args.baseline])
     demos = out / "demos"
     if not demos.is_dir():
-        collect(demos, episodes_per_scenario=most, seed_offset=0, image_size=56)
+        collect(demos, episodes_per_scenario=most, seed_offset=0, image_size=56, perturb=args.perturb)
     start = _subset(demos, out / f"demos_{args.demos}", args.demos)
     demo_frames = _frames([start], "all")
     t0 = time.monotonic()
@@ -177,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 seeds=seeds,
                 log_path=out / f"round{r}" / "node.log",
                 real_time_factor=args.real_time_factor,
+                perturb=args.perturb,
             )
             (out / f"round{r}" / "rollouts.json").write_text(json.dumps([asdict(x) for x in rolls], indent=2))
         rolls_doc = json.loads((out / f"round{r}" / "rollouts.json").read_text())
@@ -272,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         help="after the rounds, train the last round's data under these --rollouts modes too (comma-separated)",
     )
     p.add_argument("--real-time-factor", type=float, default=1.0, help="of the rollouts' simulator")
+    p.add_argument(
+        "--perturb",
+        choices=list(LEVELS),
+        default="none",
+        help="randomized rooms, camera faults and base dynamics of this level for the demonstrations, the rollouts "
+        "and the evaluation (a harder start)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

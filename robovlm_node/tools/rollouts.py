@@ -26,6 +26,7 @@ from std_msgs.msg import String
 from robovlm.data.instructions import load_instructions
 from robovlm.data.stats import NormStats
 from robovlm.sim.operator import OperatorSettings, SimulatedOperator
+from robovlm.sim.perturb import level
 from robovlm.sim.world import SCENARIOS
 from robovlm.utils.resources import find_resource
 
@@ -62,8 +63,11 @@ def run_rollouts(
     real_time_factor: float = 1.0,
     log_path: Path | None = None,
     operator: OperatorSettings | None = None,
+    perturb: str = "none",
 ) -> list[Rollout]:
-    """Episode k runs scenario ``SCENARIOS[k % 8]`` on layout ``seeds[k]``; the node's log goes to ``log_path``."""
+    """Episode k runs scenario ``SCENARIOS[k % 8]`` on layout ``seeds[k]`` in a room of ``perturb``'s level; the
+    node's log goes to ``log_path``."""
+    room = level(perturb)  # a bad level fails before the node starts
     stats = NormStats.load(checkpoint / "stats.json")
     from robovlm.configs.model import load_config
 
@@ -97,6 +101,7 @@ def run_rollouts(
         real_time_factor=real_time_factor,
         enable_topic="/robovlm/enable",
         operator_topic=OPERATOR_TOPIC,
+        perturb=room,
     )
     client = DemoClient(context=context)
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

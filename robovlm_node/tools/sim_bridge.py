@@ -15,6 +15,10 @@ check (``max_frozen_s``) would rightly take for a frozen driver.
 publishes its commands there while it has the robot (the node, whose ``operator_cmd_topic`` it is, takes that as a
 takeover), and the base takes them over the node's ``cmd_vel`` while they are newer than ``OPERATOR_TIMEOUT_S``, as
 twist_mux gives teleop priority.
+
+``perturb`` (a ``robovlm.sim.perturb`` level; parameter ``perturb`` of ``robovlm_sim``): the randomized room, mounts,
+camera faults and base dynamics of that level, drawn per episode from its seed as ``eval-sim --perturb`` draws them;
+the read noise comes on top.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.evaluate import EpisodeResult
 from robovlm.sim.latency import draw_jitter_s
 from robovlm.sim.operator import SimulatedOperator
-from robovlm.sim.perturb import FrameEffects, Perturbation
+from robovlm.sim.perturb import FrameEffects, Perturbation, level
 from robovlm.sim.world import JOINT_NAMES
 
 from ..convert import rgb_to_image
@@ -62,6 +66,7 @@ class SimBridge(Node):
         enable_topic: str = "",
         sensor_noise_std: float = SENSOR_NOISE_STD,
         operator_topic: str = "",
+        perturb: Perturbation | None = None,
         **kwargs,
     ) -> None:
         super().__init__("robovlm_sim", **kwargs)
@@ -73,7 +78,7 @@ class SimBridge(Node):
         self._noise = Perturbation(noise_std=sensor_noise_std)
         self._effects = FrameEffects(self._noise, seed)
         self._in_flight: deque[tuple[float, Image, Image]] = deque()  # (due sim time, head, hand)
-        self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s)
+        self.env = CupWorldEnv(image_size=image_size, control_dt=camera_period_s, perturb=perturb)
         self.camera_period_s = camera_period_s
         self.rtf = real_time_factor
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
@@ -220,8 +225,9 @@ def main(args: list[str] | None = None) -> int:
     scenario = probe.declare_parameter("scenario", "").value
     seed = int(probe.declare_parameter("seed", 100_000).value)
     image_size = int(probe.declare_parameter("image_size", 56).value)
+    perturb = level(str(probe.declare_parameter("perturb", "none").value))
     probe.destroy_node()
-    bridge = SimBridge(image_size=image_size)
+    bridge = SimBridge(image_size=image_size, perturb=perturb)
     spinner = threading.Thread(target=rclpy.spin, args=(bridge,), daemon=True)
     spinner.start()
     stop = threading.Event()

@@ -13,8 +13,9 @@ import pytest
 from robovlm.data.dataset import is_bag, load_episodes
 from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.operator import SimulatedOperator
+from robovlm.sim.perturb import level
 from robovlm.sim.world import SCENARIOS
-from robovlm_node.tools.flywheel import main
+from robovlm_node.tools.flywheel import ROLLOUT_SEED, main
 
 
 def test_the_simulated_operator_recovers_from_where_a_bad_policy_drove_within_the_nodes_limits():
@@ -60,6 +61,8 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
         "2",
         "--real-time-factor",
         "2.5",
+        "--perturb",
+        "mild",
     ]
     assert main([*argv, "--steps", "4", "--eval-episodes", "1", "--baseline", ""]) == 0
     rows = json.loads(results.with_suffix(".json").read_text())
@@ -74,4 +77,15 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
     # round 1 fine-tuned round 0's policy (the default): its normalization is round 0's, not the new data's
     before, after = ((out / r / "checkpoint" / "stats.json").read_text() for r in ("round0", "round1"))
     assert after == before
-    assert "| flywheel round 1 |" in results.read_text()
+    assert "| flywheel round 1 |" in results.read_text() and "`--perturb mild`" in results.read_text()
+    # the rollouts ran in the perturbed rooms eval-sim draws for the same layouts, not in the plain one
+    seen = sorted(load_episodes([out / "round1" / "rollouts"], rollouts="all", use_hand=False), key=lambda e: e.name)
+    first = seen[0].images[0].astype(np.float32)
+    difference = {}
+    for name in ("mild", "none"):
+        env = CupWorldEnv(image_size=first.shape[0], perturb=level(name))
+        difference[name] = float(np.abs(env.reset(SCENARIOS[0], ROLLOUT_SEED + 1000).head - first).mean())
+        env.close()
+    assert difference["mild"] < 0.5 * difference["none"], difference
+    with pytest.raises(SystemExit, match="made with --perturb mild"):  # one level per work directory
+        main([*argv[:-1], "none", "--steps", "4", "--eval-episodes", "1", "--baseline", ""])
