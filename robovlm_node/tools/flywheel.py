@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -189,16 +190,19 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         record_dir = out / f"round{r}" / "rollouts"
         seeds = [ROLLOUT_SEED + 1000 * r + k for k in range(args.rollouts)]
-        if not record_dir.is_dir():
+        if not record_dir.is_dir():  # recorded into a partial directory: a run stopped midway records them again
+            partial = record_dir.with_name("rollouts.partial")
+            shutil.rmtree(partial, ignore_errors=True)
             rolls = run_rollouts(
                 out / f"round{r - 1}" / "checkpoint",
-                record_dir,
+                partial,
                 seeds=seeds,
                 log_path=out / f"round{r}" / "node.log",
                 real_time_factor=args.real_time_factor,
                 perturb=args.perturb,
             )
             (out / f"round{r}" / "rollouts.json").write_text(json.dumps([asdict(x) for x in rolls], indent=2))
+            partial.rename(record_dir)
         rolls_doc = json.loads((out / f"round{r}" / "rollouts.json").read_text())
         rounds.append(record_dir)
         previous = out / f"round{r - 1}" / "checkpoint"

@@ -64,7 +64,10 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
         "--perturb",
         "mild",
     ]
+    (out / "round1" / "rollouts.partial").mkdir(parents=True)  # a run stopped while it recorded round 1
+    (out / "round1" / "rollouts.partial" / "half_an_episode").mkdir()
     assert main([*argv, "--steps", "4", "--eval-episodes", "1", "--baseline", ""]) == 0
+    assert not (out / "round1" / "rollouts.partial").exists()
     rows = json.loads(results.with_suffix(".json").read_text())
     assert [r["run"] for r in rows] == ["flywheel round 0", "flywheel round 1"]
     rollouts = json.loads((out / "round1" / "rollouts.json").read_text())
