@@ -23,6 +23,7 @@ import json
 import logging
 import shlex
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -306,7 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return run(args)
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return run(args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    """``kill`` (or ``timeout``) of a run: unwind, so the rollouts' node process is stopped, not left driving."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from std_msgs.msg import String
 from robovlm.data.instructions import load_instructions
 from robovlm.data.stats import NormStats
 from robovlm.sim.operator import OperatorSettings, SimulatedOperator
-from robovlm.sim.perturb import level
+from robovlm.sim.perturb import Perturbation, level
 from robovlm.sim.world import SCENARIOS
 from robovlm.utils.resources import find_resource
 
@@ -92,12 +92,44 @@ def run_rollouts(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    try:  # from here on, however the run ends (an error, ``kill``), the node process ends with it
+        return _drive(
+            seeds,
+            cfg.image_size,
+            stats.action_dt,
+            real_time_factor,
+            room,
+            SimulatedOperator(operator, dt=stats.action_dt),
+            instructions,
+            log_path,
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if not isinstance(log, int):
+            log.close()
+
+
+def _drive(
+    seeds: list[int],
+    image_size: int,
+    action_dt: float,
+    real_time_factor: float,
+    room: Perturbation,
+    watcher: SimulatedOperator,
+    instructions: dict[str, str],
+    log_path: Path | None,
+) -> list[Rollout]:
+    """The rollouts, over ROS, against the node ``run_rollouts`` started."""
     context = Context()
     rclpy.init(context=context)
     bridge = SimBridge(
         context=context,
-        image_size=cfg.image_size,
-        camera_period_s=stats.action_dt,
+        image_size=image_size,
+        camera_period_s=action_dt,
         real_time_factor=real_time_factor,
         enable_topic="/robovlm/enable",
         operator_topic=OPERATOR_TOPIC,
@@ -111,7 +143,6 @@ def run_rollouts(
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    watcher = SimulatedOperator(operator, dt=stats.action_dt)
     out: list[Rollout] = []
     try:
         if not client.transition(Transition.TRANSITION_CONFIGURE):
@@ -139,16 +170,9 @@ def run_rollouts(
             out.append(rollout)
         client.transition(Transition.TRANSITION_CLEANUP)  # closes the last recording
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         executor.shutdown()
         spinner.join(timeout=5)
         bridge.destroy_node()
         client.destroy_node()
         rclpy.try_shutdown(context=context)
-        if log_path is not None and not isinstance(log, int):
-            log.close()
     return out

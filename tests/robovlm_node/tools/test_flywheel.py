@@ -6,6 +6,11 @@ recovers from wherever a bad policy drove."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +97,38 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
     assert difference["mild"] < 0.5 * difference["none"], difference
     with pytest.raises(SystemExit, match="made with --perturb mild"):  # one level per work directory
         main([*argv[:-1], "none", "--steps", "4", "--eval-episodes", "1", "--baseline", ""])
+
+    # `kill` of a run while the node drives round 2's rollouts (rounds 0 and 1 resume from the work directory):
+    # the run ends and takes the node process with it
+    more = [*argv[:7], "2", *argv[8:], "--steps", "4", "--eval-episodes", "1", "--baseline", ""]
+    tool = subprocess.Popen([sys.executable, "-m", "robovlm_node.tools.flywheel", *more])
+    marker = f"{out / 'round2' / 'rollouts.partial'}"
+    try:
+        assert _wait(lambda: _node_processes(marker), 120), "round 2's node never started"
+        tool.send_signal(signal.SIGTERM)
+        assert tool.wait(timeout=60) == 128 + signal.SIGTERM
+        assert _wait(lambda: not _node_processes(marker), 30), "the node outlived the run"
+    finally:
+        tool.kill()
+
+
+def _node_processes(marker: str) -> list[int]:
+    """Node processes whose command line names ``marker``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended while we looked
+            continue
+        if "robovlm_node.process" in text and marker in text:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def _wait(condition, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
