@@ -22,6 +22,7 @@ def generate_launch_description() -> LaunchDescription:
             {
                 "scenario": ParameterValue(LaunchConfiguration("scenario"), value_type=str),
                 "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
+                "perturb": ParameterValue(LaunchConfiguration("perturb"), value_type=str),
             }
         ],
         output="screen",
@@ -43,6 +44,9 @@ def generate_launch_description() -> LaunchDescription:
                 "scenario", default_value="", description="one scenario id; empty: cycle through all 8"
             ),
             DeclareLaunchArgument("seed", default_value="900000", description="first layout seed"),
+            DeclareLaunchArgument(
+                "perturb", default_value="none", description="randomized rooms: none, mild or strong (sim/perturb.py)"
+            ),
             DeclareLaunchArgument("instruction", default_value="", description="instruction (must match the scenario)"),
             sim,
             bringup,
