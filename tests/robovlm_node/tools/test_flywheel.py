@@ -6,6 +6,7 @@ recovers from wherever a bad policy drove."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -108,8 +109,10 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
         tool.send_signal(signal.SIGTERM)
         assert tool.wait(timeout=60) == 128 + signal.SIGTERM
         assert _wait(lambda: not _node_processes(marker), 30), "the node outlived the run"
-    finally:
+    finally:  # a failed check leaves no process behind either
         tool.kill()
+        for pid in _node_processes(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _node_processes(marker: str) -> list[int]:
