@@ -5,6 +5,7 @@ recovers from wherever a bad policy drove."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,7 +113,8 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
     finally:  # a failed check leaves no process behind either
         tool.kill()
         for pid in _node_processes(marker):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.kill(pid, signal.SIGKILL)
 
 
 def _node_processes(marker: str) -> list[int]:
