@@ -121,6 +121,14 @@ def _train_eval(
     return int(ok), int(hits)
 
 
+def _minutes(row_dir: Path, t0: float) -> float:
+    """Minutes a row took in the run that finished it: kept in ``row_dir``, so a resumed run reports them again."""
+    kept = row_dir / "minutes.json"
+    if not kept.is_file():
+        kept.write_text(json.dumps((time.monotonic() - t0) / 60) + "\n")
+    return float(json.loads(kept.read_text()))
+
+
 class Results:
     """Rows as they come, rewritten whole each time (a run cut short keeps what it measured)."""
 
@@ -184,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     ok, hits = _train_eval(args, [start], out / "round0" / "checkpoint")
     results.add(
-        Row("flywheel round 0", ok, args.eval_episodes, hits, demo_frames, 0, minutes=(time.monotonic() - t0) / 60)
+        Row("flywheel round 0", ok, args.eval_episodes, hits, demo_frames, 0, minutes=_minutes(out / "round0", t0))
     )
     rounds: list[Path] = []
     for r in range(1, args.rounds + 1):
@@ -221,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 rollouts=len(rolls_doc),
                 rollout_successes=sum(x["success"] for x in rolls_doc),
                 interventions_per_episode=sum(x["interventions"] for x in rolls_doc) / max(1, len(rolls_doc)),
-                minutes=(time.monotonic() - t0) / 60,
+                minutes=_minutes(out / f"round{r}", t0),
             )
         )
     for n in args.baseline:
@@ -242,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
                 hits,
                 frames,
                 0,
-                minutes=(time.monotonic() - t0) / 60,
+                minutes=_minutes(out / name, t0),
             )
         )
     before_last = None if args.retrain else out / f"round{args.rounds - 1}" / "checkpoint"
@@ -258,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
                 hits,
                 demo_frames,
                 _frames(rounds),  # the operator's work is the same whatever a mode trains on
-                minutes=(time.monotonic() - t0) / 60,
+                minutes=_minutes(ckpt.parent, t0),
             )
         )
     return 0

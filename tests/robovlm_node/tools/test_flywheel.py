@@ -97,6 +97,10 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
         difference[name] = float(np.abs(env.reset(SCENARIOS[0], ROLLOUT_SEED + 1000).head - first).mean())
         env.close()
     assert difference["mild"] < 0.5 * difference["none"], difference
+    # a rerun resumes: nothing is trained again, and each row keeps the minutes it took when it was measured
+    assert main([*argv, "--steps", "4", "--eval-episodes", "1", "--baseline", ""]) == 0
+    again = json.loads(results.with_suffix(".json").read_text())
+    assert [r["minutes"] for r in again] == [r["minutes"] for r in rows] and rows[1]["minutes"] > 0
     with pytest.raises(SystemExit, match="made with --perturb mild"):  # one level per work directory
         main([*argv[:-1], "none", "--steps", "4", "--eval-episodes", "1", "--baseline", ""])
 
