@@ -86,6 +86,13 @@ def _subset(demos: Path, out: Path, per_scenario: int) -> Path:
     return out
 
 
+def _demos_per_scenario(demos: Path) -> int:
+    """How many layout seeds per scenario ``demos`` was collected for (seeds from 0; an episode the expert failed
+    is missing, so the highest seed counts)."""
+    seeds = [int(p.stem.rsplit("_", 1)[1]) for p in demos.glob("sim_*.h5")]
+    return max(seeds) + 1 if seeds else 0
+
+
 def _frames(data: list[Path], mode: str = "interventions") -> int:
     if not data:
         return 0
@@ -185,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
     results = Results(args.results, args)
     most = max([args.demos, *args.baseline])
     demos = out / "demos"
-    if not demos.is_dir():
-        collect(demos, episodes_per_scenario=most, seed_offset=0, image_size=56, perturb=args.perturb)
+    have = _demos_per_scenario(demos)
+    if have < most:  # a rerun asking for more demonstrations than a first run collected gets the rest
+        collect(demos, episodes_per_scenario=most - have, seed_offset=have, image_size=56, perturb=args.perturb)
     start = _subset(demos, out / f"demos_{args.demos}", args.demos)
     demo_frames = _frames([start], "all")
     t0 = time.monotonic()

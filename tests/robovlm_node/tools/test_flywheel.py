@@ -97,10 +97,13 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
         difference[name] = float(np.abs(env.reset(SCENARIOS[0], ROLLOUT_SEED + 1000).head - first).mean())
         env.close()
     assert difference["mild"] < 0.5 * difference["none"], difference
-    # a rerun resumes: nothing is trained again, and each row keeps the minutes it took when it was measured
-    assert main([*argv, "--steps", "4", "--eval-episodes", "1", "--baseline", ""]) == 0
+    # a rerun resumes: nothing is trained again, and each row keeps the minutes it took when it was measured; a
+    # baseline with more demonstrations than the first run collected gets them collected, never fewer linked
+    assert main([*argv, "--steps", "4", "--eval-episodes", "1", "--baseline", "2", "--baseline-steps", "4"]) == 0
     again = json.loads(results.with_suffix(".json").read_text())
-    assert [r["minutes"] for r in again] == [r["minutes"] for r in rows] and rows[1]["minutes"] > 0
+    assert [r["minutes"] for r in again[:2]] == [r["minutes"] for r in rows] and rows[1]["minutes"] > 0
+    assert again[2]["run"] == "baseline 2 demos / scenario" and again[2]["demo_frames"] > rows[0]["demo_frames"]
+    assert {p.stem.rsplit("_", 1)[1] for p in (out / "demos").glob("sim_*.h5")} == {"00000", "00001"}
     with pytest.raises(SystemExit, match="made with --perturb mild"):  # one level per work directory
         main([*argv[:-1], "none", "--steps", "4", "--eval-episodes", "1", "--baseline", ""])
 
