@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTHON ?= python3
 
-.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize bench-serve eval-robustness soak flywheel demo train-demo train-single-camera clean
+.PHONY: install sysdeps lint test test-fast bench bench-train bench-fullsize bench-serve eval-robustness soak flywheel flywheel-baseline demo train-demo train-single-camera clean
 
 # Headless MuJoCo rendering on CPU needs OSMesa (Debian libosmesa6).
 export MUJOCO_GL ?= osmesa
@@ -119,12 +119,19 @@ train-single-camera: install
 # rooms (--perturb mild: light, textures, camera mounts and faults, base lag and slip) so that demonstrations alone
 # need many frames: a policy from 1 demonstration per scenario trained to the data (2500 steps), 3 rounds of 24
 # recorded rollouts with a simulated operator taking over, each round fine-tuning the last round's policy for 1000
-# steps on everything so far; beside it policies from 6 and 12 demonstrations per scenario (2500 steps). Into
-# bench/results/flywheel_mild.md (bench/results/flywheel.md puts it beside the plain-room runs). Not in CI: about 2
-# hours on two CPU cores; resumes where it was stopped.
+# steps on everything so far. Into bench/results/flywheel_mild_seed$(FLYWHEEL_SEED).md (bench/results/flywheel.md
+# puts the seeds beside each other). Not in CI: about 1.5 hours on two CPU cores; resumes where it was stopped.
+# flywheel-baseline: the curve beside it, computed once (about 1 hour), policies from 6 and 12 demonstrations per
+# scenario in the same work directory (round 0 is the 1-demonstration point), into
+# bench/results/flywheel_baseline_mild_seed$(FLYWHEEL_SEED).md.
+FLYWHEEL_SEED ?= 0
+FLYWHEEL = $(PY) -m robovlm_node.tools.flywheel --out out/flywheel_mild_seed$(FLYWHEEL_SEED) --perturb mild \
+  --steps 2500 --finetune-steps 1000 --seed $(FLYWHEEL_SEED)
 flywheel: install
-	$(PY) -m robovlm_node.tools.flywheel --out out/flywheel_mild --perturb mild --steps 2500 --finetune-steps 1000 \
-	  --baseline 6,12 --results bench/results/flywheel_mild.md
+	$(FLYWHEEL) --baseline "" --results bench/results/flywheel_mild_seed$(FLYWHEEL_SEED).md
+
+flywheel-baseline: install
+	$(FLYWHEEL) --rounds 0 --baseline 6,12 --results bench/results/flywheel_baseline_mild_seed$(FLYWHEEL_SEED).md
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -12,7 +12,7 @@ and JSON beside it) as soon as it is measured.
 Layout seeds: demonstrations from 0, rollouts from ``ROLLOUT_SEED`` (round r: ``ROLLOUT_SEED + 1000 r``), evaluation
 from ``EVAL_SEED`` (``eval-sim``'s default): disjoint. ``--perturb``: every room of the run (demonstrations, rollouts,
 evaluation) randomized at that level of ``robovlm.sim.perturb``, a harder world than the plain one; the work
-directory remembers it (``run.json``), so a rerun never mixes the rooms of two levels.
+directory remembers it and ``--seed`` (``run.json``), so a rerun never mixes the rooms of two levels or two seeds.
 """
 
 from __future__ import annotations
@@ -172,23 +172,28 @@ class Results:
         self.path.with_suffix(".json").write_text(json.dumps([asdict(r) for r in self.rows], indent=2) + "\n")
 
 
-def _check_work_dir(out: Path, perturb: str) -> None:
-    """A work directory holds the rooms of one perturbation level: a rerun with another is refused."""
+def _check_work_dir(out: Path, perturb: str, seed: int) -> None:
+    """A work directory holds one run: the rooms of one perturbation level and policies of one training seed (a
+    rerun with another level or seed would mix them with the rounds already there), so another is refused."""
     marker = out / "run.json"
     if marker.is_file():
-        made = json.loads(marker.read_text()).get("perturb")
-        if made != perturb:
-            raise SystemExit(f"{out} was made with --perturb {made}; use another --out for --perturb {perturb}")
+        made = json.loads(marker.read_text())
+        if made.get("perturb") != perturb:
+            raise SystemExit(
+                f"{out} was made with --perturb {made.get('perturb')}; use another --out for --perturb {perturb}"
+            )
+        if made.get("seed", 0) != seed:  # made before the seed was kept: seed 0, the default
+            raise SystemExit(f"{out} was made with --seed {made.get('seed', 0)}; use another --out for --seed {seed}")
         return
     if (out / "demos").is_dir() and perturb != "none":  # made before run.json existed: plain rooms
         raise SystemExit(f"{out} was made with --perturb none; use another --out for --perturb {perturb}")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"perturb": perturb}) + "\n")
+    marker.write_text(json.dumps({"perturb": perturb, "seed": seed}) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out
-    _check_work_dir(out, args.perturb)
+    _check_work_dir(out, args.perturb, args.seed)
     results = Results(args.results, args)
     most = max([args.demos, *args.baseline])
     demos = out / "demos"

@@ -38,7 +38,8 @@ SLOW = {
     "on a LeRobotDataset",
     "PYTHONUNBUFFERED=1 PYTHONPATH=. python3 -m bench.gpu": "needs a GPU; tests/packaging/test_gpu_bench.py runs "
     "the same code with --device cpu --tiny",
-    "make flywheel": "about 2 hours (bench/results/flywheel.md)",
+    "make flywheel": "about 1.5 hours (bench/results/flywheel.md)",
+    "make flywheel-baseline": "about 1 hour, computed once (bench/results/flywheel.md)",
     "python -m robovlm_node.tools.flywheel --out out/fw": "minutes; tests/robovlm_node/tools/test_flywheel.py runs "
     "the same round (1 demonstration per scenario, 2 rollouts) with fewer steps",
     "robovlm inspect-bag out/fw/": "reads the flywheel round's output; test_node_recording.py runs inspect-bag on a "

@@ -311,7 +311,10 @@ def test_a_quiet_start_says_what_it_waits_for_then_faults_are_reported_as_before
     time.sleep(0.2)
     err = capfd.readouterr().err
     assert "waiting for head camera, joint states" in err and "inputs and model ready: driving" in err, err
-    assert "[WARN]" not in err, err
+    # a control tick late because the whole machine stalled is a real warning, but not a fault of the start (CI's
+    # machine stalls for half a second at times); every other warning is
+    warnings = [line for line in err.splitlines() if "[WARN]" in line and "[control_overrun]" not in line]
+    assert not warnings, err
     assert h.node.status.snapshot().stops["stale_input"] > 0  # held all the same, and counted
     h.stop_feeding()  # after the start, a stale input is the fault it always was
     assert h.wait_for(lambda: "[stale_input]" in capfd.readouterr().err, 5)

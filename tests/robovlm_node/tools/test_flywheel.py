@@ -106,6 +106,8 @@ def test_one_flywheel_round_records_interventions_through_the_node_and_trains_on
     assert {p.stem.rsplit("_", 1)[1] for p in (out / "demos").glob("sim_*.h5")} == {"00000", "00001"}
     with pytest.raises(SystemExit, match="made with --perturb mild"):  # one level per work directory
         main([*argv[:-1], "none", "--steps", "4", "--eval-episodes", "1", "--baseline", ""])
+    with pytest.raises(SystemExit, match="made with --seed 0"):  # and one training seed
+        main([*argv, "--seed", "1", "--steps", "4", "--eval-episodes", "1", "--baseline", ""])
 
     # `kill` of a run while the node drives round 2's rollouts (rounds 0 and 1 resume from the work directory):
     # the run ends and takes the node process with it
