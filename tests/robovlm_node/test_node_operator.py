@@ -26,7 +26,11 @@ PERIOD_S = 1.0 / RATE
 
 
 class Operator:
-    """Publishes the heartbeat (and the deadman's Joy) at 20 Hz while told to; remembers its last message's time."""
+    """Publishes the heartbeat (and the deadman's Joy) at 20 Hz while told to; remembers its last message's time.
+
+    ``send`` changes what it publishes and returns when the change went out, with the time it did: a bound measured
+    from the moment a test set the value would count a stall of the test process before the publish (CI's machine
+    has them) against the node."""
 
     def __init__(self, h, name: str, *, joy: bool) -> None:
         self.h = h
@@ -37,6 +41,9 @@ class Operator:
         self.button = 0
         self.last_heartbeat = 0.0  # seconds on the peer's clock
         self.last_joy = 0.0
+        self._changed = threading.Condition()
+        self._generation = 0  # of the values above; a change counts up
+        self._sent: tuple[int, float] = (0, 0.0)  # the generation last published, and when
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -44,16 +51,32 @@ class Operator:
     def now(self) -> float:
         return self.h.peer.get_clock().now().nanoseconds * 1e-9
 
+    def send(self, **values: bool | int | None) -> float:
+        """Set ``heartbeat`` and/or ``button``; the peer-clock time the publish that carries them began."""
+        with self._changed:
+            for key, value in values.items():
+                setattr(self, key, value)
+            self._generation += 1
+            wanted = self._generation
+            assert self._changed.wait_for(lambda: self._sent[0] >= wanted, timeout=5.0), "the operator never sent"
+            return self._sent[1]
+
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            if self.heartbeat is not None:
-                self.heartbeat_pub.publish(Bool(data=self.heartbeat))
+            with self._changed:
+                generation, heartbeat, button = self._generation, self.heartbeat, self.button
+            t = self.now()
+            if heartbeat is not None:
+                self.heartbeat_pub.publish(Bool(data=heartbeat))
                 self.last_heartbeat = self.now()
             if self.joy_pub is not None:
-                msg = Joy(axes=[0.0] * 6, buttons=[0, 0, 0, 0, self.button, 0, 0, 0])
+                msg = Joy(axes=[0.0] * 6, buttons=[0, 0, 0, 0, button, 0, 0, 0])
                 msg.header.stamp = self.h.stamp()
                 self.joy_pub.publish(msg)
                 self.last_joy = self.now()
+            with self._changed:
+                self._sent = (generation, t)
+                self._changed.notify_all()
 
     def close(self) -> None:
         self._stop.set()
@@ -98,24 +121,20 @@ def test_the_heartbeat_and_the_deadman_grant_motion_and_either_revokes_it(checkp
         h.start_feeding()
         assert h.wait_for(lambda: len(h.commands()) >= 20, 90), "the node never published its held zeros"
         assert not _moving(h, 0.0), "moved without a grant"
-        op.heartbeat = True  # the heartbeat alone: the deadman is not held
-        t0 = op.now()
+        t0 = op.send(heartbeat=True)  # the heartbeat alone: the deadman is not held
         assert not h.wait_for(lambda: _moving(h, t0), 1.5), "moved with the deadman released"
         assert "deadman button 4 of /joy_op released" in _operator_status(h, name)
-        op.button = 1
-        t_grant = op.now()
+        t_grant = op.send(button=1)
         assert h.wait_for(lambda: _moving(h, t_grant), 30), "no motion after the grant"
         first = next(v for t, v in h.commands(since=t_grant) if np.any(v != 0))
         assert np.abs(first).max() <= AMAX * 2 * PERIOD_S, f"a grant must ramp up from zero: {first}"
 
-        op.button = 0  # deadman released
-        t_release = op.now()
+        t_release = op.send(button=0)  # deadman released
         time.sleep(1.0)
         assert _last_moving(h, t_release) <= t_release + PERIOD_S + DELIVERY_S, "still moving after the release"
         assert h.wait_for(lambda: len(h.commands(since=t_release + 0.3)) >= 10, 5), "held zeros must keep coming"
 
-        op.button = 1  # granted again: a fresh plan, ramped from zero
-        t_again = op.now()
+        t_again = op.send(button=1)  # granted again: a fresh plan, ramped from zero
         assert h.wait_for(lambda: _moving(h, t_again), 30), "no motion after the second grant"
         first = next(v for t, v in h.commands(since=t_again) if np.any(v != 0))
         assert np.abs(first).max() <= AMAX * 2 * PERIOD_S, first
@@ -143,11 +162,9 @@ def test_disabled_output_silent_publishes_one_zero_on_revocation_and_the_final_z
         assert "active" in _wait_line(proc, "active: publishing commands"), "the node did not activate"
         time.sleep(1.0)
         assert len(h.commands()) <= 1 and not _moving(h, 0.0), "a node without a grant must be (nearly) silent"
-        op.heartbeat = True
-        t_grant = op.now()
+        t_grant = op.send(heartbeat=True)
         assert h.wait_for(lambda: _moving(h, t_grant), 30), "no motion after the grant"
-        op.heartbeat = False
-        t_revoke = op.now()
+        t_revoke = op.send(heartbeat=False)
         time.sleep(1.5)
         after = h.commands(since=t_revoke + PERIOD_S + DELIVERY_S)
         assert len(after) <= 1 and all(np.all(v == 0) for _, v in after), after  # one zero, then nothing
