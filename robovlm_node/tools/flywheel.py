@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -78,11 +79,14 @@ HEADER = (
 
 
 def _subset(demos: Path, out: Path, per_scenario: int) -> Path:
-    """The demonstrations with layout seed below ``per_scenario`` (links into ``demos``)."""
+    """The demonstrations with layout seed below ``per_scenario`` (relative links into ``demos``, so a work
+    directory can be moved; links an older run made absolute are made again)."""
     out.mkdir(parents=True, exist_ok=True)
     for p in sorted(demos.glob("sim_*.h5")):
-        if int(p.stem.rsplit("_", 1)[1]) < per_scenario and not (out / p.name).exists():
-            (out / p.name).symlink_to(p.resolve())
+        link = out / p.name
+        if int(p.stem.rsplit("_", 1)[1]) < per_scenario and not link.exists():
+            link.unlink(missing_ok=True)  # a dangling link
+            link.symlink_to(os.path.relpath(p.resolve(), out.resolve()))
     return out
 
 

@@ -22,7 +22,7 @@ from robovlm.sim.env import CupWorldEnv
 from robovlm.sim.operator import SimulatedOperator
 from robovlm.sim.perturb import level
 from robovlm.sim.world import SCENARIOS
-from robovlm_node.tools.flywheel import ROLLOUT_SEED, main
+from robovlm_node.tools.flywheel import ROLLOUT_SEED, _subset, main
 
 
 def test_the_simulated_operator_recovers_from_where_a_bad_policy_drove_within_the_nodes_limits():
@@ -146,3 +146,19 @@ def _wait(condition, timeout_s: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_work_directory_can_be_moved(tmp_path):
+    """Its demonstration subsets link into its own ``demos`` relatively; an older run's absolute links, dangling
+    after a move, are made again."""
+    demos = tmp_path / "a" / "demos"
+    demos.mkdir(parents=True)
+    for seed in range(3):
+        (demos / f"sim_1box_hori_left_{seed:05d}.h5").write_bytes(b"episode %d" % seed)
+    subset = _subset(demos, tmp_path / "a" / "demos_2", 2)
+    assert sorted(p.read_bytes() for p in subset.iterdir()) == [b"episode 0", b"episode 1"]
+    (subset / "sim_1box_hori_left_00000.h5").unlink()  # as an older run left it: an absolute link
+    (subset / "sim_1box_hori_left_00000.h5").symlink_to(demos / "sim_1box_hori_left_00000.h5")
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = _subset(tmp_path / "b" / "demos", tmp_path / "b" / "demos_2", 2)
+    assert sorted(p.read_bytes() for p in moved.iterdir()) == [b"episode 0", b"episode 1"]
