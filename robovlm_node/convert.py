@@ -44,6 +44,11 @@ class JointStateError(ValueError):
     """A joint-state message lacks a configured joint, names one twice or holds a non-finite position."""
 
 
+def time_from_ns(ns: int) -> Time:
+    """Integer nanoseconds (a ROS clock's) -> ``builtin_interfaces/Time``."""
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
 def check_image_size(msg: Image | CompressedImage, max_pixels: int) -> tuple[int, int]:
     """(width, height) from the message header (raw) or the JPEG/PNG header (compressed), without decoding pixels;
     ``ImageConversionError`` when the frame has more than ``max_pixels`` or its header is unreadable or does not

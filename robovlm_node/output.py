@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Time
 
-from .convert import make_twist
+from .convert import make_twist, time_from_ns
 
 
 class CommandPublisher:
@@ -67,7 +66,7 @@ class CommandPublisher:
             self._send(np.zeros(len(self.fields)), self._clock_ns())
 
     def _send(self, command: np.ndarray, stamp_ns: int) -> None:
-        stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        stamp = time_from_ns(stamp_ns)
         self._publisher.publish(
             make_twist(command, self.fields, stamped=self.stamped, stamp=stamp, frame_id=self.frame_id)
         )

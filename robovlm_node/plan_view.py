@@ -33,7 +33,7 @@ from robovlm.runtime.plan_overlay import draw_overlay
 from robovlm.runtime.plan_path import chunk_path, trail_path
 from robovlm.runtime.scheduler import ChunkScheduler
 
-from .convert import rgb_to_image
+from .convert import rgb_to_image, time_from_ns
 from .inputs import Inputs
 from .loop_thread import LoopThread
 from .settings import Settings
@@ -44,13 +44,10 @@ MAX_TRAIL_POSES = 50  # ~/executed's poses, evenly spaced over the window (each 
 
 
 def time_msg(seconds: float) -> Time:
-    """Node-clock seconds -> ``Time``. The whole seconds are split off first: ``seconds * 1e9`` in float64 would
-    resolve only 256 ns today, coarser than the 0.24 us the seconds themselves hold."""
+    """Node-clock seconds -> ``Time``. The whole seconds are split off before scaling: ``seconds * 1e9`` in float64
+    would resolve only 256 ns today, coarser than the 0.24 us the seconds themselves hold."""
     sec = math.floor(seconds)
-    ns = round((seconds - sec) * 1e9)  # exact: the fraction of a float64 near 1.8e9 has few bits
-    if ns >= 1_000_000_000:
-        sec, ns = sec + 1, ns - 1_000_000_000
-    return Time(sec=int(sec), nanosec=int(ns))
+    return time_from_ns(sec * 1_000_000_000 + round((seconds - sec) * 1e9))  # seconds - sec is exact
 
 
 def path_msg(poses: np.ndarray, times: np.ndarray, *, stamp: float, frame_id: str) -> Path:
